@@ -1,0 +1,65 @@
+"""sa_djblob: DataJoint's blob and attach attributes for SQLAlchemy 2.x.
+
+Use it as ``import sa_djblob as djb``. Importing it registers nothing; call
+``djb.install(engine)`` to activate the write path of external values on an engine.
+"""
+
+from __future__ import annotations
+
+from .codec import MatCell, MatStruct, pack, unpack
+from .config import config
+from .errors import (
+    BlobFormatError,
+    ConfigError,
+    IntegrityError,
+    MissingPayloadError,
+    NotInstalledError,
+    SaDjblobError,
+    StoreError,
+    StoreNotConfiguredError,
+    UnsupportedTypeError,
+)
+from .externals import (
+    ExternalTable,
+    SweepReport,
+    VerifyReport,
+    externals,
+    install,
+    uninstall,
+)
+from .stores import Cache, FileStore, MemoryStore, S3Store, Store, get_store
+from .types import Attach, Blob
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attach",
+    "Blob",
+    "BlobFormatError",
+    "Cache",
+    "ConfigError",
+    "ExternalTable",
+    "FileStore",
+    "IntegrityError",
+    "MatCell",
+    "MatStruct",
+    "MemoryStore",
+    "MissingPayloadError",
+    "NotInstalledError",
+    "S3Store",
+    "SaDjblobError",
+    "Store",
+    "StoreError",
+    "StoreNotConfiguredError",
+    "SweepReport",
+    "UnsupportedTypeError",
+    "VerifyReport",
+    "__version__",
+    "config",
+    "externals",
+    "get_store",
+    "install",
+    "pack",
+    "uninstall",
+    "unpack",
+]

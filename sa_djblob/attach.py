@@ -1,0 +1,150 @@
+"""Attachments: encoding in-row values, safe names, and writing fetched files.
+
+Fetched attachments go to ``djb.config["download_path"]`` under a safe base name of
+their stored name. An identical file already there is reused; a different file of
+the same name is never overwritten: the next free alias ``stem_0000.ext``,
+``stem_0001.ext``, ... (DataJoint's hexadecimal counter) is used instead. Files are
+written to a temp file and linked into place, so a reader never sees half a file and
+two writers never clobber each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import tempfile
+import unicodedata
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import BlobFormatError
+
+__all__ = [
+    "attachment_name",
+    "decode_inrow",
+    "encode_inrow",
+    "safe_name",
+    "same_bytes",
+    "stream_chunks",
+    "write_download",
+]
+
+_CHUNK = 1 << 20
+_MAX_NAME_BYTES = 255
+
+
+def attachment_name(path: str | os.PathLike[str]) -> str:
+    """The name an attachment is stored under: the file's base name."""
+    name = Path(os.fspath(path)).name
+    if not name:
+        raise ValueError(f"attachment {os.fspath(path)!r} has no file name")
+    return name
+
+
+def safe_name(name: str) -> str:
+    """Reduce a stored attachment name to a base name that stays inside a folder.
+
+    Directory parts (``/`` and ``\\``), NUL and control characters are removed; an
+    empty result, ``.`` and ``..`` become ``attachment``; the name is cut to 255 bytes
+    keeping its extension.
+    """
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
+    name = name.strip(" ")
+    if name in ("", ".", ".."):
+        name = "attachment"
+    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        ext = (dot + ext) if dot and len(ext.encode()) < 32 else ""
+        stem = name[: len(name) - len(ext)] if ext else name
+        budget = _MAX_NAME_BYTES - len(ext.encode("utf-8"))
+        stem = stem.encode("utf-8")[:budget].decode("utf-8", "ignore")
+        name = stem + ext
+    return name
+
+
+def encode_inrow(path: str | os.PathLike[str]) -> bytes:
+    """``filename + b"\\0" + contents`` of the file at *path*."""
+    p = Path(os.fspath(path))
+    return attachment_name(p).encode("utf-8") + b"\0" + p.read_bytes()
+
+
+def decode_inrow(value: bytes) -> tuple[str, memoryview]:
+    """Split an in-row attachment into its stored name and contents."""
+    sep = value.find(b"\0")
+    if sep < 0:
+        raise BlobFormatError("in-row attachment has no NUL between file name and contents")
+    try:
+        name = bytes(value[:sep]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BlobFormatError("in-row attachment name is not valid UTF-8") from None
+    return name, memoryview(value)[sep + 1 :]
+
+
+def _aliases(target: Path) -> Iterator[Path]:
+    yield target
+    for n in itertools.count():
+        yield target.with_name(f"{target.stem}_{n:04x}{target.suffix}")
+
+
+def write_download(
+    name: str,
+    is_same: Callable[[Path], bool],
+    fill: Callable[[BinaryIO], None],
+    folder: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Write an attachment into *folder* (default ``download_path``) and return its path.
+
+    ``is_same(path)`` tells whether an existing file holds these contents (it is reused);
+    ``fill(f)`` writes the contents into the open binary file *f*.
+    """
+    if folder is None:
+        from .config import config
+
+        folder = config["download_path"]
+    base = Path(os.fspath(folder))
+    base.mkdir(parents=True, exist_ok=True)
+    target = base / safe_name(name)
+    for candidate in _aliases(target):
+        if not candidate.exists():
+            break
+        if is_same(candidate):
+            return candidate
+    fd, tmp = tempfile.mkstemp(dir=base, prefix=".djb-download-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
+        for candidate in _aliases(target):
+            try:
+                os.link(tmp, candidate)
+                return candidate
+            except FileExistsError:
+                if is_same(candidate):
+                    return candidate
+        raise AssertionError("unreachable")  # pragma: no cover
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def same_bytes(data: bytes | memoryview) -> Callable[[Path], bool]:
+    """An ``is_same`` test comparing a file with bytes in memory."""
+
+    def check(path: Path) -> bool:
+        try:
+            if path.stat().st_size != len(data):
+                return False
+            with path.open("rb") as f:
+                return memoryview(f.read()) == memoryview(data)
+        except OSError:
+            return False
+
+    return check
+
+
+def stream_chunks(src: BinaryIO) -> Iterator[bytes]:
+    """Read *src* in 1 MiB chunks."""
+    while chunk := src.read(_CHUNK):
+        yield chunk

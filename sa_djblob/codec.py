@@ -1,0 +1,1171 @@
+"""DataJoint's blob format, both directions (see FORMAT.md): ``pack`` and ``unpack``.
+
+Pure functions, no I/O. The writer produces DataJoint 0.14's bytes; the reader accepts
+everything DataJoint and MATLAB's mym write, and treats its input as hostile: every
+count is checked against the bytes that remain before anything is allocated,
+decompression is bounded, nesting is capped, and every violation is a
+:class:`~sa_djblob.errors.BlobFormatError` that says what went wrong and where.
+"""
+
+from __future__ import annotations
+
+import collections.abc as abc
+import datetime
+import math
+import struct
+import uuid
+import zlib
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any, NoReturn
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .config import config
+from .errors import BlobFormatError, UnsupportedTypeError
+
+__all__ = ["MatCell", "MatStruct", "pack", "unpack"]
+
+
+class MatCell(np.ndarray):
+    """A MATLAB cell array: an object array written as a ``C`` item."""
+
+
+class MatStruct(np.recarray):
+    """A MATLAB struct array: a record array (object fields) written as an ``S`` item."""
+
+
+# --------------------------------------------------------------------------------------
+# format constants
+
+MYM = b"mYm\0"
+DJ0 = b"dj0\0"
+ZL123 = b"ZL123\0"
+#: plain blobs up to this many bytes are never compressed (DataJoint's rule)
+COMPRESS_THRESHOLD = 1000
+
+_U8 = struct.Struct("<B")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
+_C128 = struct.Struct("<dd")
+_TWO_U32 = struct.Struct("<II")
+_DATETIME = struct.Struct("<iq")
+
+_CHAR = 4
+_OBJECT = 5
+_NUMERIC_IDS: dict[int, np.dtype[Any]] = {
+    3: np.dtype("bool"),
+    6: np.dtype("<f8"),
+    7: np.dtype("<f4"),
+    8: np.dtype("i1"),
+    9: np.dtype("u1"),
+    10: np.dtype("<i2"),
+    11: np.dtype("<u2"),
+    12: np.dtype("<i4"),
+    13: np.dtype("<u4"),
+    14: np.dtype("<i8"),
+    15: np.dtype("<u8"),
+}
+_DATETIME_UNITS = ("Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as")
+_READ_DTYPES: dict[int, np.dtype[Any]] = dict(_NUMERIC_IDS)
+_READ_DTYPES.update(
+    {65536 + i: np.dtype(f"<M8[{unit}]") for i, unit in enumerate(_DATETIME_UNITS)}
+)
+#: dtype.str -> class id, for the writer
+_WRITE_IDS: dict[str, int] = {dt.str: cid for cid, dt in _READ_DTYPES.items()}
+_WRITE_IDS[np.dtype("S1").str] = _CHAR
+_WRITE_IDS[np.dtype("O").str] = _OBJECT
+_COMPLEX_PARTS: dict[str, np.dtype[Any]] = {
+    np.dtype("<c8").str: np.dtype("<f4"),
+    np.dtype("<c16").str: np.dtype("<f8"),
+}
+_MATLAB_CLASS_NAMES = {0: "unknown", 1: "cell", 2: "struct", 16: "function handle"}
+
+#: numpy refuses arrays whose nonzero dimensions multiply beyond this (with any itemsize)
+_MAX_ELEMENTS = 1 << 48
+_MAX_NDIM = 64
+
+
+def _dtype_phrase(dt: np.dtype[Any]) -> str:
+    if dt.byteorder == ">":
+        return (
+            f"big-endian {dt.newbyteorder('=').name} arrays are not supported"
+            " (convert with arr.astype(arr.dtype.newbyteorder('<')))"
+        )
+    if dt.kind == "S":
+        return f"byte-string arrays of dtype {dt.str[1:]} are not supported (only S1 char arrays)"
+    if dt.kind == "V":
+        return f"arrays of dtype {dt} are not supported"
+    return f"{dt.name} arrays are not supported"
+
+
+# --------------------------------------------------------------------------------------
+# writer
+
+
+class _PackError(Exception):
+    """Internal: an unsupported value; ``path`` collects the location, innermost first."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path: list[str] = []
+
+
+def _index_str(flat_index: int, shape: tuple[int, ...]) -> str:
+    if len(shape) <= 1:
+        return f"[{flat_index}]"
+    idx = np.unravel_index(flat_index, shape, order="F")
+    return "[" + ", ".join(str(int(i)) for i in idx) + "]"
+
+
+def _key_str(key: Any) -> str:
+    text = repr(key)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"[{text}]"
+
+
+_Packer_fn = Callable[["_Packer", Any, int], int]
+
+
+class _Packer:
+    """Serializes one value into a list of byte pieces (joined once at the end)."""
+
+    __slots__ = ("dj0", "max_depth", "out")
+
+    def __init__(self, max_depth: int) -> None:
+        self.out: list[Any] = []  # bytes and bytes-like (memoryviews of arrays)
+        self.dj0 = False
+        self.max_depth = max_depth
+
+    # -- dispatch ----------------------------------------------------------------------
+    def item(self, obj: Any, depth: int) -> int:
+        """Append ``obj`` as one item; return the number of bytes appended."""
+        if depth > self.max_depth:
+            raise _PackError(
+                f"nesting deeper than max_depth={self.max_depth} (a recursive structure?)"
+            )
+        fast = _FAST_PACK.get(type(obj))
+        if fast is not None:
+            return fast(self, obj, depth)
+        return self.generic(obj, depth)
+
+    def generic(self, obj: Any, depth: int) -> int:
+        # the order decides the bytes: it is DataJoint's (FORMAT.md, "Writer dispatch order")
+        if isinstance(obj, MatCell):
+            return self.cell(obj, depth)
+        if isinstance(obj, MatStruct):
+            return self.struct_array(obj, depth)
+        if isinstance(obj, np.ndarray) and obj.dtype.names is None:
+            return self.array(obj, depth)
+        self.dj0 = True
+        if not isinstance(obj, np.ndarray | np.generic):
+            if isinstance(obj, bool):
+                return self.boolean(obj, depth)
+            if isinstance(obj, int):
+                return self.integer(obj, depth)
+            if isinstance(obj, complex):
+                return self.complex_(obj, depth)
+            if isinstance(obj, float):
+                return self.float_(obj, depth)
+        if isinstance(obj, np.ndarray):
+            return self.recarray(obj, depth)
+        if isinstance(obj, np.timedelta64):
+            raise _PackError("timedelta64 values are not supported")
+        if isinstance(obj, np.number | np.datetime64 | np.bool_):
+            return self.array(np.asarray(obj), depth)
+        if isinstance(obj, datetime.date | datetime.time):
+            return self.datetime_(obj, depth)
+        if isinstance(obj, Decimal):
+            return self.decimal(obj, depth)
+        if isinstance(obj, uuid.UUID):
+            return self.uuid_(obj, depth)
+        if isinstance(obj, abc.Mapping):
+            return self.mapping(obj, depth)
+        if isinstance(obj, str):
+            return self.string(obj, depth)
+        if isinstance(obj, bytes | bytearray):
+            return self.bytes_(obj, depth)
+        if isinstance(obj, abc.MutableSequence):
+            return self.sequence(obj, depth, b"\x02")
+        if isinstance(obj, abc.Sequence):
+            return self.sequence(obj, depth, b"\x01")
+        if isinstance(obj, abc.Set):
+            return self.sequence(obj, depth, b"\x03")
+        if obj is None:
+            return self.none(obj, depth)
+        kind = type(obj)
+        name = kind.__qualname__
+        if kind.__module__ not in ("builtins", "__main__"):
+            name = f"{kind.__module__}.{name}"
+        if isinstance(obj, np.generic):
+            raise _PackError(f"{name} values are not supported")
+        raise _PackError(f"values of type {name} are not supported")
+
+    # -- Python scalars (dj0) ------------------------------------------------------------
+    def none(self, obj: Any, depth: int) -> int:
+        self.dj0 = True
+        self.out.append(b"\xff")
+        return 1
+
+    def boolean(self, obj: Any, depth: int) -> int:
+        self.dj0 = True
+        self.out.append(b"\x0b\x01" if obj else b"\x0b\x00")
+        return 2
+
+    def integer(self, obj: Any, depth: int) -> int:
+        self.dj0 = True
+        n: int = obj.bit_length() // 8 + 1
+        if n > 0xFFFF:
+            raise _PackError(f"int of {n} bytes is too large (the format holds 65535 bytes)")
+        self.out.append(b"\x0a" + _U16.pack(n) + int(obj).to_bytes(n, "little", signed=True))
+        return 3 + n
+
+    def float_(self, obj: Any, depth: int) -> int:
+        self.dj0 = True
+        self.out.append(b"\x0d" + _F64.pack(obj))
+        return 9
+
+    def complex_(self, obj: Any, depth: int) -> int:
+        self.dj0 = True
+        self.out.append(b"\x0c" + _C128.pack(obj.real, obj.imag))
+        return 17
+
+    def string(self, obj: Any, depth: int) -> int:
+        self.dj0 = True
+        data = str.encode(obj, "utf-8", "surrogatepass")
+        self.out.append(b"\x05" + _U64.pack(len(data)) + data)
+        return 9 + len(data)
+
+    def bytes_(self, obj: Any, depth: int) -> int:
+        self.dj0 = True
+        self.out.append(b"\x06" + _U64.pack(len(obj)))
+        self.out.append(bytes(obj))
+        return 9 + len(obj)
+
+    def decimal(self, obj: Decimal, depth: int) -> int:
+        self.dj0 = True
+        data = str(obj).encode("ascii")
+        self.out.append(b"d" + _U64.pack(len(data)) + data)
+        return 9 + len(data)
+
+    def datetime_(self, obj: datetime.date | datetime.time, depth: int) -> int:
+        self.dj0 = True
+        date: datetime.date | None
+        time: datetime.time | None
+        if isinstance(obj, datetime.datetime):
+            date, time = obj.date(), obj.time()
+        elif isinstance(obj, datetime.date):
+            date, time = obj, None
+        else:
+            date, time = None, obj
+        day = -1 if date is None else (date.year * 100 + date.month) * 100 + date.day
+        tod = (
+            -1
+            if time is None
+            else ((time.hour * 100 + time.minute) * 100 + time.second) * 1_000_000
+            + time.microsecond
+        )
+        self.out.append(b"t" + _DATETIME.pack(day, tod))
+        return 13
+
+    def uuid_(self, obj: uuid.UUID, depth: int) -> int:
+        self.dj0 = True
+        self.out.append(b"u" + obj.bytes)
+        return 17
+
+    # -- containers (dj0) ----------------------------------------------------------------
+    def sequence(self, obj: Any, depth: int, code: bytes) -> int:
+        self.dj0 = True
+        out = self.out
+        items = list(obj)
+        out.append(code + _U64.pack(len(items)))
+        total = 9
+        child = depth + 1
+        for i, element in enumerate(items):
+            slot = len(out)
+            out.append(b"")
+            try:
+                n = self.item(element, child)
+            except _PackError as exc:
+                exc.path.append(f"[{i}]")
+                raise
+            out[slot] = _U64.pack(n)
+            total += 8 + n
+        return total
+
+    def list_(self, obj: Any, depth: int) -> int:
+        return self.sequence(obj, depth, b"\x02")
+
+    def tuple_(self, obj: Any, depth: int) -> int:
+        return self.sequence(obj, depth, b"\x01")
+
+    def set_(self, obj: Any, depth: int) -> int:
+        return self.sequence(obj, depth, b"\x03")
+
+    def mapping(self, obj: Any, depth: int) -> int:
+        self.dj0 = True
+        out = self.out
+        pairs = list(obj.items())
+        out.append(b"\x04" + _U64.pack(len(pairs)))
+        total = 9
+        child = depth + 1
+        for i, (key, value) in enumerate(pairs):
+            slot = len(out)
+            out.append(b"")
+            try:
+                n = self.item(key, child)
+            except _PackError as exc:
+                exc.path.append(f".keys()[{i}]")
+                raise
+            out[slot] = _U64.pack(n)
+            slot = len(out)
+            out.append(b"")
+            try:
+                m = self.item(value, child)
+            except _PackError as exc:
+                exc.path.append(_key_str(key))
+                raise
+            out[slot] = _U64.pack(m)
+            total += 16 + n + m
+        return total
+
+    # -- arrays ----------------------------------------------------------------------------
+    def _elements(self, flat: Any, shape: tuple[int, ...], depth: int) -> int:
+        """Each element as ``u64 len + item`` (object arrays, cells)."""
+        out = self.out
+        total = 0
+        child = depth + 1
+        for i, element in enumerate(flat):
+            slot = len(out)
+            out.append(b"")
+            try:
+                n = self.item(element, child)
+            except _PackError as exc:
+                exc.path.append(_index_str(i, shape))
+                raise
+            out[slot] = _U64.pack(n)
+            total += 8 + n
+        return total
+
+    def array(self, arr: NDArray[Any], depth: int) -> int:
+        arr = np.asarray(arr)
+        dt = arr.dtype
+        key = dt.str
+        real = _COMPLEX_PARTS.get(key)
+        if real is not None:
+            class_id = _WRITE_IDS[real.str]
+        else:
+            found = _WRITE_IDS.get(key)
+            if found is None:
+                if dt.kind != "U":
+                    raise _PackError(_dtype_phrase(dt))
+                found = _OBJECT
+            class_id = found
+        shape = arr.shape
+        ndim = len(shape)
+        out = self.out
+        out.append(
+            b"A"
+            + struct.pack(f"<{ndim + 1}Q", ndim, *shape)
+            + _TWO_U32.pack(class_id, 0 if real is None else 1)
+        )
+        total = 1 + 8 * (ndim + 1) + 8
+        if class_id == _OBJECT:
+            total += self._elements(arr.ravel(order="F"), shape, depth)
+            self.dj0 = True
+            return total
+        if ndim == 0 or class_id >= 65536:
+            self.dj0 = True
+        if class_id == _CHAR:
+            data = arr.ravel(order="F").view(np.uint8).astype("<u2")
+            out.append(data.data)
+            return total + data.nbytes
+        if real is not None:
+            for part in (arr.real, arr.imag):
+                plane = part.ravel(order="F")
+                out.append(plane.view(np.uint8).data)
+                total += plane.nbytes
+            return total
+        flat = arr.ravel(order="F")
+        out.append(flat.view(np.uint8).data)
+        return total + flat.nbytes
+
+    def cell(self, arr: NDArray[Any], depth: int) -> int:
+        shape = arr.shape
+        ndim = len(shape)
+        self.out.append(b"C" + struct.pack(f"<{ndim + 1}Q", ndim, *shape))
+        flat = np.asarray(arr).ravel(order="F")
+        return 1 + 8 * (ndim + 1) + self._elements(flat, shape, depth)
+
+    def _field_names(self, names: tuple[str, ...]) -> bytes:
+        for name in names:
+            if "\0" in name:
+                raise _PackError(f"field name {name!r} contains a NUL character")
+        return b"".join(name.encode("utf-8") + b"\0" for name in names)
+
+    def struct_array(self, arr: NDArray[Any], depth: int) -> int:
+        names = arr.dtype.names or ()
+        shape = arr.shape
+        ndim = len(shape)
+        head = (
+            b"S"
+            + struct.pack(f"<{ndim + 1}Q", ndim, *shape)
+            + _U32.pack(len(names))
+            + self._field_names(names)
+        )
+        out = self.out
+        out.append(head)
+        total = len(head)
+        flat = np.asarray(arr).ravel(order="F")
+        columns = [flat[name] for name in names]
+        child = depth + 1
+        for i in range(flat.shape[0]):
+            for name, column in zip(names, columns, strict=True):
+                slot = len(out)
+                out.append(b"")
+                try:
+                    n = self.item(column[i], child)
+                except _PackError as exc:
+                    exc.path.append(f"{_index_str(i, shape)}.{name}")
+                    raise
+                out[slot] = _U64.pack(n)
+                total += 8 + n
+        return total
+
+    def recarray(self, arr: NDArray[Any], depth: int) -> int:
+        self.dj0 = True
+        names = arr.dtype.names or ()
+        if not names:
+            raise _PackError("structured arrays without fields are not supported")
+        head = b"F" + _U32.pack(len(names)) + self._field_names(names)
+        self.out.append(head)
+        total = len(head)
+        plain = np.asarray(arr)
+        child = depth + 1
+        for name in names:
+            column = plain[name]
+            try:
+                if child > self.max_depth:
+                    raise _PackError(f"nesting deeper than max_depth={self.max_depth}")
+                if column.dtype.names is not None:
+                    total += self.recarray(column, child)
+                else:
+                    total += self.array(column, child)
+            except _PackError as exc:
+                exc.path.append(f"[{name!r}]")
+                raise
+        return total
+
+
+_FAST_PACK: dict[type, _Packer_fn] = {
+    type(None): _Packer.none,
+    bool: _Packer.boolean,
+    int: _Packer.integer,
+    float: _Packer.float_,
+    complex: _Packer.complex_,
+    str: _Packer.string,
+    np.str_: _Packer.string,
+    bytes: _Packer.bytes_,
+    bytearray: _Packer.bytes_,
+    list: _Packer.list_,
+    tuple: _Packer.tuple_,
+    set: _Packer.set_,
+    frozenset: _Packer.set_,
+    dict: _Packer.mapping,
+    Decimal: _Packer.decimal,
+    uuid.UUID: _Packer.uuid_,
+    datetime.datetime: _Packer.datetime_,
+    datetime.date: _Packer.datetime_,
+    datetime.time: _Packer.datetime_,
+    MatCell: _Packer.cell,
+    MatStruct: _Packer.struct_array,
+}
+
+
+def pack(obj: Any, compress: bool = True) -> bytes:
+    """Serialize ``obj`` into DataJoint blob bytes.
+
+    The header is ``mYm`` when MATLAB can read the value, else ``dj0``. With
+    ``compress`` (the default), blobs longer than 1000 bytes are stored zlib-compressed
+    (``ZL123`` framing) when that is shorter; data that a sample shows to be
+    incompressible is stored as is. Raises :class:`UnsupportedTypeError` naming the
+    value's type and its position (``value['a'][2]: float16 arrays are not supported``).
+    """
+    max_depth = int(config["max_depth"])
+    packer = _Packer(max_depth)
+    try:
+        packer.item(obj, 0)
+    except _PackError as exc:
+        where = "value" + "".join(reversed(exc.path))
+        raise UnsupportedTypeError(f"{where}: {exc.message}") from None
+    except RecursionError:
+        raise UnsupportedTypeError(
+            "value: nesting too deep for Python's recursion limit (a recursive structure?)"
+        ) from None
+    packer.out.insert(0, DJ0 if packer.dj0 else MYM)
+    plain = b"".join(packer.out)
+    if compress and len(plain) > COMPRESS_THRESHOLD:
+        return _compress(plain)
+    return plain
+
+
+# -- compression ---------------------------------------------------------------------------
+
+#: blobs up to this size are compressed outright; larger ones are sampled first
+_PROBE_ABOVE = 1 << 18
+_PROBE_CHUNK = 1 << 14
+_PROBE_COUNT = 4
+#: a sample that level-1 zlib cannot shrink below this ratio is deemed incompressible
+_INCOMPRESSIBLE = 0.88
+_LEVEL = 1
+#: above this size the deflate work is split over two threads (one zlib stream)
+_PARALLEL_ABOVE = 1 << 22
+
+
+def _compressible(plain: bytes) -> bool:
+    size = len(plain)
+    if size <= _PROBE_ABOVE:
+        return True
+    view = memoryview(plain)
+    step = (size - _PROBE_CHUNK) // (_PROBE_COUNT - 1)
+    raw = packed = 0
+    for k in range(_PROBE_COUNT):
+        chunk = view[k * step : k * step + _PROBE_CHUNK]
+        raw += len(chunk)
+        packed += len(zlib.compress(chunk, _LEVEL))
+    return packed < raw * _INCOMPRESSIBLE
+
+
+def _deflate_parallel(plain: bytes) -> bytes:
+    """One zlib stream made of two raw-deflate halves compressed on two threads.
+
+    The second half is primed with the 32 KiB before it (as pigz does), so the ratio
+    is that of a single pass; the halves meet at a byte boundary (sync flush).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    view = memoryview(plain)
+    mid = len(plain) // 2
+
+    def first() -> bytes:
+        comp = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15)
+        return comp.compress(view[:mid]) + comp.flush(zlib.Z_SYNC_FLUSH)
+
+    def second() -> bytes:
+        comp = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15, zdict=view[mid - 32768 : mid])
+        return comp.compress(view[mid:]) + comp.flush(zlib.Z_FINISH)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        head = pool.submit(first)
+        tail = second()
+        checksum = zlib.adler32(view)
+        body = head.result()
+    # zlib header for level 1 (FLEVEL 0), then the deflate data, then Adler-32
+    return b"\x78\x01" + body + tail + struct.pack(">I", checksum)
+
+
+def _compress(plain: bytes) -> bytes:
+    if not _compressible(plain):
+        return plain
+    if len(plain) > _PARALLEL_ABOVE:
+        stream = _deflate_parallel(plain)
+    else:
+        stream = zlib.compress(plain, _LEVEL)
+    if len(ZL123) + 8 + len(stream) < len(plain):
+        return b"".join((ZL123, _U64.pack(len(plain)), stream))
+    return plain
+
+
+# --------------------------------------------------------------------------------------
+# reader
+
+
+class _ReadError(Exception):
+    """Internal: invalid bytes at ``offset``; ``path`` collects the location, innermost first."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+        self.path: list[str] = []
+
+
+def _fail(message: str, offset: int) -> NoReturn:
+    raise _ReadError(message, offset)
+
+
+_Reader_fn = Callable[["_Reader", int], Any]
+
+
+class _Reader:
+    __slots__ = ("buf", "dim", "dim_size", "end", "max_depth", "pos", "squeeze")
+
+    def __init__(
+        self, buf: bytes, pos: int, *, squeeze: bool, max_depth: int, legacy_u32: bool
+    ) -> None:
+        self.buf = buf
+        self.pos = pos
+        self.end = len(buf)
+        self.squeeze = squeeze
+        self.max_depth = max_depth
+        self.dim = _U32 if legacy_u32 else _U64
+        self.dim_size = 4 if legacy_u32 else 8
+
+    # -- primitives --------------------------------------------------------------------
+    def need(self, n: int, what: str) -> int:
+        """Check that ``n`` bytes remain; return the current position."""
+        pos = self.pos
+        if n > self.end - pos:
+            left = self.end - pos
+            _fail(f"truncated {what}: needs {n} bytes, {left} left", pos)
+        return pos
+
+    def length(self, what: str) -> int:
+        pos = self.pos
+        size = self.dim_size
+        if self.end - pos < size:
+            _fail(f"truncated {what}: needs {size} bytes, {self.end - pos} left", pos)
+        self.pos = pos + size
+        value: int = self.dim.unpack_from(self.buf, pos)[0]
+        return value
+
+    def count(self, what: str, min_item: int) -> int:
+        """A count of items that need at least ``min_item`` bytes each."""
+        pos = self.pos
+        n = self.length(what)
+        if n * min_item > self.end - self.pos:
+            _fail(
+                f"{what} {n} is larger than the remaining {self.end - self.pos} bytes can hold",
+                pos,
+            )
+        return n
+
+    def shape(self, min_item: int) -> tuple[tuple[int, ...], int]:
+        """``ndim`` and the shape; returns the shape and the element count."""
+        pos = self.pos
+        ndim = self.length("ndim")
+        if ndim > _MAX_NDIM:
+            _fail(f"ndim {ndim} exceeds numpy's limit of {_MAX_NDIM}", pos)
+        start = self.need(ndim * self.dim_size, "shape")
+        code = "I" if self.dim_size == 4 else "Q"
+        shape: tuple[int, ...] = struct.unpack_from(f"<{ndim}{code}", self.buf, start)
+        self.pos = start + ndim * self.dim_size
+        n = math.prod(shape)
+        if n * min_item > self.end - self.pos:
+            _fail(
+                f"shape {shape} ({n} elements) is larger than the remaining"
+                f" {self.end - self.pos} bytes can hold",
+                pos,
+            )
+        if math.prod(d for d in shape if d) > _MAX_ELEMENTS:
+            _fail(f"shape {shape} is too large", pos)
+        return shape, n
+
+    def cstring(self, what: str) -> str:
+        pos = self.pos
+        stop = self.buf.find(b"\0", pos, self.end)
+        if stop < 0:
+            _fail(f"unterminated {what}", pos)
+        self.pos = stop + 1
+        try:
+            return self.buf[pos:stop].decode("utf-8")
+        except UnicodeDecodeError:
+            _fail(f"{what} is not valid UTF-8", pos)
+
+    # -- items -----------------------------------------------------------------------------
+    def item(self, depth: int) -> Any:
+        pos = self.pos
+        if pos >= self.end:
+            _fail("truncated: an item is missing", pos)
+        code = self.buf[pos]
+        self.pos = pos + 1
+        reader = _READERS[code]
+        if reader is None:
+            _fail(f"unknown item code 0x{code:02x}", pos)
+        if depth > self.max_depth:
+            _fail(f"nesting deeper than max_depth={self.max_depth}", pos)
+        return reader(self, depth)
+
+    def sized_item(self, depth: int, where: str) -> Any:
+        """``u64 len + item``: the item must fill exactly ``len`` bytes."""
+        pos = self.pos
+        size = self.length("item length")
+        start = self.pos
+        if size > self.end - start:
+            _fail(f"item length {size} exceeds the remaining {self.end - start} bytes", pos)
+        outer = self.end
+        self.end = start + size
+        try:
+            value = self.item(depth)
+            if self.pos != self.end:
+                _fail(f"item declares {size} bytes but holds {self.pos - start}", pos)
+        except _ReadError as exc:
+            exc.path.append(where)
+            raise
+        self.end = outer
+        return value
+
+    def read_none(self, depth: int) -> Any:
+        return None
+
+    def read_bool(self, depth: int) -> Any:
+        pos = self.need(1, "bool")
+        self.pos = pos + 1
+        return self.buf[pos] != 0
+
+    def read_int(self, depth: int) -> Any:
+        pos = self.need(2, "int size")
+        n: int = _U16.unpack_from(self.buf, pos)[0]
+        start = self.need(n + 2, "int")
+        self.pos = start + 2 + n
+        return int.from_bytes(self.buf[start + 2 : start + 2 + n], "little", signed=True)
+
+    def read_float(self, depth: int) -> Any:
+        pos = self.need(8, "float")
+        self.pos = pos + 8
+        return _F64.unpack_from(self.buf, pos)[0]
+
+    def read_complex(self, depth: int) -> Any:
+        pos = self.need(16, "complex")
+        self.pos = pos + 16
+        re, im = _C128.unpack_from(self.buf, pos)
+        return complex(re, im)
+
+    def _bytes(self, what: str) -> bytes:
+        n = self.length(f"{what} size")
+        pos = self.need(n, what)
+        self.pos = pos + n
+        return self.buf[pos : pos + n]
+
+    def read_str(self, depth: int) -> Any:
+        pos = self.pos
+        data = self._bytes("str")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            _fail(f"str is not valid UTF-8 ({exc.reason})", pos)
+
+    def read_bytes(self, depth: int) -> Any:
+        return self._bytes("bytes")
+
+    def read_decimal(self, depth: int) -> Any:
+        pos = self.pos
+        data = self._bytes("Decimal")
+        try:
+            return Decimal(data.decode("ascii"))
+        except (UnicodeDecodeError, InvalidOperation, ValueError):
+            _fail("invalid Decimal text", pos)
+
+    def read_datetime(self, depth: int) -> Any:
+        pos = self.need(12, "datetime")
+        self.pos = pos + 12
+        day, tod = _DATETIME.unpack_from(self.buf, pos)
+        if day < -1 or tod < -1 or day == tod == -1:
+            _fail(f"invalid date/time fields ({day}, {tod})", pos)
+        try:
+            date = None if day < 0 else datetime.date(day // 10000, day // 100 % 100, day % 100)
+            time = (
+                None
+                if tod < 0
+                else datetime.time(
+                    tod // 10_000_000_000,
+                    tod // 100_000_000 % 100,
+                    tod // 1_000_000 % 100,
+                    tod % 1_000_000,
+                )
+            )
+        except (ValueError, OverflowError):
+            _fail(f"invalid date/time fields ({day}, {tod})", pos)
+        if date is None:
+            return time
+        if time is None:
+            return date
+        return datetime.datetime.combine(date, time)
+
+    def read_uuid(self, depth: int) -> Any:
+        pos = self.need(16, "UUID")
+        self.pos = pos + 16
+        return uuid.UUID(bytes=self.buf[pos : pos + 16])
+
+    def _items(self, depth: int, n: int) -> list[Any]:
+        child = depth + 1
+        return [self.sized_item(child, f"[{i}]") for i in range(n)]
+
+    def read_tuple(self, depth: int) -> Any:
+        return tuple(self._items(depth, self.count("tuple length", self.dim_size + 1)))
+
+    def read_list(self, depth: int) -> Any:
+        return self._items(depth, self.count("list length", self.dim_size + 1))
+
+    def read_set(self, depth: int) -> Any:
+        pos = self.pos
+        items = self._items(depth, self.count("set length", self.dim_size + 1))
+        try:
+            return set(items)
+        except TypeError as exc:
+            _fail(f"unhashable set element ({exc})", pos)
+
+    def read_dict(self, depth: int) -> Any:
+        n = self.count("dict length", 2 * (self.dim_size + 1))
+        child = depth + 1
+        result: dict[Any, Any] = {}
+        for i in range(n):
+            pos = self.pos
+            key = self.sized_item(child, f".keys()[{i}]")
+            value = self.sized_item(child, _key_str(key))
+            try:
+                result[key] = value
+            except TypeError:
+                _fail(f"unhashable dict key of type {type(key).__name__}", pos)
+        return result
+
+    def read_sparse(self, depth: int) -> Any:
+        _fail("MATLAB sparse arrays ('P' items) are unsupported", self.pos - 1)
+
+    # -- arrays ----------------------------------------------------------------------------
+    def read_array(self, depth: int) -> Any:
+        return self.array(depth, self.squeeze)
+
+    def array(self, depth: int, squeeze: bool) -> Any:
+        start = self.pos - 1
+        pos = self.pos
+        # peek at the class id to know the minimal element size before trusting the shape
+        ndim = self.length("ndim")
+        if ndim > _MAX_NDIM:
+            _fail(f"ndim {ndim} exceeds numpy's limit of {_MAX_NDIM}", pos)
+        head = self.need(ndim * self.dim_size + 8, "array header")
+        class_id, is_complex = _TWO_U32.unpack_from(self.buf, head + ndim * self.dim_size)
+        if is_complex > 1:
+            _fail(f"invalid complex flag {is_complex}", head + ndim * self.dim_size + 4)
+        dtype = _READ_DTYPES.get(class_id)
+        if dtype is not None:
+            if is_complex and dtype.kind not in "fiu":
+                _fail(f"complex {dtype.name} arrays do not exist", start)
+            min_item = dtype.itemsize * (2 if is_complex else 1)
+        elif class_id == _CHAR:
+            min_item = 2
+        elif class_id == _OBJECT:
+            min_item = self.dim_size + 1
+        else:
+            name = _MATLAB_CLASS_NAMES.get(class_id)
+            if name is not None:
+                _fail(f"unsupported MATLAB class {name!r} (class id {class_id})", start)
+            _fail(f"unknown array class id {class_id}", start)
+        if (class_id in (_CHAR, _OBJECT)) and is_complex:
+            _fail("complex char/object arrays do not exist", start)
+        self.pos = pos
+        shape, n = self.shape(0)
+        self.pos += 8
+        data_at = self.pos
+        if n * min_item > self.end - data_at:
+            _fail(
+                f"array of shape {shape} needs at least {n * min_item} bytes,"
+                f" {self.end - data_at} left",
+                start,
+            )
+        result: Any
+        if dtype is not None:
+            nbytes = n * dtype.itemsize
+            self.pos = data_at + nbytes * (2 if is_complex else 1)
+            if is_complex:
+                result = self._complex(dtype, shape, n, data_at, nbytes)
+            elif dtype.kind == "b":
+                raw = np.frombuffer(self.buf, np.uint8, n, data_at)
+                result = raw.reshape(shape, order="F") != 0
+            else:
+                raw = np.frombuffer(self.buf, dtype, n, data_at)
+                result = raw.reshape(shape, order="F").copy(order="K")
+        elif class_id == _CHAR:
+            self.pos = data_at + 2 * n
+            low = np.frombuffer(self.buf, "<u2", n, data_at).astype(np.uint8)
+            if ndim == 1 or (ndim == 2 and shape[0] == 1):
+                result = np.array([low.tobytes().decode("latin-1")])
+            else:
+                result = (
+                    low.astype("<u4").view("<U1").reshape(shape, order="F").copy(order="K")
+                )
+        else:
+            result = np.empty(shape, dtype=object, order="F")
+            flat = result.reshape(-1, order="F")
+            child = depth + 1
+            for i in range(n):
+                flat[i] = self.sized_item(child, _index_str(i, shape))
+        if squeeze:
+            result = result.squeeze()
+            if result.ndim == 0:
+                return result.item()
+        return result
+
+    def _complex(
+        self, dtype: np.dtype[Any], shape: tuple[int, ...], n: int, at: int, nbytes: int
+    ) -> NDArray[Any]:
+        cdtype = np.dtype("<c8") if dtype == np.dtype("<f4") else np.dtype("<c16")
+        result = np.empty(shape, dtype=cdtype, order="F")
+        flat = result.reshape(-1, order="F")
+        flat.real = np.frombuffer(self.buf, dtype, n, at)
+        flat.imag = np.frombuffer(self.buf, dtype, n, at + nbytes)
+        return result
+
+    def read_cell(self, depth: int) -> Any:
+        shape, n = self.shape(self.dim_size + 1)
+        result = MatCell(shape, dtype=object, order="F")
+        flat = result.reshape(-1, order="F")
+        child = depth + 1
+        for i in range(n):
+            flat[i] = self.sized_item(child, _index_str(i, shape))
+        if self.squeeze:
+            return result.squeeze()
+        return result
+
+    def _names(self, what: str, n: int) -> list[str]:
+        names = [self.cstring(f"{what} field name") for _ in range(n)]
+        if len(set(names)) != len(names) or not all(names):
+            _fail(f"empty or repeated {what} field names {names!r}", self.pos)
+        return names
+
+    def read_struct(self, depth: int) -> Any:
+        start = self.pos - 1
+        shape, n = self.shape(0)
+        at = self.need(4, "struct field count")
+        n_fields: int = _U32.unpack_from(self.buf, at)[0]
+        self.pos = at + 4
+        if n_fields > self.end - self.pos:
+            _fail(
+                f"struct field count {n_fields} is larger than the remaining"
+                f" {self.end - self.pos} bytes can hold",
+                at,
+            )
+        names = self._names("struct", n_fields)
+        min_bytes = n * n_fields * (self.dim_size + 1)
+        if min_bytes > self.end - self.pos:
+            _fail(
+                f"struct array of {n} elements with {n_fields} fields is larger than the"
+                f" remaining {self.end - self.pos} bytes can hold",
+                start,
+            )
+        try:
+            dtype = np.dtype([(name, object) for name in names])
+        except (ValueError, TypeError) as exc:
+            _fail(f"invalid struct field names ({exc})", start)
+        result = MatStruct(shape, dtype=dtype, order="F")
+        flat = np.asarray(result).reshape(-1, order="F")
+        columns = [flat[name] for name in names]
+        child = depth + 1
+        for i in range(n if n_fields else 0):
+            index = _index_str(i, shape)
+            for name, column in zip(names, columns, strict=True):
+                column[i] = self.sized_item(child, f"{index}.{name}")
+        if self.squeeze:
+            return result.squeeze()
+        return result
+
+    def read_recarray(self, depth: int) -> Any:
+        start = self.pos - 1
+        pos = self.need(4, "field count")
+        n_fields: int = _U32.unpack_from(self.buf, pos)[0]
+        self.pos = pos + 4
+        if n_fields == 0:
+            _fail("record array without fields", start)
+        if 2 * n_fields > self.end - self.pos:
+            _fail(
+                f"field count {n_fields} is larger than the remaining"
+                f" {self.end - self.pos} bytes can hold",
+                pos,
+            )
+        names = self._names("record", n_fields)
+        child = depth + 1
+        columns: list[NDArray[Any]] = []
+        for name in names:
+            at = self.pos
+            try:
+                if at >= self.end:
+                    _fail("truncated: a record field is missing", at)
+                code = self.buf[at]
+                if child > self.max_depth:
+                    _fail(f"nesting deeper than max_depth={self.max_depth}", at)
+                self.pos = at + 1
+                if code == 0x41:  # A
+                    column = self.array(child, False)
+                elif code == 0x46:  # F
+                    column = self.read_recarray(child)
+                else:
+                    _fail(f"record field must be an 'A' or 'F' item, not code 0x{code:02x}", at)
+            except _ReadError as exc:
+                exc.path.append(f"[{name!r}]")
+                raise
+            columns.append(column)
+        common = columns[0].shape
+        for column in columns[1:]:
+            k = 0
+            while k < min(len(common), column.ndim) and common[k] == column.shape[k]:
+                k += 1
+            common = common[:k]
+        depth_of = len(common)
+        try:
+            dtype = np.dtype(
+                [
+                    (name, np.dtype(column.dtype.descr) if column.dtype.names else column.dtype,
+                     column.shape[depth_of:])
+                    for name, column in zip(names, columns, strict=True)
+                ]
+            )
+            result = np.recarray(common, dtype=dtype)
+            for name, column in zip(names, columns, strict=True):
+                result[name] = column
+        except (ValueError, TypeError) as exc:
+            _fail(f"inconsistent record fields ({exc})", start)
+        return result
+
+
+_READERS: list[_Reader_fn | None] = [None] * 256
+for _code, _fn in {
+    b"A": _Reader.read_array,
+    b"P": _Reader.read_sparse,
+    b"S": _Reader.read_struct,
+    b"C": _Reader.read_cell,
+    b"F": _Reader.read_recarray,
+    b"\x01": _Reader.read_tuple,
+    b"\x02": _Reader.read_list,
+    b"\x03": _Reader.read_set,
+    b"\x04": _Reader.read_dict,
+    b"\x05": _Reader.read_str,
+    b"\x06": _Reader.read_bytes,
+    b"\x0a": _Reader.read_int,
+    b"\x0b": _Reader.read_bool,
+    b"\x0c": _Reader.read_complex,
+    b"\x0d": _Reader.read_float,
+    b"\xff": _Reader.read_none,
+    b"d": _Reader.read_decimal,
+    b"t": _Reader.read_datetime,
+    b"u": _Reader.read_uuid,
+}.items():
+    _READERS[_code[0]] = _fn
+del _code, _fn
+
+#: deflate cannot expand more than ~1032:1; a declared size beyond that is a lie
+_MAX_INFLATE_RATIO = 1040
+
+
+def _decompress(buf: bytes, max_size: int, legacy_u32: bool) -> bytes:
+    dim, dim_size = (_U32, 4) if legacy_u32 else (_U64, 8)
+    head = len(ZL123) + dim_size
+    if len(buf) < head:
+        raise BlobFormatError(
+            f"truncated ZL123 header: needs {head} bytes, the blob has {len(buf)}"
+        )
+    size: int = dim.unpack_from(buf, len(ZL123))[0]
+    if size > max_size:
+        raise BlobFormatError(
+            f"compressed blob declares {size} bytes, more than max_size={max_size}"
+            " (raise djb.config['max_blob_size'] to read it)"
+        )
+    stream = memoryview(buf)[head:]
+    if size > len(stream) * _MAX_INFLATE_RATIO + 1024:
+        raise BlobFormatError(
+            f"compressed blob declares {size} bytes, more than its {len(stream)}-byte"
+            " zlib stream can hold"
+        )
+    inflater = zlib.decompressobj()
+    try:
+        plain = inflater.decompress(stream, max(size, 1))
+        if len(plain) > size:
+            raise BlobFormatError(
+                f"zlib stream at byte {head} decompresses beyond the declared {size} bytes"
+            )
+        if len(plain) < size:
+            raise BlobFormatError(
+                f"zlib stream at byte {head} ends after {len(plain)} of the declared"
+                f" {size} bytes" + ("" if inflater.eof else " (truncated)")
+            )
+        if not inflater.eof:
+            if inflater.decompress(inflater.unconsumed_tail, 1):
+                raise BlobFormatError(
+                    f"zlib stream at byte {head} decompresses beyond the declared {size} bytes"
+                )
+            if not inflater.eof:
+                raise BlobFormatError(f"zlib stream at byte {head} is truncated")
+    except zlib.error as exc:
+        raise BlobFormatError(f"corrupt zlib stream at byte {head}: {exc}") from None
+    if inflater.unused_data:
+        extra = len(inflater.unused_data)
+        raise BlobFormatError(
+            f"{extra} trailing bytes after the zlib stream at byte {len(buf) - extra}"
+        )
+    return plain
+
+
+def unpack(
+    data: bytes | bytearray | memoryview,
+    *,
+    squeeze: bool = False,
+    legacy_u32: bool = False,
+    max_size: int | None = None,
+    max_depth: int | None = None,
+) -> Any:
+    """Deserialize DataJoint blob bytes (``mYm`` or ``dj0``, plain or ``ZL123``-compressed).
+
+    ``squeeze`` drops singleton dimensions of arrays (and turns 0-d arrays into
+    scalars), as DataJoint's ``squeeze=True``. ``legacy_u32`` reads blobs of old 32-bit
+    mym builds (lengths and dimensions as u32). ``max_size`` (bytes of the plain blob)
+    and ``max_depth`` default to ``djb.config["max_blob_size"]`` and
+    ``djb.config["max_depth"]``. Every problem with the bytes raises
+    :class:`BlobFormatError`; returned arrays are writable and owned by the caller.
+    """
+    if max_size is None:
+        max_size = int(config["max_blob_size"])
+    if max_depth is None:
+        max_depth = int(config["max_depth"])
+    if isinstance(data, bytes):
+        buf = data
+    elif isinstance(data, bytearray | memoryview):
+        buf = bytes(data)
+    else:
+        raise BlobFormatError(
+            f"a blob must be bytes, bytearray or memoryview, not {type(data).__name__}"
+        )
+    compressed = buf.startswith(ZL123)
+    if compressed:
+        buf = _decompress(buf, max_size, legacy_u32)
+    elif len(buf) > max_size:
+        raise BlobFormatError(
+            f"blob of {len(buf)} bytes is larger than max_size={max_size}"
+            " (raise djb.config['max_blob_size'] to read it)"
+        )
+    where = " of the decompressed blob" if compressed else ""
+    header = buf[:4]
+    if header not in (MYM, DJ0):
+        raise BlobFormatError(
+            f"unknown blob header {header!r} at byte 0{where} (expected b'mYm\\x00' or"
+            " b'dj0\\x00', or b'ZL123\\x00' framing)"
+        )
+    reader = _Reader(buf, 4, squeeze=squeeze, max_depth=max_depth, legacy_u32=legacy_u32)
+    try:
+        value = reader.item(0)
+        if reader.pos != len(buf):
+            _fail(f"{len(buf) - reader.pos} trailing bytes after the value", reader.pos)
+    except _ReadError as exc:
+        path = "".join(reversed(exc.path))
+        inside = f" (in value{path})" if path else ""
+        raise BlobFormatError(f"{exc.message} at byte {exc.offset}{where}{inside}") from None
+    except RecursionError:
+        raise BlobFormatError(
+            f"nesting too deep for Python's recursion limit near byte {reader.pos}{where}"
+        ) from None
+    except (
+        ArithmeticError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        TypeError,
+        ValueError,
+        struct.error,
+    ) as exc:
+        raise BlobFormatError(
+            f"invalid blob near byte {reader.pos}{where}: {type(exc).__name__}: {exc}"
+        ) from None
+    return value

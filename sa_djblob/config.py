@@ -1,0 +1,238 @@
+"""``djb.config``: a validated, dict-like settings object.
+
+Keys (all optional):
+
+``stores``
+    ``{name: {protocol, location, ...}}`` with DataJoint 0.14's store keys.
+``cache``
+    folder of the local cache of remote payloads, or ``None``.
+``cache_limit``
+    the cache's size bound in bytes (least recently used entries go first), or ``None``.
+``download_path``
+    folder where fetched attachments are written (default ``"."``).
+``max_blob_size``
+    the largest decompressed blob the reader accepts, in bytes.
+``max_depth``
+    the deepest nesting the blob reader accepts.
+``threads``
+    how many store requests run at once in the write and read paths.
+
+The environment variable ``SA_DJBLOB_CONFIG`` may name a JSON or TOML file whose
+top-level keys are these; it is read on first access.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["CONFIG_ENV", "Config", "config", "validate_store_spec"]
+
+CONFIG_ENV = "SA_DJBLOB_CONFIG"
+
+_COMMON_STORE_KEYS = {"protocol", "location", "hash", "subfolding", "stage"}
+_STORE_KEYS = {
+    "file": _COMMON_STORE_KEYS,
+    "s3": _COMMON_STORE_KEYS
+    | {"endpoint", "bucket", "access_key", "secret_key", "secure", "region"},
+    "memory": _COMMON_STORE_KEYS,
+}
+_REQUIRED = {"file": {"location"}, "s3": {"location", "bucket"}, "memory": set()}
+_SECRET_KEYS = {"secret_key", "access_key"}
+
+_DEFAULTS: dict[str, Any] = {
+    "stores": {},
+    "cache": None,
+    "cache_limit": None,
+    "download_path": ".",
+    "max_blob_size": 8 << 30,
+    "max_depth": 256,
+    "threads": 16,
+}
+
+
+def validate_store_spec(name: str, spec: Any) -> dict[str, Any]:
+    """Check one store's settings and return a normalized copy."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"store name {name!r} must be an identifier (letters, digits, _)")
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"store {name!r}: settings must be a dict, got {type(spec).__name__}")
+    spec = dict(spec)
+    protocol = spec.get("protocol")
+    if protocol not in _STORE_KEYS:
+        raise ConfigError(
+            f"store {name!r}: unknown protocol {protocol!r} (expected one of 'file', 's3', 'memory')"
+        )
+    unknown = sorted(set(spec) - _STORE_KEYS[protocol])
+    if unknown:
+        raise ConfigError(f"store {name!r}: unknown key {unknown[0]!r} for protocol {protocol!r}")
+    for key in sorted(_REQUIRED[protocol]):
+        if key not in spec:
+            raise ConfigError(f"store {name!r}: missing key {key!r}")
+    spec.setdefault("location", "")
+    if not isinstance(spec["location"], str | os.PathLike):
+        raise ConfigError(f"store {name!r}: 'location' must be a string")
+    spec["location"] = os.fspath(spec["location"])
+    hash_name = spec.setdefault("hash", "md5")
+    if hash_name not in ("md5", "sha256"):
+        raise ConfigError(f"store {name!r}: 'hash' must be 'md5' or 'sha256', got {hash_name!r}")
+    sub = spec.setdefault("subfolding", (2, 2))
+    if sub is None:
+        sub = ()
+    if not (
+        isinstance(sub, list | tuple)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sub)
+        and sum(sub) <= 32
+    ):
+        raise ConfigError(f"store {name!r}: 'subfolding' must be a sequence of positive ints")
+    spec["subfolding"] = tuple(sub)
+    if protocol == "s3":
+        for key in ("endpoint", "bucket", "access_key", "secret_key", "region"):
+            if spec.get(key) is not None and not isinstance(spec[key], str):
+                raise ConfigError(f"store {name!r}: {key!r} must be a string")
+        if ("access_key" in spec) != ("secret_key" in spec):
+            raise ConfigError(f"store {name!r}: give both 'access_key' and 'secret_key', or neither")
+        spec.setdefault("secure", False)
+        if not isinstance(spec["secure"], bool):
+            raise ConfigError(f"store {name!r}: 'secure' must be true or false")
+    return spec
+
+
+def _validate(key: str, value: Any) -> Any:
+    if key == "stores":
+        if not isinstance(value, Mapping):
+            raise ConfigError("config['stores'] must be a dict of store name to settings")
+        return {name: validate_store_spec(name, spec) for name, spec in value.items()}
+    if key in ("cache", "download_path"):
+        if value is None and key == "cache":
+            return None
+        if not isinstance(value, str | os.PathLike):
+            raise ConfigError(f"config[{key!r}] must be a path, got {type(value).__name__}")
+        return os.fspath(value)
+    if key in ("cache_limit", "max_blob_size", "max_depth", "threads"):
+        if value is None and key == "cache_limit":
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"config[{key!r}] must be a positive integer, got {value!r}")
+        return value
+    raise ConfigError(f"unknown config key {key!r} (known: {', '.join(sorted(_DEFAULTS))})")
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: ("***" if k in _SECRET_KEYS and v else _redact(v)) for k, v in value.items()}
+    return value
+
+
+class Config(MutableMapping[str, Any]):
+    """Settings of sa_djblob; every assignment is validated."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, Any] = copy.deepcopy(_DEFAULTS)
+        self._lock = threading.RLock()
+        self._loaded_env = False
+        self._version = 0
+
+    # -- the mapping protocol ------------------------------------------------
+    def _ensure_env(self) -> None:
+        if not self._loaded_env:
+            self._loaded_env = True
+            path = os.environ.get(CONFIG_ENV)
+            if path:
+                self.load(path)
+
+    def __getitem__(self, key: str) -> Any:
+        self._ensure_env()
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._ensure_env()
+        value = _validate(key, value)
+        with self._lock:
+            self._data[key] = value
+            self._version += 1
+
+    def __delitem__(self, key: str) -> None:
+        """Deleting a key restores its default."""
+        if key not in _DEFAULTS:
+            raise KeyError(key)
+        with self._lock:
+            self._data[key] = copy.deepcopy(_DEFAULTS[key])
+            self._version += 1
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        self._ensure_env()
+        return f"Config({_redact(self._data)!r})"
+
+    @property
+    def version(self) -> int:
+        """Bumped on every change; caches built from the settings compare it."""
+        return self._version
+
+    def store_spec(self, name: str) -> dict[str, Any]:
+        """The validated settings of store *name*."""
+        from .errors import StoreNotConfiguredError
+
+        stores = self["stores"]
+        if name not in stores:
+            raise StoreNotConfiguredError(
+                f"store {name!r} is not configured: set djb.config['stores'][{name!r}]"
+                " = {'protocol': 'file', 'location': ...} (or protocol 's3')"
+            )
+        return dict(stores[name])
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Update the settings from a JSON or TOML file."""
+        p = Path(path)
+        try:
+            raw = p.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+        try:
+            if p.suffix.lower() == ".toml":
+                import tomllib
+
+                data = tomllib.loads(raw.decode("utf-8"))
+            else:
+                data = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(f"config file {p} is not valid {p.suffix[1:] or 'JSON'}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a table of settings")
+        data = dict(data)
+        data.pop("$schema", None)
+        self._loaded_env = True
+        self.update(data)
+
+    @contextlib.contextmanager
+    def override(self, **changes: Any) -> Iterator[Config]:
+        """Change some settings for the duration of a ``with`` block."""
+        self._ensure_env()
+        validated = {k: _validate(k, v) for k, v in changes.items()}
+        with self._lock:
+            saved = {k: self._data[k] for k in validated}
+            self._data.update(validated)
+            self._version += 1
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._data.update(saved)
+                self._version += 1
+
+
+config = Config()

@@ -1,0 +1,20 @@
+"""Externals: the externals table, the write and read paths, and their upkeep."""
+
+from __future__ import annotations
+
+from .maintenance import ExternalTable, Reference, SweepReport, VerifyReport, externals
+from .table import external_table, external_table_name
+from .write import install, installed, uninstall
+
+__all__ = [
+    "ExternalTable",
+    "Reference",
+    "SweepReport",
+    "VerifyReport",
+    "external_table",
+    "external_table_name",
+    "externals",
+    "install",
+    "installed",
+    "uninstall",
+]

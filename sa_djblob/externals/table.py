@@ -1,0 +1,110 @@
+"""The externals table ``~external_<store>``: an ordinary Table on the user's MetaData."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from ..types import HashType
+
+__all__ = [
+    "EXTERNAL_PREFIX",
+    "attach_external",
+    "external_columns",
+    "external_table",
+    "external_table_name",
+]
+
+EXTERNAL_PREFIX = "~external_"
+_INFO_STORE = "sa_djblob_store"
+
+_HASH_COMMENT = (
+    ":uuid:hash of contents (blob), of filename + contents (attach), or relative filepath"
+    " (filepath)"
+)
+
+
+def external_table_name(store: str) -> str:
+    return f"{EXTERNAL_PREFIX}{store}"
+
+
+def external_table(metadata: sa.MetaData, store: str, schema: str | None = None) -> sa.Table:
+    """The externals table of *store* in *schema* on *metadata*, created on first use."""
+    name = external_table_name(store)
+    key = f"{schema}.{name}" if schema else name
+    existing = metadata.tables.get(key)
+    if existing is not None:
+        return existing
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("hash", HashType(), primary_key=True, comment=_HASH_COMMENT),
+        sa.Column(
+            "size",
+            sa.BigInteger().with_variant(mysql.BIGINT(unsigned=True), "mysql", "mariadb"),
+            nullable=False,
+            comment="size of object in bytes",
+        ),
+        sa.Column(
+            "attachment_name", sa.String(255), nullable=True, comment="the filename of an attachment"
+        ),
+        sa.Column(
+            "filepath",
+            sa.String(1000),
+            nullable=True,
+            comment="relative filepath or attachment filename",
+        ),
+        sa.Column(
+            "contents_hash", HashType(), nullable=True, comment=":uuid:used for the filepath datatype"
+        ),
+        sa.Column(
+            "timestamp",
+            sa.TIMESTAMP(),
+            nullable=False,
+            server_default=sa.func.current_timestamp(),
+            comment="automatic timestamp",
+        ),
+        schema=schema,
+        comment="external storage tracking",
+        info={_INFO_STORE: store},
+        mysql_engine="InnoDB",
+    )
+
+
+def _index_name(table: sa.Table, column: sa.Column[Any]) -> str:
+    name = f"ix_{table.name}_{column.name}"
+    if len(name) > 60:
+        digest = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:8]
+        name = f"{name[:51]}_{digest}"
+    return name
+
+
+def attach_external(column: sa.Column[Any], table: sa.Table, store: str) -> None:
+    """Give an external column its FK to the externals table (and an index)."""
+    if table.name.startswith(EXTERNAL_PREFIX):
+        return
+    ext = external_table(table.metadata, store, table.schema)
+    if not any(fk.target_fullname == f"{ext.fullname}.hash" for fk in column.foreign_keys):
+        column.append_foreign_key(sa.ForeignKey(ext.c.hash, onupdate="RESTRICT", ondelete="RESTRICT"))
+    indexed = column.primary_key or column.index or column.unique or any(
+        list(ix.columns) == [column] for ix in table.indexes
+    )
+    if not indexed:
+        sa.Index(_index_name(table, column), column)
+
+
+def external_columns(table: Any) -> list[tuple[str, sa.Column[Any], Any]]:
+    """``(key, column, type)`` of every column of *table* with an external type."""
+    from ..types import _External
+
+    cols = getattr(table, "columns", None)
+    if cols is None:
+        return []
+    return [
+        (c.key, c, c.type)
+        for c in cols
+        if isinstance(c.type, _External) and c.type.store is not None
+    ]

@@ -1,0 +1,438 @@
+"""A store in an S3 bucket (DataJoint's ``protocol="s3"``), on boto3.
+
+Settings are DataJoint 0.14's: ``endpoint`` ("host:port"), ``bucket``, ``location``
+(the key prefix), ``access_key``, ``secret_key``, ``secure``, and optionally
+``region``. Without keys, boto3's default credential chain applies. The keys never
+appear in messages, logs or reprs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from ..config import config
+from ..errors import MissingPayloadError, StoreError
+from .base import ObjectInfo, Store
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
+__all__ = ["S3Store"]
+
+log = logging.getLogger(__name__)
+
+_MiB = 1 << 20
+_DELETE_BATCH = 1000
+_MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+_NO_BUCKET_CODES = {"NoSuchBucket"}
+_DENIED_CODES = {
+    "403",
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "Forbidden",
+}
+
+
+class _Secret:
+    """A credential that does not print itself."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "***" if self.value else "None"
+
+
+class _BodyReader(io.RawIOBase):
+    """A raw stream over a botocore StreamingBody, so ``open()`` gives a real file object."""
+
+    def __init__(self, store: S3Store, path: PurePosixPath, body: Any) -> None:
+        self._store = store
+        self._path = path
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        try:
+            data = self._body.read(len(view))
+        except Exception as exc:
+            raise self._store._wrap(exc, "read", self._path) from None
+        n = len(data)
+        view[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+class S3Store(Store):
+    """Payloads as objects of an S3 bucket; keys are the object paths without a leading ``/``.
+
+    One boto3 client, created at first use and shared by threads. At first use the
+    bucket is checked, so a missing bucket, refused credentials or an unreachable
+    endpoint surface as a ``StoreError`` that says which.
+    """
+
+    protocol = "s3"
+
+    #: botocore retry attempts (standard mode), and timeouts in seconds
+    max_attempts = 3
+    connect_timeout = 5.0
+    read_timeout = 60.0
+    #: multipart transfers: part size and parallel parts per transfer
+    part_size = 8 * _MiB
+    transfer_concurrency = 4
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        bucket: str,
+        location: str = "",
+        endpoint: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        secure: bool = False,
+        region: str | None = None,
+        **settings: Any,
+    ) -> None:
+        super().__init__(name, location=location, **settings)
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.secure = secure
+        self.region = region or "us-east-1"
+        self._access_key = _Secret(access_key)
+        self._secret_key = _Secret(secret_key)
+        self._client: S3Client | None = None
+        self._lock = threading.Lock()
+
+    # -- connection ------------------------------------------------------------
+    @property
+    def is_remote(self) -> bool:
+        return True
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """``http(s)://endpoint``, or None for AWS's default endpoint."""
+        if not self.endpoint:
+            return None
+        if "://" in self.endpoint:
+            return self.endpoint
+        return f"{'https' if self.secure else 'http'}://{self.endpoint}"
+
+    def _where(self) -> str:
+        return self.endpoint_url or "AWS S3 (default endpoint)"
+
+    @property
+    def client(self) -> S3Client:
+        """The shared boto3 client; created and the bucket checked at first use."""
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                client = self._make_client()
+                self._check_bucket(client)
+                self._client = client
+            return self._client
+
+    def _make_client(self) -> S3Client:
+        try:
+            import boto3
+            from botocore.config import Config as BotoConfig
+        except ImportError:  # pragma: no cover - depends on the installation
+            raise StoreError(
+                f"store {self.name!r} uses S3: install boto3 (pip install 'sa_djblob[s3]')"
+            ) from None
+        threads = int(config["threads"])
+        endpoint = (self.endpoint or "").lower()
+        boto_config = BotoConfig(
+            region_name=self.region,
+            retries={"mode": "standard", "max_attempts": self.max_attempts},
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_pool_connections=max(threads + 4, self.transfer_concurrency * 2 + 4),
+            # S3-compatible servers (MinIO, Ceph, moto) want path-style keys and
+            # classic checksums; AWS itself picks its own style
+            s3={
+                "addressing_style": "auto"
+                if "amazonaws.com" in endpoint or not endpoint
+                else "path"
+            },
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        session = boto3.session.Session()
+        return session.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self._access_key.value,
+            aws_secret_access_key=self._secret_key.value,
+            region_name=self.region,
+            config=boto_config,
+        )
+
+    def _check_bucket(self, client: S3Client) -> None:
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            code = _code(exc)
+            if code in _MISSING_CODES or code in _NO_BUCKET_CODES:
+                raise StoreError(
+                    f"store {self.name!r}: bucket {self.bucket!r} does not exist at endpoint"
+                    f" {self._where()}: create it, or fix 'bucket' in"
+                    f" djb.config['stores'][{self.name!r}]"
+                ) from None
+            raise self._wrap(exc, "open bucket", None) from None
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # -- errors ----------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        for secret in (self._secret_key.value, self._access_key.value):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _wrap(self, exc: BaseException, action: str, path: PurePosixPath | None) -> StoreError:
+        """A StoreError for a boto3/botocore failure, without credentials."""
+        from botocore.exceptions import (
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+            ReadTimeoutError,
+        )
+
+        what = f"store {self.name!r}: cannot {action}"
+        if path is not None:
+            what += f" {path}"
+        where = f"bucket {self.bucket!r} at endpoint {self._where()}"
+        if isinstance(exc, StoreError):
+            return exc
+        code = _code(exc)
+        if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+            msg = f"{what}: endpoint {self._where()} is unreachable (check 'endpoint' and 'secure')"
+        elif isinstance(exc, ReadTimeoutError):
+            msg = f"{what}: endpoint {self._where()} did not answer in time"
+        elif isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            msg = (
+                f"{what}: no S3 credentials: set 'access_key' and 'secret_key' in"
+                f" djb.config['stores'][{self.name!r}] or configure boto3's credential chain"
+            )
+        elif code in _DENIED_CODES:
+            msg = (
+                f"{what}: access denied to {where} ({code}): check 'access_key' and"
+                " 'secret_key' and the bucket's permissions"
+            )
+        elif code in _NO_BUCKET_CODES:
+            msg = f"{what}: bucket {self.bucket!r} does not exist at endpoint {self._where()}"
+        elif isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            msg = f"{what} in {where}: {code}: {err.get('Message', '')}".rstrip(": ")
+        else:
+            msg = f"{what} in {where}: {type(exc).__name__}: {exc}"
+        return StoreError(self._scrub(msg))
+
+    def _missing(self, path: PurePosixPath) -> MissingPayloadError:
+        return MissingPayloadError(
+            f"store {self.name!r}: payload {path} is missing from bucket {self.bucket!r}"
+            f" at endpoint {self._where()}"
+        )
+
+    # -- the Store interface -----------------------------------------------------
+    @staticmethod
+    def key(path: PurePosixPath | str) -> str:
+        """The object key of *path*: the path without a leading ``/``."""
+        text = str(PurePosixPath(path))
+        return "" if text == "." else text.lstrip("/")
+
+    def _transfer_config(self) -> Any:
+        from boto3.s3.transfer import TransferConfig
+
+        cfg = TransferConfig(
+            multipart_threshold=self.part_size,
+            multipart_chunksize=self.part_size,
+            max_concurrency=self.transfer_concurrency,
+            max_io_queue=self.transfer_concurrency * 4,
+            io_chunksize=256 * 1024,
+            use_threads=True,
+            preferred_transfer_client="classic",
+        )
+        # parts of a stream are read into memory before they are sent: bound them
+        # (peak memory of an upload is about part_size * this)
+        cfg.max_in_memory_upload_chunks = self.transfer_concurrency
+        return cfg
+
+    def put(self, path: PurePosixPath, data: bytes | memoryview) -> None:
+        body = bytes(data) if isinstance(data, memoryview) else data
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(path), Body=body)
+        except Exception as exc:
+            raise self._wrap(exc, "write", path) from None
+
+    def put_file(self, path: PurePosixPath, src: BinaryIO, size: int | None = None) -> None:
+        try:
+            self.client.upload_fileobj(
+                src, self.bucket, self.key(path), Config=self._transfer_config()
+            )
+        except Exception as exc:
+            raise self._wrap(exc, "write", path) from None
+
+    def upload_file(self, path: PurePosixPath, src: Path) -> None:
+        try:
+            self.client.upload_file(
+                str(src), self.bucket, self.key(path), Config=self._transfer_config()
+            )
+        except Exception as exc:
+            raise self._wrap(exc, "write", path) from None
+
+    def get(self, path: PurePosixPath) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
+            with response["Body"] as body:
+                data: bytes = body.read()
+            return data
+        except Exception as exc:
+            if _code(exc) in _MISSING_CODES:
+                raise self._missing(path) from None
+            raise self._wrap(exc, "read", path) from None
+
+    def open(self, path: PurePosixPath) -> BinaryIO:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
+        except Exception as exc:
+            if _code(exc) in _MISSING_CODES:
+                raise self._missing(path) from None
+            raise self._wrap(exc, "read", path) from None
+        return io.BufferedReader(_BodyReader(self, path, response["Body"]), buffer_size=_MiB)
+
+    def download_file(self, path: PurePosixPath, dest: Path) -> None:
+        try:
+            with open(dest, "wb") as out:
+                self.client.download_fileobj(
+                    self.bucket, self.key(path), out, Config=self._transfer_config()
+                )
+        except BaseException as exc:
+            Path(dest).unlink(missing_ok=True)
+            if not isinstance(exc, Exception):
+                raise
+            if isinstance(exc, OSError) and not _is_botocore(exc):
+                raise StoreError(
+                    f"store {self.name!r}: cannot write {dest}: {exc.strerror or exc}"
+                ) from None
+            if _code(exc) in _MISSING_CODES:
+                raise self._missing(path) from None
+            raise self._wrap(exc, "read", path) from None
+
+    def exists(self, path: PurePosixPath) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(path))
+        except Exception as exc:
+            if _code(exc) in _MISSING_CODES:
+                return False
+            raise self._wrap(exc, "check", path) from None
+        return True
+
+    def remove(self, path: PurePosixPath) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(path))
+        except Exception as exc:
+            if _code(exc) in _MISSING_CODES:
+                return
+            raise self._wrap(exc, "delete", path) from None
+
+    def remove_many(self, paths: Iterable[PurePosixPath]) -> dict[PurePosixPath, str]:
+        failed: dict[PurePosixPath, str] = {}
+        batch: dict[str, PurePosixPath] = {}
+        for path in paths:
+            batch[self.key(path)] = path
+            if len(batch) == _DELETE_BATCH:
+                failed.update(self._delete_batch(batch))
+                batch = {}
+        if batch:
+            failed.update(self._delete_batch(batch))
+        return failed
+
+    def _delete_batch(self, batch: dict[str, PurePosixPath]) -> dict[PurePosixPath, str]:
+        try:
+            response = self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+            )
+        except Exception as exc:
+            reason = str(self._wrap(exc, "delete", None))
+            return dict.fromkeys(batch.values(), reason)
+        failed: dict[PurePosixPath, str] = {}
+        for err in response.get("Errors", []):
+            key = err.get("Key", "")
+            code = err.get("Code", "")
+            if key not in batch or code in _MISSING_CODES:
+                continue
+            failed[batch[key]] = f"{code}: {err.get('Message', '')}".rstrip(": ")
+        return failed
+
+    def list(self, prefix: PurePosixPath) -> Iterator[ObjectInfo]:
+        top = self.key(prefix)
+        lead = "/" if str(prefix).startswith("/") else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=top + "/" if top else "")
+        try:
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    modified = obj["LastModified"]
+                    if modified.tzinfo is None:
+                        modified = modified.replace(tzinfo=datetime.UTC)
+                    yield ObjectInfo(
+                        PurePosixPath(lead + obj["Key"]),
+                        int(obj["Size"]),
+                        modified.astimezone(datetime.UTC),
+                    )
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "list", prefix) from None
+
+    def __repr__(self) -> str:
+        return (
+            f"S3Store(name={self.name!r}, endpoint={self.endpoint!r},"
+            f" bucket={self.bucket!r}, location={self.location!r})"
+        )
+
+
+def _code(exc: BaseException) -> str:
+    """The S3 error code of a ClientError ('' otherwise)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    code = response.get("Error", {}).get("Code")
+    if code:
+        return str(code)
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(status) if status else ""
+
+
+def _is_botocore(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return module.startswith(("botocore", "boto3", "s3transfer", "urllib3"))
