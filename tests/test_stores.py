@@ -193,7 +193,7 @@ def test_put_file_from_unseekable_stream(store: Store) -> None:
             return len(chunk)
 
     p = path_for(store, data)
-    store.put_file(p, io.BufferedReader(Pipe()))  # type: ignore[arg-type]
+    store.put_file(p, io.BufferedReader(Pipe()))
     assert store.get(p) == data
 
 
@@ -233,7 +233,7 @@ def test_put_file_streams_with_bounded_memory(store: Store, tmp_path: Path) -> N
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 48 * MiB, f"peak {peak / MiB:.1f} MiB for a {size // MiB} MiB upload"
+    assert peak < 44 * MiB, f"peak {peak / MiB:.1f} MiB for a {size // MiB} MiB upload"
     got = hashlib.md5()
     with store.open(p) as f:
         while chunk := f.read(MiB):
@@ -272,7 +272,7 @@ def test_file_store_failed_stream_leaves_nothing(tmp_path: Path) -> None:
 
     p = path_for(s, b"x")
     with pytest.raises(StoreError, match="'local'"):
-        s.put_file(p, io.BufferedReader(Broken()))  # type: ignore[arg-type]
+        s.put_file(p, io.BufferedReader(Broken()))
     assert not s.exists(p)
     assert [x for x in Path(p).parent.iterdir()] == []
 
@@ -451,7 +451,10 @@ def test_s3_bad_credentials(auth_s3_endpoint: str, caplog: pytest.LogCaptureFixt
         "secret_key": SECRET,
     }
     s = build_store("shared", spec)
-    for call in (lambda: s.put(PurePosixPath("store/x"), b"x"), lambda: s.exists(PurePosixPath("x"))):
+    for call in (
+        lambda: s.put(PurePosixPath("store/x"), b"x"),
+        lambda: s.exists(PurePosixPath("x")),
+    ):
         with pytest.raises(StoreError) as info:
             call()
         msg = str(info.value)

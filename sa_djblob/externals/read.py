@@ -83,11 +83,13 @@ def _attach_ref_pg(element: _attach_ref, compiler: SQLCompiler, **kw: Any) -> st
 
 
 def _base_table(colexpr: Any) -> sa.Table | None:
+    """The Table a selected column comes from, through aliases and subqueries."""
     t = getattr(colexpr, "table", None)
-    for _ in range(8):
-        if t is None or isinstance(t, sa.Table):
-            return t
-        t = getattr(t, "element", None)
+    if isinstance(t, sa.Table):
+        return t
+    for base in getattr(colexpr, "base_columns", ()):
+        if isinstance(getattr(base, "table", None), sa.Table):
+            return base.table  # type: ignore[no-any-return]
     return None
 
 
@@ -173,10 +175,12 @@ def _file_matches(path: Path, prefix: bytes, key: uuid.UUID, algorithm: str) -> 
 
 
 @contextlib.contextmanager
-def _open_payload(store: Store, key: uuid.UUID, path: PurePosixPath) -> Iterator[BinaryIO]:
+def _open_payload(
+    store: Store, key: uuid.UUID, path: PurePosixPath, prefix: bytes
+) -> Iterator[BinaryIO]:
     cache = get_cache() if store.is_remote else None
     if cache is not None:
-        cached = cache.get_file(key, store.hash)
+        cached = cache.get_file(key, store.hash, prefix=prefix)
         if cached is not None:
             with cached.open("rb") as f:
                 yield f
@@ -192,7 +196,7 @@ def fetch_attachment(store: Store, key: uuid.UUID, path: PurePosixPath, name: st
     def fill(out: BinaryIO) -> None:
         h = new_hasher(store.hash)
         h.update(prefix)
-        with _open_payload(store, key, path) as src:
+        with _open_payload(store, key, path, prefix) as src:
             while chunk := src.read(HASH_CHUNK):
                 h.update(chunk)
                 out.write(chunk)
@@ -207,9 +211,18 @@ def fetch_attachment(store: Store, key: uuid.UUID, path: PurePosixPath, name: st
         name, lambda p: _file_matches(p, prefix, key, store.hash), fill
     )
     cache = get_cache() if store.is_remote else None
-    if cache is not None and cache.get_file(key, store.hash) is None:
+    if cache is not None and cache.path(key) is None:
         cache.put_file(key, result)
     return result
+
+
+def check_attachment_name(key: uuid.UUID, name: str) -> None:
+    """Refuse a stored attachment name that would leave the object's folder."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise SaDjblobError(
+            f"refusing the attachment name {name[:60]!r} of {key} in the externals table:"
+            " it is not a plain file name"
+        )
 
 
 def read_external(
@@ -233,6 +246,7 @@ def read_external(
             name = raw[16:].decode("utf-8")
         except UnicodeDecodeError:
             raise SaDjblobError(f"attachment name of {key} is not valid UTF-8") from None
+        check_attachment_name(key, name)
         path = object_path(store.location, schema, key, name, store.subfolding)
         got = _take_prefetched(store.name, path)
         if isinstance(got, Path):

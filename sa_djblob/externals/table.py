@@ -88,7 +88,13 @@ def attach_external(column: sa.Column[Any], table: sa.Table, store: str) -> None
         return
     ext = external_table(table.metadata, store, table.schema)
     if not any(fk.target_fullname == f"{ext.fullname}.hash" for fk in column.foreign_keys):
-        column.append_foreign_key(sa.ForeignKey(ext.c.hash, onupdate="RESTRICT", ondelete="RESTRICT"))
+        # Type-bound, like the CHECK constraint of a Boolean: a copy of the column
+        # (Table.to_metadata, Alembic's operations) makes it anew, so copies skip it.
+        table.append_constraint(
+            sa.ForeignKeyConstraint(
+                [column], [ext.c.hash], onupdate="RESTRICT", ondelete="RESTRICT", _type_bound=True
+            )
+        )
     indexed = column.primary_key or column.index or column.unique or any(
         list(ix.columns) == [column] for ix in table.indexes
     )

@@ -62,12 +62,9 @@ class Payload:
             self.store.put(self.path, self.data)
             return
         assert self.file is not None
-        try:
-            f = self.file.open("rb")
-        except OSError as exc:
-            raise StoreError(f"cannot read attachment {self.file}: {exc.strerror}") from None
-        with f:
-            self.store.put_file(self.path, f, self.size)
+        if not self.file.is_file():
+            raise StoreError(f"cannot read attachment {self.file}: it is gone")
+        self.store.upload_file(self.path, self.file)
 
 
 def prepare_payload(kind: str, value: Any, store: Store, schema: str) -> Payload:

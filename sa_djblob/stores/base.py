@@ -8,6 +8,7 @@ for a file store, file system paths; for S3, keys inside the bucket (a leading
 from __future__ import annotations
 
 import abc
+import contextlib
 import datetime
 import os
 import secrets
@@ -106,7 +107,7 @@ class Store(abc.ABC):
                 with open(dest, "wb") as out:
                     shutil.copyfileobj(src, out, COPY_CHUNK)
             except BaseException:
-                Path(dest).unlink(missing_ok=True)
+                _discard(Path(dest))
                 raise
 
     def remove_many(self, paths: Iterable[PurePosixPath]) -> dict[PurePosixPath, str]:
@@ -137,3 +138,9 @@ class Store(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, location={self.location!r})"
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a (partial) local file, if it is there and can be removed."""
+    with contextlib.suppress(OSError):
+        tmp.unlink()

@@ -137,13 +137,13 @@ class Cache:
                 old = 0
             os.replace(tmp, entry)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             raise StoreError(
                 f"cannot write cache entry {entry}: {exc.strerror or exc}"
                 " (check djb.config['cache'])"
             ) from None
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             raise
         self._account(size - old)
         if self.limit is not None:
@@ -216,3 +216,9 @@ class Cache:
             for _, _, p in self._scan():
                 p.unlink(missing_ok=True)
             self._total = 0
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file, if it is there and can be removed."""
+    with contextlib.suppress(OSError):
+        tmp.unlink()

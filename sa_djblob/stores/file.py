@@ -59,7 +59,7 @@ class FileStore(Store):
                 write(f)
             os.replace(tmp, dest)
         except BaseException as exc:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             if isinstance(exc, OSError):
                 raise self._error("write", path, exc) from None
             raise
@@ -99,13 +99,13 @@ class FileStore(Store):
         try:
             shutil.copyfile(path, dest)
         except FileNotFoundError:
-            Path(dest).unlink(missing_ok=True)
+            _discard(Path(dest))
             if not Path(path).exists():
                 raise self._missing(path) from None
             missing = FileNotFoundError(errno.ENOENT, "no such folder")
             raise self._error("write", dest, missing) from None
         except OSError as exc:
-            Path(dest).unlink(missing_ok=True)
+            _discard(Path(dest))
             raise self._error("copy", path, exc) from None
 
     def exists(self, path: PurePosixPath) -> bool:
@@ -165,3 +165,9 @@ class FileStore(Store):
 
     def __repr__(self) -> str:
         return f"FileStore(name={self.name!r}, location={self.location!r})"
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file, if it is there and can be removed."""
+    with contextlib.suppress(OSError):
+        tmp.unlink()

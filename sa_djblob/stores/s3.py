@@ -8,6 +8,7 @@ appear in messages, logs or reprs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import logging
@@ -97,7 +98,7 @@ class S3Store(Store):
     read_timeout = 60.0
     #: multipart transfers: part size and parallel parts per transfer
     part_size = 8 * _MiB
-    transfer_concurrency = 4
+    transfer_concurrency = 3
 
     def __init__(
         self,
@@ -335,7 +336,7 @@ class S3Store(Store):
                     self.bucket, self.key(path), out, Config=self._transfer_config()
                 )
         except BaseException as exc:
-            Path(dest).unlink(missing_ok=True)
+            _discard(Path(dest))
             if not isinstance(exc, Exception):
                 raise
             if isinstance(exc, OSError) and not _is_botocore(exc):
@@ -436,3 +437,9 @@ def _code(exc: BaseException) -> str:
 def _is_botocore(exc: BaseException) -> bool:
     module = type(exc).__module__
     return module.startswith(("botocore", "boto3", "s3transfer", "urllib3"))
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a (partial) local file, if it is there and can be removed."""
+    with contextlib.suppress(OSError):
+        tmp.unlink()

@@ -1,0 +1,216 @@
+"""Alembic support: render sa_djblob types in migrations and compare them without phantom diffs.
+
+Wire it into ``env.py``::
+
+    from sa_djblob import alembic_helpers
+
+    opts = {"render_item": alembic_helpers.render_item}
+    if alembic_helpers.register_plugin():  # Alembic >= 1.18: the plugin system
+        opts["autogenerate_plugins"] = ["alembic.autogenerate.*", alembic_helpers.PLUGIN_NAME]
+    else:  # older Alembic: the compare_type hook
+        opts["compare_type"] = alembic_helpers.compare_type
+    context.configure(connection=connection, target_metadata=target_metadata, **opts)
+
+``render_item`` writes ``sa_djblob.Blob()`` / ``sa_djblob.Attach()`` for in-row columns and
+``sa_djblob.types.HashType()`` for every 16-byte hash column (external ``Blob(store=...)`` /
+``Attach(store=...)`` columns and the externals tables' keys), and adds ``import sa_djblob``
+to the migration. External columns are written as the hash column they are in the database,
+with the column comment that names the store (``:blob@shared:``) and, next to it, the
+foreign key to ``~external_<store>`` and its index as ordinary operations: a migration is
+frozen DDL. (``Blob(store=...)`` itself would add that foreign key and index to the
+migration's table a second time, and ``op.create_table`` would create the index twice.)
+The externals tables are ordinary tables of the models' MetaData, so autogenerate creates
+them, their foreign keys and indexes like any other.
+
+Type comparison knows that ``Blob()`` is LONGBLOB / BYTEA / BLOB and that an external
+column or a ``HashType`` is BINARY(16) / BYTEA / BLOB; a column that changes between in-row
+and external storage shows up as a type change where the database can tell them apart
+(MySQL), and through its foreign key everywhere.
+
+Registration: Alembic 1.18 added autogenerate plugins, named in ``context.configure(
+autogenerate_plugins=[...])``. This module is such a plugin (its ``setup(plugin)``
+registers the type comparator); ``register_plugin()`` registers it under ``PLUGIN_NAME``
+unless an ``alembic.plugins`` entry point already did, and returns False on an older
+Alembic, where ``compare_type`` is the hook to pass instead. Alembic has no plugin hook for
+rendering, so ``render_item`` is always passed to ``context.configure``. To combine it with
+a ``render_item`` of your own, call ours first and fall back to yours when it returns False.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeEngine
+
+from .externals.table import EXTERNAL_PREFIX
+from .types import HashType, _External, hash_impl, inrow_impl
+
+if TYPE_CHECKING:
+    from alembic.autogenerate.api import AutogenContext
+    from alembic.operations.ops import AlterColumnOp
+    from alembic.runtime.migration import MigrationContext
+    from alembic.runtime.plugins import Plugin
+    from alembic.util import PriorityDispatchResult
+    from sqlalchemy.sql.schema import Column
+
+__all__ = [
+    "PLUGIN_NAME",
+    "compare_type",
+    "expected_type",
+    "register_plugin",
+    "render_item",
+    "setup",
+]
+
+PLUGIN_NAME = "sa_djblob.types"
+"""The name to list in ``context.configure(autogenerate_plugins=[...])``."""
+
+_IMPORT = "import sa_djblob"
+
+
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
+    """Alembic's ``render_item`` hook: Python source for sa_djblob types, False otherwise."""
+    if type_ == "foreign_key":
+        return _render_external_fk(obj, autogen_context)
+    if type_ != "type":
+        return False
+    if isinstance(obj, _External):
+        autogen_context.imports.add(_IMPORT)
+        if obj.store is None:
+            return f"sa_djblob.{type(obj).__name__}()"
+        return "sa_djblob.types.HashType()"
+    if isinstance(obj, HashType):
+        autogen_context.imports.add(_IMPORT)
+        return "sa_djblob.types.HashType()"
+    return False
+
+
+def _render_external_fk(fk: Any, autogen_context: AutogenContext) -> str | Literal[False]:
+    """The foreign key of an external column, under the name the models' MetaData gives it.
+
+    Alembic renders copies of the models' tables in a MetaData without their naming
+    convention; the column's type makes the foreign key again there, without a name.
+    """
+    if not isinstance(fk, sa.ForeignKeyConstraint) or len(fk.elements) != 1:
+        return False
+    element = fk.elements[0]
+    target = element.target_fullname
+    table_part = target.rsplit(".", 2)[-2]
+    if not table_part.startswith(EXTERNAL_PREFIX) or fk.table is None:
+        return False
+    name: Any = fk.name
+    metadata = autogen_context.metadata
+    source = None
+    if metadata is not None and not isinstance(metadata, sa.MetaData):
+        metadata = next(iter(metadata), None)
+    if isinstance(metadata, sa.MetaData):
+        source = metadata.tables.get(fk.table.fullname)
+    if source is not None and not isinstance(name, str):
+        for other in source.foreign_key_constraints:
+            if (
+                [c.name for c in other.columns] == [c.name for c in fk.columns]
+                and other.elements[0].target_fullname == target
+                and isinstance(other.name, str)
+            ):
+                name = other.name
+    sa_prefix = autogen_context.opts.get("sqlalchemy_module_prefix") or ""
+    op_prefix = autogen_context.opts.get("alembic_module_prefix") or ""
+    args = [repr([c.name for c in fk.columns]), repr([target])]
+    if isinstance(name, str):
+        args.append(f"name={op_prefix}f({str(name)!r})")
+    for opt in ("onupdate", "ondelete", "deferrable", "initially"):
+        value = getattr(fk, opt)
+        if value is not None:
+            args.append(f"{opt}={value!r}")
+    return f"{sa_prefix}ForeignKeyConstraint({', '.join(args)})"
+
+
+def expected_type(type_: TypeEngine[Any], dialect: Dialect) -> TypeEngine[Any] | None:
+    """The database column type of an sa_djblob type on *dialect*; None for other types."""
+    if isinstance(type_, _External):
+        return inrow_impl(dialect) if type_.store is None else hash_impl(dialect)
+    if isinstance(type_, HashType):
+        return hash_impl(dialect)
+    return None
+
+
+def _ddl(type_: TypeEngine[Any], dialect: Dialect) -> str:
+    return " ".join(type_.compile(dialect=dialect).upper().split())
+
+
+def _differs(inspected_type: TypeEngine[Any], metadata_type: TypeEngine[Any], dialect: Dialect) -> bool | None:
+    want = expected_type(metadata_type, dialect)
+    if want is None:
+        return None
+    try:
+        got = _ddl(inspected_type, dialect)
+    except Exception:  # a reflected type this dialect cannot render: a real difference
+        return True
+    return got != _ddl(want, dialect)
+
+
+def compare_type(
+    context: MigrationContext,
+    inspected_column: Column[Any],
+    metadata_column: Column[Any],
+    inspected_type: TypeEngine[Any],
+    metadata_type: TypeEngine[Any],
+) -> bool | None:
+    """Alembic's ``compare_type`` hook: True / False for sa_djblob types, None for others
+    (Alembic then compares them its own way)."""
+    return _differs(inspected_type, metadata_type, context.dialect)
+
+
+# -- the autogenerate plugin (Alembic >= 1.18) ----------------------------------------
+
+
+def _compare_column_type(
+    autogen_context: AutogenContext,
+    alter_column_op: AlterColumnOp,
+    schema: str | None,
+    tname: str,
+    cname: str,
+    conn_col: Column[Any],
+    metadata_col: Column[Any],
+) -> PriorityDispatchResult:
+    from alembic.util import PriorityDispatchResult
+
+    dialect = autogen_context.dialect
+    if dialect is None:
+        return PriorityDispatchResult.CONTINUE
+    diff = _differs(conn_col.type, metadata_col.type, dialect)
+    if diff is None:
+        return PriorityDispatchResult.CONTINUE
+    if diff:
+        alter_column_op.existing_type = conn_col.type
+        alter_column_op.modify_type = metadata_col.type
+    return PriorityDispatchResult.STOP
+
+
+def setup(plugin: Plugin) -> None:
+    """The plugin's setup, called by Alembic for an ``alembic.plugins`` entry point."""
+    from alembic.util import DispatchPriority
+
+    # After a user compare_type (FIRST), before Alembic's own comparison (LAST).
+    plugin.add_autogenerate_comparator(
+        _compare_column_type, "column", "types", priority=DispatchPriority.MEDIUM
+    )
+
+
+def register_plugin() -> bool:
+    """Register this module as the autogenerate plugin ``PLUGIN_NAME`` (idempotent).
+
+    Returns False when the installed Alembic has no plugin system (before 1.18).
+    """
+    try:
+        from alembic.runtime.plugins import Plugin
+    except ImportError:
+        return False
+    try:
+        Plugin.setup_plugin_from_module(sys.modules[__name__], PLUGIN_NAME)
+    except ValueError:  # already registered (an entry point, or an earlier call)
+        pass
+    return True

@@ -1,0 +1,483 @@
+"""``ExternalTable.sweep`` and ``ExternalTable.verify``: safe upkeep of an externals table.
+
+The invariant (DESIGN.md): a committed row never references a payload that is missing
+from its store, and a payload that a committed row references is never deleted. The
+sweep keeps it while the application goes on writing, because it only deletes a payload
+while it holds the lock that every writer of that payload needs, and only after the
+database itself has agreed that the payload is unreferenced.
+
+Phase 0, before anything is deleted: read every referencing column (a table that cannot
+be read aborts the sweep) and list the store's ``<location>/<schema>/`` area in full (a
+listing that fails aborts the sweep). Nothing has been deleted when either fails.
+
+Phase 1, unused rows, one transaction per batch, READ COMMITTED on MySQL/MariaDB and
+PostgreSQL (so every check sees the latest committed rows, not a snapshot), keyset-paged
+by hash so a sweep always ends:
+
+1. lock a batch of candidates: ``SELECT ... WHERE <no reference in any column> ORDER BY
+   hash LIMIT n FOR UPDATE SKIP LOCKED``. Writers hold ``FOR SHARE`` on the rows they use
+   and a referencing INSERT's foreign key check locks the row too, so a row somebody is
+   about to reference is skipped, and once we hold the lock nobody can add a reference
+   until we commit. (SQLite has no row locks: the batch starts with a write, which takes
+   the database's write lock and so excludes every writer.)
+2. delete the rows, re-checking ``NOT EXISTS`` in the DELETE itself: a writer may have
+   committed a reference between the locking SELECT's snapshot and the lock (PostgreSQL
+   does not re-check a row that was only locked, not updated). The foreign key refuses
+   any row that is still referenced; if the batch DELETE trips it, the rows are deleted
+   one by one in savepoints and the refused ones are counted as ``skipped_referenced``.
+   The rows that really went are read back (those still there were not deleted).
+3. remove the payloads of exactly those rows (``Store.remove_many``: DeleteObjects
+   batches on S3). The rows are removed first and the payloads second, so that a
+   payload is never removed on the strength of a check the database has not confirmed.
+4. rows whose payload could not be removed are inserted again, as they were, in the
+   same transaction (we still hold their locks), and the failure is reported;
+5. commit.
+
+If the process dies or the commit fails between 3 and 5, the transaction rolls back: the
+rows come back, still unreferenced (we held their locks), now without payloads. That
+breaks nothing: no committed row references them, the next writer of the same content
+finds the row, checks the store, and uploads the payload again (write path step 3), and
+``verify(include_unused=True)`` lists them meanwhile. A writer that raced with the batch
+waited on the row lock, and after the commit creates the row again and uploads again.
+
+Phase 2, orphans: payloads in the listing with a name of 32 hex digits (optionally
+``.<attachment name>``) at exactly the path the layout gives that name, with no externals
+row, older than ``grace``. Per batch, in one transaction: insert the externals rows of the
+candidates ourselves, marked with a token unique to the batch (an uncommitted writer of
+the same hash makes this wait until it commits or rolls back; a row that exists is left
+alone: ``INSERT IGNORE`` / ``ON CONFLICT DO NOTHING``); the rows that carry our token are
+the true orphans, and we now hold the lock a writer of them needs; remove their
+payloads; delete our rows; commit. Temporary files of the file store are never touched.
+Afterwards, on a file store, folders left empty are removed.
+
+``verify`` reads every referenced payload in a streaming fashion (concurrently, through
+the bounded pool) and checks it against its hash.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import secrets
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .._pool import run_all
+from ..errors import MissingPayloadError, SaDjblobError
+from ..layout import HASH_CHUNK, new_hasher, object_path
+from ..stores import Store
+from ..stores.base import ObjectInfo, is_temp_name
+from .maintenance import Reference, SweepReport, VerifyReport
+
+if TYPE_CHECKING:
+    from .maintenance import ExternalTable
+
+__all__ = ["DEFAULT_BATCH", "DEFAULT_GRACE", "sweep", "verify"]
+
+DEFAULT_BATCH = 1000
+DEFAULT_GRACE = datetime.timedelta(hours=1)
+_ATTEMPTS = 5
+_NAME = re.compile(r"^([0-9a-f]{32})(?:\.(.+))?$")
+
+# A test hook: called after a batch's payloads were removed, before its commit.
+_after_remove: Callable[[str, list[PurePosixPath]], None] | None = None
+
+
+class _Bar(Protocol):
+    def update(self, n: int = 1) -> object: ...
+
+    def close(self) -> None: ...
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> object:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _bar(progress: bool, total: int | None, desc: str) -> _Bar:
+    if not progress:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    bar: _Bar = tqdm(total=total, desc=desc, unit="entry", leave=False)
+    return bar
+
+
+_Orphan = tuple[uuid.UUID, str | None, ObjectInfo]
+
+
+def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    """Deadlocks, lock timeouts, serialization failures, SQLite's busy database."""
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in ("40001", "40P01", "55P03"):
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in (1205, 1213):
+        return True
+    return "database is locked" in str(orig)
+
+
+class _Sweeper:
+    def __init__(self, ext: ExternalTable, *, dry_run: bool, grace: datetime.timedelta,
+                 progress: bool, batch: int) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be a positive number of entries, got {batch}")
+        if grace < datetime.timedelta(0):
+            raise ValueError(f"grace must not be negative, got {grace}")
+        self.ext = ext
+        self.table = ext.table
+        self.engine = ext.engine
+        self.dialect = self.engine.dialect.name
+        self.store: Store = ext.store
+        self.schema = ext.schema
+        self.grace = grace
+        self.progress = progress
+        self.batch = batch
+        self.report = SweepReport(dry_run=dry_run)
+        self.area = PurePosixPath(self.store.location, self.schema)
+
+    # -- connections ---------------------------------------------------------
+    def connect(self) -> Connection:
+        conn = self.engine.connect()
+        if self.dialect in ("mysql", "mariadb", "postgresql"):
+            conn = conn.execution_options(isolation_level="READ COMMITTED")
+        return conn
+
+    def _write_lock(self, conn: Connection) -> None:
+        """SQLite: take the database's write lock now (a write starts the write transaction)."""
+        if self.dialect == "sqlite":
+            conn.execute(sa.delete(self.table).where(self.table.c.hash.is_(None)))
+
+    def path(self, key: uuid.UUID, name: str | None) -> PurePosixPath:
+        return object_path(self.store.location, self.schema, key, name, self.store.subfolding)
+
+    # -- phase 0 ---------------------------------------------------------------
+    def check_references(self, conn: Connection) -> list[Reference] | None:
+        try:
+            refs = self.ext.references(conn)
+            for ref in refs:
+                t = sa.table(ref.table, sa.column(ref.column), schema=ref.schema)
+                conn.execute(sa.select(t.c[ref.column]).limit(1)).all()
+        except sa.exc.DBAPIError as exc:
+            conn.rollback()
+            if exc.connection_invalidated:
+                raise
+            self.report.errors.append(
+                f"cannot read the tables that reference {self.ext.name}: {exc.orig};"
+                " nothing deleted"
+            )
+            return None
+        conn.rollback()
+        return refs
+
+    def list_store(self) -> list[ObjectInfo] | None:
+        try:
+            return [o for o in self.store.list(self.area) if not is_temp_name(o.path.name)]
+        except Exception as exc:  # a failed listing aborts the sweep: reported
+            self.report.errors.append(
+                f"cannot list {self.area} in store {self.store.name!r}: {exc}; nothing deleted"
+            )
+            return None
+
+    # -- phase 1 ---------------------------------------------------------------
+    def count_unused(self, conn: Connection, refs: list[Reference]) -> tuple[int, int]:
+        t = self.table
+        q = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(t.c.size), 0)).where(
+            self.ext.unused_clause(refs))
+        row = conn.execute(q).one()
+        conn.rollback()
+        return int(row[0]), int(row[1])
+
+    def sweep_rows(self, refs: list[Reference]) -> set[PurePosixPath]:
+        """Phase 1; returns the paths whose payloads went."""
+        removed: set[PurePosixPath] = set()
+        with self.connect() as conn:
+            total = self.count_unused(conn, refs)[0] if self.progress else None
+            bar = _bar(self.progress, total, f"sweep {self.ext.name}")
+            try:
+                after: uuid.UUID | None = None
+                while True:
+                    for attempt in range(_ATTEMPTS):
+                        try:
+                            done, after, went = self._rows_batch(conn, refs, after)
+                            break
+                        except sa.exc.DBAPIError as exc:
+                            conn.rollback()
+                            if attempt + 1 == _ATTEMPTS or not _is_retryable(exc):
+                                raise
+                    removed.update(went)
+                    bar.update(len(went))
+                    if done:
+                        break
+                    if self.report.errors and not went:
+                        break  # nothing of a whole batch could be removed: the store is failing
+            finally:
+                bar.close()
+        return removed
+
+    def _rows_batch(self, conn: Connection, refs: list[Reference], after: uuid.UUID | None
+                    ) -> tuple[bool, uuid.UUID | None, set[PurePosixPath]]:
+        t = self.table
+        rep = self.report
+        with conn.begin():
+            self._write_lock(conn)
+            q = sa.select(t).where(self.ext.unused_clause(refs))
+            if after is not None:
+                q = q.where(t.c.hash > after)
+            q = q.order_by(t.c.hash).limit(self.batch).with_for_update(skip_locked=True)
+            rows = {r.hash: r._asdict() for r in conn.execute(q)}
+            if not rows:
+                return True, after, set()
+            last = max(rows)
+            keys = sorted(rows)
+            # delete, re-checking that nothing references them
+            delete = sa.delete(t).where(t.c.hash.in_(keys), self.ext.unused_clause(refs))
+            try:
+                with conn.begin_nested():
+                    conn.execute(delete)
+            except sa.exc.IntegrityError:
+                for k in keys:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(sa.delete(t).where(t.c.hash == k,
+                                                            self.ext.unused_clause(refs)))
+                    except sa.exc.IntegrityError:
+                        pass
+            still = set(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(keys))))
+            gone = [k for k in keys if k not in still]
+            rep.skipped_referenced += len(still)
+            paths = {self.path(k, rows[k]["attachment_name"]): k for k in gone}
+            failed = self.store.remove_many(list(paths)) if paths else {}
+            if failed:
+                # keep the rows of payloads that could not be removed, as they were
+                conn.execute(sa.insert(t), [rows[paths[p]] for p in failed])
+                rep.errors.extend(f"cannot delete {p}: {why}" for p, why in failed.items())
+            went = [p for p in paths if p not in failed]
+            if _after_remove is not None:
+                _after_remove("rows", went)
+        rep.rows_deleted += len(went)
+        rep.payloads_deleted += len(went)
+        rep.bytes_freed += sum(int(rows[paths[p]]["size"]) for p in went)
+        return len(rows) < self.batch, last, set(went)
+
+    # -- phase 2 ---------------------------------------------------------------
+    def orphan_candidates(
+        self, conn: Connection, listing: list[ObjectInfo], exclude: set[PurePosixPath]
+    ) -> list[_Orphan]:
+        """Listed payloads at their layout path, with no externals row, older than grace."""
+        cutoff = datetime.datetime.now(datetime.UTC) - self.grace
+        parsed: list[_Orphan] = []
+        for info in listing:
+            if info.path in exclude:
+                continue
+            m = _NAME.match(info.path.name)
+            if m is None:
+                continue
+            key = uuid.UUID(hex=m.group(1))
+            name = m.group(2)
+            if self.path(key, name) != info.path:
+                continue  # not where we would have put it: not ours
+            parsed.append((key, name, info))
+        known: set[uuid.UUID] = set()
+        t = self.table
+        for chunk in _chunks(sorted({k for k, _, _ in parsed}), self.batch):
+            known.update(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(chunk))))
+        conn.rollback()
+        found = []
+        for key, name, info in parsed:
+            if key in known:
+                continue
+            if info.modified > cutoff:
+                self.report.orphans_kept += 1
+                continue
+            found.append((key, name, info))
+        return found
+
+    def sweep_orphans(self, candidates: list[_Orphan]) -> None:
+        bar = _bar(self.progress, len(candidates), f"orphans {self.store.name}")
+        try:
+            with self.connect() as conn:
+                ordered = sorted(candidates, key=lambda c: (c[0], str(c[2].path)))
+                for chunk in _chunks(ordered, self.batch):
+                    for attempt in range(_ATTEMPTS):
+                        try:
+                            went = self._orphan_batch(conn, chunk)
+                            break
+                        except sa.exc.DBAPIError as exc:
+                            conn.rollback()
+                            if attempt + 1 == _ATTEMPTS or not _is_retryable(exc):
+                                raise
+                    bar.update(len(chunk))
+                    if self.report.errors and not went:
+                        break
+        finally:
+            bar.close()
+
+    def _insert_ignore(self, conn: Connection, values: list[dict[str, Any]]) -> None:
+        t = self.table
+        if self.dialect in ("mysql", "mariadb"):
+            conn.execute(sa.insert(t).prefix_with("IGNORE"), values)
+            return
+        ins: Any
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as ins
+        else:
+            from sqlalchemy.dialects.sqlite import insert as ins
+        conn.execute(ins(t).on_conflict_do_nothing(index_elements=[t.c.hash]), values)
+
+    def _orphan_batch(self, conn: Connection,
+                      chunk: Sequence[_Orphan]) -> int:
+        t = self.table
+        rep = self.report
+        token = uuid.UUID(bytes=secrets.token_bytes(16))
+        by_key: dict[uuid.UUID, list[ObjectInfo]] = {}
+        names: dict[uuid.UUID, str | None] = {}
+        for key, name, info in chunk:
+            by_key.setdefault(key, []).append(info)
+            names.setdefault(key, name)
+        with conn.begin():
+            self._write_lock(conn)
+            keys = sorted(by_key)
+            values = [
+                {"hash": k, "size": by_key[k][0].size, "attachment_name": names[k],
+                 "contents_hash": token}
+                for k in keys
+            ]
+            self._insert_ignore(conn, values)
+            ours = set(conn.scalars(
+                sa.select(t.c.hash).where(t.c.hash.in_(keys), t.c.contents_hash == token)))
+            paths = {info.path: info for k in keys if k in ours for info in by_key[k]}
+            failed = self.store.remove_many(list(paths)) if paths else {}
+            rep.errors.extend(f"cannot delete orphan {p}: {why}" for p, why in failed.items())
+            if ours:
+                conn.execute(sa.delete(t).where(t.c.hash.in_(sorted(ours)),
+                                                t.c.contents_hash == token))
+            went = [p for p in paths if p not in failed]
+            if _after_remove is not None:
+                _after_remove("orphans", went)
+        rep.orphans_deleted += len(went)
+        rep.bytes_freed += sum(paths[p].size for p in went)
+        return len(went)
+
+    # -- all of it -------------------------------------------------------------
+    def run(self) -> SweepReport:
+        rep = self.report
+        with self.connect() as conn:
+            if not self.ext.exists(conn):
+                return rep
+            refs = self.check_references(conn)
+        if refs is None:
+            return rep
+        listing = self.list_store()
+        if listing is None:
+            return rep
+        if rep.dry_run:
+            with self.connect() as conn:
+                rep.rows_deleted, rep.bytes_freed = self.count_unused(conn, refs)
+                rep.payloads_deleted = rep.rows_deleted
+                orphans = self.orphan_candidates(conn, listing, set())
+            rep.orphans_deleted = len(orphans)
+            rep.bytes_freed += sum(o[2].size for o in orphans)
+            return rep
+        removed = self.sweep_rows(refs)
+        if rep.errors:
+            return rep  # the store is failing: leave the orphans for the next sweep
+        with self.connect() as conn:
+            orphans = self.orphan_candidates(conn, listing, removed)
+        if orphans:
+            self.sweep_orphans(orphans)
+        if removed or rep.orphans_deleted:
+            try:
+                self.store.cleanup(self.area)
+            except Exception as exc:  # only empty folders are at stake: reported
+                rep.errors.append(f"cannot remove empty folders below {self.area}: {exc}")
+        return rep
+
+
+def sweep(
+    ext: ExternalTable,
+    *,
+    dry_run: bool = False,
+    grace: datetime.timedelta = DEFAULT_GRACE,
+    progress: bool = True,
+    batch: int = DEFAULT_BATCH,
+) -> SweepReport:
+    """Remove the unused entries of *ext* and their payloads, then the orphan payloads
+    older than *grace*; see the module docstring for the protocol."""
+    return _Sweeper(ext, dry_run=dry_run, grace=grace, progress=progress, batch=batch).run()
+
+
+# -- verify ------------------------------------------------------------------
+
+
+def _check(store: Store, key: uuid.UUID, name: str | None, path: PurePosixPath) -> str:
+    """``"ok"``, ``"missing"``, ``"corrupt"`` or an error message."""
+    h = new_hasher(store.hash)
+    if name is not None:
+        h.update(name.encode("utf-8") + b"\0")
+    try:
+        with store.open(path) as f:
+            while chunk := f.read(HASH_CHUNK):
+                h.update(chunk)
+    except MissingPayloadError:
+        return "missing"
+    except Exception as exc:  # reported per payload
+        return f"cannot read {path}: {exc}"
+    return "ok" if uuid.UUID(bytes=h.digest()[:16]) == key else "corrupt"
+
+
+def verify(ext: ExternalTable, *, progress: bool = True, include_unused: bool = False,
+           chunk: int = 256) -> VerifyReport:
+    """Check that every referenced payload (every payload, with *include_unused*) is in
+    the store and matches its hash; payloads are streamed, several at a time."""
+    report = VerifyReport()
+    with ext.engine.connect() as conn:
+        if not ext.exists(conn):
+            return report
+        t = ext.table
+        q = sa.select(t.c.hash, t.c.attachment_name)
+        if not include_unused:
+            q = q.where(ext.used_clause(ext.references(conn)))
+        rows = conn.execute(q.order_by(t.c.hash)).all()
+    try:
+        store = ext.store
+        schema = ext.schema
+    except SaDjblobError as exc:
+        report.errors.append(str(exc))
+        return report
+    items = [(h, name, object_path(store.location, schema, h, name, store.subfolding))
+             for h, name in rows]
+    bar = _bar(progress, len(items), f"verify {ext.name}")
+    try:
+        for part in _chunks(items, chunk):
+            results = run_all(lambda it: _check(store, it[0], it[1], it[2]), part)
+            for (h, _, path), result in zip(part, results, strict=True):
+                report.checked += 1
+                if result == "missing":
+                    report.missing.append((h, path))
+                elif result == "corrupt":
+                    report.corrupt.append((h, path))
+                elif result != "ok":
+                    report.errors.append(result)
+            bar.update(len(part))
+    finally:
+        bar.close()
+    return report

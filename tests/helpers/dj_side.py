@@ -1,0 +1,143 @@
+"""The DataJoint 0.14 side of the interop test; run with the .venv-dj interpreter.
+
+    python dj_side.py write CONFIG.json   # declare tables with DataJoint and insert values
+    python dj_side.py read  CONFIG.json   # read sa_djblob's tables through DataJoint, write one row
+
+CONFIG.json: {"host", "port", "user", "password", "database", "store", "io"}; ``store``
+is the file store folder shared with sa_djblob (store name 'local'), ``io`` a folder
+for the files exchanged with the test (``result.json``, downloaded attachments).
+Credentials are read from the file, never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import datajoint as dj
+import numpy as np
+from dj_common import attachment_contents, blob_values, describe, describe_file, write_attachments
+
+
+def connect(cfg: dict[str, Any]) -> dj.Schema:
+    dj.config["database.host"] = cfg["host"]
+    dj.config["database.port"] = int(cfg["port"])
+    dj.config["database.user"] = cfg["user"]
+    dj.config["database.password"] = cfg["password"]
+    dj.config["database.use_tls"] = False
+    dj.config["safemode"] = False
+    dj.config["loglevel"] = "WARNING"
+    dj.config["stores"] = {"local": {"protocol": "file", "location": cfg["store"]}}
+    dj.config["enable_python_native_blobs"] = True
+    return dj.Schema(cfg["database"])
+
+
+def paths(schema: Any) -> list[list[str]]:
+    ext = schema.external["local"]
+    return sorted([str(h), str(p)] for h, p in ext.fetch_external_paths())
+
+
+def write(cfg: dict[str, Any]) -> dict[str, Any]:
+    schema = connect(cfg)
+    io = Path(cfg["io"])
+    files = write_attachments(io / "dj-inputs")
+    values = blob_values()
+
+    @schema
+    class DjItem(dj.Manual):  # table `dj_item`
+        definition = """
+        item_id : int
+        ---
+        b0 : longblob        # in the row
+        b1 : blob@local      # in the file store
+        a0 : attach          # in the row
+        a1 : attach@local    # in the file store
+        """
+
+    @schema
+    class DjParam(dj.Lookup):  # table `#dj_param`
+        definition = """
+        param : varchar(16)
+        ---
+        value : blob@local
+        """
+
+    names = sorted(values)
+    fnames = sorted(files)
+    rows = [
+        dict(
+            item_id=i,
+            b0=values[names[i]],
+            b1=values[names[(i + 1) % len(names)]],
+            a0=str(files[fnames[i % len(fnames)]]),
+            a1=str(files[fnames[(i + 1) % len(fnames)]]),
+        )
+        for i in range(len(names))
+    ]
+    DjItem.insert(rows)
+    DjParam.insert([dict(param=n, value=values[n]) for n in names])
+    return {
+        "rows": [
+            {"item_id": r["item_id"], "b0": names[i], "b1": names[(i + 1) % len(names)],
+             "a0": Path(r["a0"]).name, "a1": Path(r["a1"]).name}
+            for i, r in enumerate(rows)
+        ],
+        "tables": sorted(schema.list_tables()),
+        "paths": paths(schema),
+    }
+
+
+def read(cfg: dict[str, Any]) -> dict[str, Any]:
+    schema = connect(cfg)
+    io = Path(cfg["io"])
+    vm = dj.VirtualModule("vm", cfg["database"])
+    sa_item = vm.SaItem
+    heading = {name: (a.type, a.is_blob, a.is_attachment, a.store)
+               for name, a in sa_item.heading.attributes.items()}
+    downloads = io / "dj-downloads"
+    downloads.mkdir(exist_ok=True)
+    got = []
+    for row in sa_item.fetch(as_dict=True, order_by="item_id", download_path=str(downloads)):
+        got.append({
+            "item_id": int(row["item_id"]),
+            "b0": describe(row["b0"]),
+            "b1": describe(row["b1"]),
+            "a0": describe_file(row["a0"]),
+            "a1": describe_file(row["a1"]),
+        })
+    # DataJoint writes into the table that sa_djblob created.
+    inputs = write_attachments(io / "dj-inputs-2")
+    values = blob_values()
+    new_id = max(r["item_id"] for r in got) + 100 if got else 100
+    sa_item.insert1(dict(item_id=new_id, b0=values["struct"], b1=values["fortran"],
+                         a0=str(inputs["trace.bin"]), a1=str(inputs["notes.txt"])))
+    return {
+        "heading": {k: list(v) for k, v in heading.items()},
+        "rows": got,
+        "written": {"item_id": new_id, "b0": "struct", "b1": "fortran",
+                    "a0": "trace.bin", "a1": "notes.txt"},
+        "paths": paths(schema),
+        "contents": sorted(attachment_contents()),
+    }
+
+
+def pack(cfg: dict[str, Any]) -> dict[str, Any]:
+    """DataJoint's packed bytes of every value (no database needed)."""
+    from datajoint.blob import pack as dj_pack
+
+    return {"packed": {name: dj_pack(v).hex() for name, v in blob_values().items()}}
+
+
+def main() -> None:
+    command, cfg_path = sys.argv[1], sys.argv[2]
+    cfg = json.loads(Path(cfg_path).read_text())
+    result = {"write": write, "read": read, "pack": pack}[command](cfg)
+    result["datajoint"] = dj.__version__
+    result["numpy"] = np.__version__
+    (Path(cfg["io"]) / f"{command}-result.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,446 @@
+"""External blobs and attachments: every backend with every store kind."""
+
+from __future__ import annotations
+
+import os
+import threading
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+import sa_djblob as djb
+from sa_djblob.layout import content_hash, object_path
+
+from conftest import Database
+
+def make_models(schema: str | None = None) -> tuple[type[Any], sa.MetaData]:
+    class Base(DeclarativeBase):
+        pass
+
+    class Rec(Base):
+        __tablename__ = "rec"
+        __table_args__ = {"schema": schema}
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        b: Mapped[Any] = mapped_column(djb.Blob(store="shared"), nullable=True)
+        a: Mapped[Path | None] = mapped_column(djb.Attach(store="shared"), nullable=True)
+        inrow: Mapped[Any] = mapped_column(djb.Blob(), nullable=True)
+
+    return Rec, Base.metadata
+
+
+@pytest.fixture
+def models(engine: sa.Engine, shared_store: dict[str, Any]) -> Iterator[type[Any]]:
+    Rec, metadata = make_models()
+    metadata.create_all(engine)
+    djb.install(engine)
+    yield Rec
+
+
+def _ext_rows(engine: sa.Engine, schema: str | None = None) -> list[Any]:
+    t = djb.externals(engine, schema)["shared"].table
+    with engine.connect() as conn:
+        return conn.execute(sa.select(t.c.hash, t.c.size, t.c.attachment_name)).all()
+
+
+VALUES: list[Any] = [
+    np.random.default_rng(1).random((20, 30)),
+    np.arange(24, dtype=np.uint8).reshape(2, 3, 4),
+    {"nested": [1, "two", 3.0, None], "arr": np.eye(3, dtype=np.complex64)},
+    "a string",
+    np.zeros(100_000),
+]
+
+
+def test_round_trip_orm_and_core(engine: sa.Engine, models: type[Any], tmp_path: Path, database: Database) -> None:
+    Rec = models
+    f = tmp_path / "report.csv"
+    f.write_bytes(b"a,b\n1,2\n")
+    with Session(engine) as s:
+        for i, v in enumerate(VALUES):
+            s.add(Rec(id=i, b=v, a=f if i % 2 == 0 else None, inrow=v))
+        s.commit()
+    with Session(engine) as s:
+        for rec in s.scalars(sa.select(Rec).order_by(Rec.id)):
+            for got in (rec.b, rec.inrow):
+                expected = VALUES[rec.id]
+                if isinstance(expected, np.ndarray):
+                    assert got.dtype == expected.dtype
+                    np.testing.assert_array_equal(got, expected)
+                elif isinstance(expected, dict):
+                    assert got["nested"] == expected["nested"]
+                    np.testing.assert_array_equal(got["arr"], expected["arr"])
+                else:
+                    assert got == expected
+            if rec.id % 2 == 0:
+                assert rec.a.read_bytes() == f.read_bytes() and rec.a.name == "report.csv"
+            else:
+                assert rec.a is None
+    # Core, with the paths where DataJoint puts them.
+    t = Rec.__table__
+    with engine.begin() as conn:
+        conn.execute(sa.insert(t), [{"id": 100, "b": [1, 2, 3], "a": None, "inrow": None}])
+        conn.execute(sa.update(t).where(t.c.id == 100), {"b": "updated"})
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(t.c.b).where(t.c.id == 100)).scalar_one() == "updated"
+    store = djb.get_store("shared")
+    for key, path in djb.externals(engine)["shared"].paths():
+        assert path.parts[-4] == database.default_schema
+        assert path.name.startswith(key.hex)
+        assert store.exists(path)
+
+
+def test_dedup_stores_identical_payloads_once(engine: sa.Engine, models: type[Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    Rec = models
+    store = djb.get_store("shared")
+    puts: list[PurePosixPath] = []
+    for method in ("put", "put_file", "upload_file"):
+        real = getattr(store, method)
+
+        def spy(path: PurePosixPath, *args: Any, _real: Any = real) -> None:
+            puts.append(path)
+            _real(path, *args)
+
+        monkeypatch.setattr(store, method, spy)
+    f = tmp_path / "same.txt"
+    f.write_text("same")
+    arr = np.arange(1000.0)
+    with Session(engine) as s:
+        s.add_all([Rec(id=i, b=arr, a=f) for i in range(5)])
+        s.commit()
+    assert len(set(puts)) == 2  # one blob, one attachment, each uploaded once
+    uploads = len(puts)
+    with Session(engine) as s:
+        s.add(Rec(id=10, b=arr, a=f))
+        s.commit()
+    assert len(puts) == uploads  # already in the store: no second upload
+    assert len(_ext_rows(engine)) == 2
+
+
+def test_schema_qualified_tables(engine: sa.Engine, database: Database, shared_store: dict[str, Any]) -> None:
+    other = database.make_schema()
+    Rec, metadata = make_models(schema=other)
+    assert f"{other}.~external_shared" in metadata.tables
+    metadata.create_all(engine)
+    djb.install(engine)
+    with Session(engine) as s:
+        s.add(Rec(id=1, b=np.arange(5)))
+        s.commit()
+    with Session(engine) as s:
+        rec = s.get(Rec, 1)
+        assert rec is not None
+        np.testing.assert_array_equal(rec.b, np.arange(5))
+    (key, path), = djb.externals(engine, other)["shared"].paths()
+    assert path.parts[-4] == other
+    assert djb.get_store("shared").exists(path)
+    assert djb.externals(engine, other)["shared"].used() == [key]
+
+
+def test_rollback_leaves_no_externals_rows(engine: sa.Engine, models: type[Any]) -> None:
+    Rec = models
+    with Session(engine) as s:
+        s.add(Rec(id=1, b=np.arange(3)))
+        s.flush()
+        s.rollback()
+    assert _ext_rows(engine) == []
+    with engine.connect() as conn:
+        conn.execute(sa.insert(Rec.__table__), {"id": 2, "b": [1], "a": None, "inrow": None})
+        conn.rollback()
+    assert _ext_rows(engine) == []
+
+
+def test_savepoint_rolled_back_and_released(engine: sa.Engine, models: type[Any]) -> None:
+    Rec = models
+    with Session(engine) as s:
+        s.add(Rec(id=1, b="outer"))
+        s.flush()
+        sp = s.begin_nested()
+        s.add(Rec(id=2, b="inner rolled back"))
+        s.flush()
+        sp.rollback()
+        with s.begin_nested():
+            s.add(Rec(id=3, b="inner released"))
+        s.commit()
+    with Session(engine) as s:
+        got = {r.id: r.b for r in s.scalars(sa.select(Rec))}
+    assert got == {1: "outer", 3: "inner released"}
+    keys = {r.hash for r in _ext_rows(engine)}
+    assert keys == {content_hash(djb.pack("outer")), content_hash(djb.pack("inner released"))}
+
+
+def test_store_failing_mid_flush_commits_nothing(engine: sa.Engine, models: type[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    Rec = models
+    store = djb.get_store("shared")
+    calls = {"n": 0}
+    lock = threading.Lock()
+    real_put = store.put
+
+    def flaky(path: PurePosixPath, data: Any) -> None:
+        with lock:
+            calls["n"] += 1
+            n = calls["n"]
+        if n == 3:
+            raise OSError("disk on fire")
+        real_put(path, data)
+
+    monkeypatch.setattr(store, "put", flaky)
+    with Session(engine) as s:
+        s.add_all([Rec(id=i, b=f"value {i}") for i in range(6)])
+        with pytest.raises(djb.StoreError):
+            s.commit()
+        s.rollback()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(Rec.__table__)).scalar_one() == 0
+    assert _ext_rows(engine) == []
+
+
+def test_missing_and_corrupt_payloads(engine: sa.Engine, models: type[Any]) -> None:
+    Rec = models
+    with Session(engine) as s:
+        s.add_all([Rec(id=1, b="will vanish"), Rec(id=2, b="will rot")])
+        s.commit()
+    store = djb.get_store("shared")
+    schema = engine.dialect.default_schema_name
+    assert schema
+    gone = object_path(store.location, schema, content_hash(djb.pack("will vanish")))
+    rot = object_path(store.location, schema, content_hash(djb.pack("will rot")))
+    store.remove(gone)
+    store.put(rot, djb.pack("something else"))
+    t = Rec.__table__
+    with engine.connect() as conn:
+        with pytest.raises(djb.MissingPayloadError):
+            conn.execute(sa.select(t.c.b).where(t.c.id == 1)).all()
+        with pytest.raises(djb.IntegrityError) as info:
+            conn.execute(sa.select(t.c.b).where(t.c.id == 2)).all()
+    msg = str(info.value)
+    assert "shared" in msg and content_hash(djb.pack("will rot")).hex[:8] in msg.replace("-", "")
+
+
+def test_corrupt_external_attachment_leaves_no_file(engine: sa.Engine, models: type[Any], tmp_path: Path) -> None:
+    Rec = models
+    f = tmp_path / "doc.txt"
+    f.write_text("genuine")
+    with Session(engine) as s:
+        s.add(Rec(id=1, a=f))
+        s.commit()
+    ((key, path),) = djb.externals(engine)["shared"].paths()
+    djb.get_store("shared").put(path, b"forged!")
+    with engine.connect() as conn, pytest.raises(djb.IntegrityError):
+        conn.execute(sa.select(Rec.__table__.c.a)).all()
+    assert list(Path(djb.config["download_path"]).iterdir()) == []
+
+
+def test_not_installed_raises_with_the_fix(engine: sa.Engine, shared_store: dict[str, Any]) -> None:
+    Rec, metadata = make_models()
+    metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add(Rec(id=1, b=np.arange(3)))
+        with pytest.raises(sa.exc.StatementError) as info:
+            s.commit()
+    assert isinstance(info.value.orig, djb.NotInstalledError)
+    assert "sa_djblob.install(engine)" in str(info.value.orig)
+
+
+def test_install_is_idempotent_and_uninstall_removes(engine: sa.Engine) -> None:
+    from sa_djblob.externals import installed
+
+    djb.install(engine)
+    djb.install(engine)
+    assert installed(engine)
+    djb.uninstall(engine)
+    djb.uninstall(engine)
+    assert not installed(engine)
+
+
+def test_one_query_for_many_attachments(engine: sa.Engine, models: type[Any], tmp_path: Path) -> None:
+    Rec = models
+    files = []
+    for i in range(20):
+        p = tmp_path / f"f{i}.txt"
+        p.write_text(f"file {i}")
+        files.append(p)
+    with Session(engine) as s:
+        s.add_all([Rec(id=i, a=p, b=i) for i, p in enumerate(files)])
+        s.commit()
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        with Session(engine) as s:
+            recs = s.scalars(sa.select(Rec).order_by(Rec.id)).all()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert [r.a.read_text() for r in recs] == [f"file {i}" for i in range(20)]
+    assert [r.b for r in recs] == list(range(20))
+    assert len([s for s in statements if "SELECT" in s.upper()]) == 1
+
+
+def test_subquery_and_alias_selects(engine: sa.Engine, models: type[Any], tmp_path: Path) -> None:
+    Rec = models
+    f = tmp_path / "n.txt"
+    f.write_text("n")
+    with Session(engine) as s:
+        s.add(Rec(id=1, a=f, b=[1, 2]))
+        s.commit()
+    sub = sa.select(Rec.__table__).subquery()
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(sub.c.a, sub.c.b)).one()
+    assert row.a.read_text() == "n" and row.b == [1, 2]
+    alias = sa.orm.aliased(Rec)
+    with Session(engine) as s:
+        rec = s.scalars(sa.select(alias)).one()
+        assert rec.a.read_text() == "n"
+
+
+def test_large_attachment_streams(engine: sa.Engine, models: type[Any], tmp_path: Path) -> None:
+    Rec = models
+    big = tmp_path / "big.bin"
+    chunk = os.urandom(1 << 20)
+    with big.open("wb") as f:
+        for _ in range(48):
+            f.write(chunk)
+    tracemalloc.start()
+    try:
+        with Session(engine) as s:
+            s.add(Rec(id=1, a=big))
+            s.commit()
+        _, peak_insert = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        with engine.connect() as conn:
+            got = conn.execute(sa.select(Rec.__table__.c.a)).scalar_one()
+        _, peak_fetch = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.stat().st_size == big.stat().st_size
+    assert got.read_bytes()[:4096] == chunk[:4096]
+    if djb.get_store("shared").protocol != "memory":  # a memory store holds it all, of course
+        assert peak_insert < 24 << 20, peak_insert
+        assert peak_fetch < 24 << 20, peak_fetch
+
+
+def test_hostile_external_attachment_name_is_refused(engine: sa.Engine, models: type[Any], tmp_path: Path) -> None:
+    Rec = models
+    f = tmp_path / "ok.txt"
+    f.write_text("ok")
+    with Session(engine) as s:
+        s.add(Rec(id=1, a=f))
+        s.commit()
+    ext = djb.externals(engine)["shared"].table
+    with engine.begin() as conn:
+        conn.execute(sa.update(ext).values(attachment_name="../../../etc/passwd"))
+    with engine.connect() as conn, pytest.raises(djb.SaDjblobError, match="attachment name"):
+        conn.execute(sa.select(Rec.__table__.c.a)).all()
+    assert list(Path(djb.config["download_path"]).iterdir()) == []
+
+
+# -- the layout of FORMAT.md ------------------------------------------------------
+
+
+def test_vector_layout(engine: sa.Engine, models: type[Any], tmp_path: Path, database: Database) -> None:
+    Rec = models
+    f = tmp_path / "a.txt"
+    f.write_bytes(b"hello")
+    v1 = np.array([1.0, 2.0, 3.0])
+    with Session(engine) as s:
+        s.add(Rec(id=1, a=f, b=v1))
+        s.commit()
+    store = djb.get_store("shared")
+    loc, schema = store.location, database.default_schema
+    paths = dict(djb.externals(engine)["shared"].paths())
+    att = uuid.UUID("677d5f3fc50fdacdd08e66c152620116")
+    blob = uuid.UUID("71b234d9ded1c0d180f5f7da6b38b169")
+    assert paths[att] == PurePosixPath(loc, schema, "67", "7d", "677d5f3fc50fdacdd08e66c152620116.a.txt")
+    assert paths[blob] == PurePosixPath(loc, schema, "71", "b2", "71b234d9ded1c0d180f5f7da6b38b169")
+    assert store.get(paths[att]) == b"hello"  # the stored object is the raw file
+    assert store.get(paths[blob]) == djb.pack(v1)
+    rows = {r.hash: r for r in _ext_rows(engine)}
+    assert rows[att].size == 5 and rows[att].attachment_name == "a.txt"
+    assert rows[blob].size == len(djb.pack(v1)) and rows[blob].attachment_name is None
+
+
+def test_file_store_layout_is_datajoints(engine: sa.Engine, tmp_path: Path, database: Database) -> None:
+    """A folder populated by sa_djblob has exactly the files DataJoint's rules name."""
+    location = tmp_path / "djstore"
+    djb.config["stores"] = {"shared": {"protocol": "file", "location": str(location)}}
+    Rec, metadata = make_models()
+    metadata.create_all(engine)
+    djb.install(engine)
+    f = tmp_path / "notes.md"
+    f.write_text("# notes")
+    with Session(engine) as s:
+        s.add_all([Rec(id=1, b=np.arange(4), a=f), Rec(id=2, b={"k": "v"})])
+        s.commit()
+    on_disk = sorted(p.relative_to(location).as_posix() for p in location.rglob("*") if p.is_file())
+    expected = []
+    for key, path in djb.externals(engine)["shared"].paths():
+        rel = PurePosixPath(path).relative_to(PurePosixPath(str(location)))
+        hexkey = key.hex
+        name = rel.name
+        assert rel.parts[:3] == (database.default_schema, hexkey[:2], hexkey[2:4])
+        assert name == hexkey or name.startswith(hexkey + ".")
+        expected.append(rel.as_posix())
+    assert on_disk == sorted(expected)
+
+
+def test_sha256_store(engine: sa.Engine, tmp_path: Path) -> None:
+    djb.config["stores"] = {"shared": {"protocol": "file", "location": str(tmp_path / "s"), "hash": "sha256"}}
+    Rec, metadata = make_models()
+    metadata.create_all(engine)
+    djb.install(engine)
+    with Session(engine) as s:
+        s.add(Rec(id=1, b="sha"))
+        s.commit()
+    ((key, _path),) = djb.externals(engine)["shared"].paths()
+    assert key == content_hash(djb.pack("sha"), algorithm="sha256")
+    with Session(engine) as s:
+        rec = s.get(Rec, 1)
+        assert rec is not None and rec.b == "sha"
+
+
+def test_unconfigured_store_is_a_clear_error(engine: sa.Engine) -> None:
+    Rec, metadata = make_models()
+    metadata.create_all(engine)
+    djb.install(engine)
+    with Session(engine) as s:
+        s.add(Rec(id=1, b="x"))
+        with pytest.raises(djb.StoreNotConfiguredError, match=r"djb.config\['stores'\]\['shared'\]"):
+            s.commit()
+
+
+def test_cache_hits_need_no_store(engine: sa.Engine, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    server = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    spec = server.store_spec(bucket)
+    djb.config["stores"] = {"shared": spec}
+    djb.config["cache"] = str(tmp_path / "cache")
+    Rec, metadata = make_models()
+    metadata.create_all(engine)
+    djb.install(engine)
+    f = tmp_path / "cached.txt"
+    f.write_text("cached attachment")
+    with Session(engine) as s:
+        s.add_all([Rec(id=1, b=np.arange(10), a=f), Rec(id=2, b="two")])
+        s.commit()
+    t = Rec.__table__
+    with engine.connect() as conn:  # fills the cache
+        conn.execute(sa.select(t.c.b, t.c.a)).all()
+    # The store becomes unreachable: same location, a closed port.
+    djb.config["stores"] = {"shared": {**spec, "endpoint": "127.0.0.1:9"}}
+    with pytest.raises(djb.StoreError):
+        djb.get_store("shared").exists(PurePosixPath("x"))
+    for p in Path(djb.config["download_path"]).iterdir():
+        p.unlink()
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.id, t.c.b, t.c.a).order_by(t.c.id)).all()
+    np.testing.assert_array_equal(rows[0].b, np.arange(10))
+    assert rows[0].a.read_text() == "cached attachment"
+    assert rows[1].b == "two"
