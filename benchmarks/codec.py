@@ -13,7 +13,7 @@ measured when ``datajoint`` is importable, else the reference 2.1 s of this mach
 
 from __future__ import annotations
 
-import pickle  # noqa: S403  (a speed baseline only)
+import pickle
 import time
 import zlib
 from collections.abc import Callable

@@ -38,6 +38,7 @@ a ``render_item`` of your own, call ours first and fall back to yours when it re
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -102,7 +103,9 @@ def _render_external_fk(fk: Any, autogen_context: AutogenContext) -> str | Liter
     if not table_part.startswith(EXTERNAL_PREFIX) or fk.table is None:
         return False
     name: Any = fk.name
-    metadata = autogen_context.metadata
+    metadata: Any = autogen_context.metadata
+    if metadata is None and autogen_context.migration_context is not None:
+        metadata = autogen_context.migration_context.opts.get("target_metadata")
     source = None
     if metadata is not None and not isinstance(metadata, sa.MetaData):
         metadata = next(iter(metadata), None)
@@ -141,7 +144,9 @@ def _ddl(type_: TypeEngine[Any], dialect: Dialect) -> str:
     return " ".join(type_.compile(dialect=dialect).upper().split())
 
 
-def _differs(inspected_type: TypeEngine[Any], metadata_type: TypeEngine[Any], dialect: Dialect) -> bool | None:
+def _differs(
+    inspected_type: TypeEngine[Any], metadata_type: TypeEngine[Any], dialect: Dialect
+) -> bool | None:
     want = expected_type(metadata_type, dialect)
     if want is None:
         return None
@@ -178,10 +183,7 @@ def _compare_column_type(
 ) -> PriorityDispatchResult:
     from alembic.util import PriorityDispatchResult
 
-    dialect = autogen_context.dialect
-    if dialect is None:
-        return PriorityDispatchResult.CONTINUE
-    diff = _differs(conn_col.type, metadata_col.type, dialect)
+    diff = _differs(conn_col.type, metadata_col.type, autogen_context.dialect)
     if diff is None:
         return PriorityDispatchResult.CONTINUE
     if diff:
@@ -209,8 +211,7 @@ def register_plugin() -> bool:
         from alembic.runtime.plugins import Plugin
     except ImportError:
         return False
-    try:
+    # ValueError: already registered (by an entry point, or an earlier call).
+    with contextlib.suppress(ValueError):
         Plugin.setup_plugin_from_module(sys.modules[__name__], PLUGIN_NAME)
-    except ValueError:  # already registered (an entry point, or an earlier call)
-        pass
     return True

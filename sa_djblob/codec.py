@@ -410,6 +410,8 @@ class _Packer:
         if ndim == 0 or class_id >= 65536:
             self.dj0 = True
         if class_id == _CHAR:
+            # Fortran order like every MATLAB array (DataJoint 0.14 writes 2-D char arrays
+            # in C order, which its own reader transposes; 1-D and 1xN are the same bytes)
             data = arr.ravel(order="F").view(np.uint8).astype("<u2")
             out.append(data.data)
             return total + data.nbytes
@@ -422,6 +424,11 @@ class _Packer:
         flat = arr.ravel(order="F")
         out.append(flat.view(np.uint8).data)
         return total + flat.nbytes
+
+    def ndarray_(self, arr: NDArray[Any], depth: int) -> int:
+        if arr.dtype.names is None:
+            return self.array(arr, depth)
+        return self.recarray(arr, depth)
 
     def cell(self, arr: NDArray[Any], depth: int) -> int:
         shape = arr.shape
@@ -510,6 +517,7 @@ _FAST_PACK: dict[type, _Packer_fn] = {
     datetime.datetime: _Packer.datetime_,
     datetime.date: _Packer.datetime_,
     datetime.time: _Packer.datetime_,
+    np.ndarray: _Packer.ndarray_,
     MatCell: _Packer.cell,
     MatStruct: _Packer.struct_array,
 }

@@ -69,7 +69,8 @@ def validate_store_spec(name: str, spec: Any) -> dict[str, Any]:
     protocol = spec.get("protocol")
     if protocol not in _STORE_KEYS:
         raise ConfigError(
-            f"store {name!r}: unknown protocol {protocol!r} (expected one of 'file', 's3', 'memory')"
+            f"store {name!r}: unknown protocol {protocol!r}"
+            " (expected one of 'file', 's3', 'memory')"
         )
     unknown = sorted(set(spec) - _STORE_KEYS[protocol])
     if unknown:
@@ -99,11 +100,13 @@ def validate_store_spec(name: str, spec: Any) -> dict[str, Any]:
             if spec.get(key) is not None and not isinstance(spec[key], str):
                 raise ConfigError(f"store {name!r}: {key!r} must be a string")
         if ("access_key" in spec) != ("secret_key" in spec):
-            raise ConfigError(f"store {name!r}: give both 'access_key' and 'secret_key', or neither")
+            raise ConfigError(
+                f"store {name!r}: give both 'access_key' and 'secret_key', or neither"
+            )
         spec.setdefault("secure", False)
         if not isinstance(spec["secure"], bool):
             raise ConfigError(f"store {name!r}: 'secure' must be true or false")
-    return spec
+    return dict(spec)
 
 
 def _validate(key: str, value: Any) -> Any:
@@ -210,7 +213,9 @@ class Config(MutableMapping[str, Any]):
             else:
                 data = json.loads(raw)
         except ValueError as exc:
-            raise ConfigError(f"config file {p} is not valid {p.suffix[1:] or 'JSON'}: {exc}") from None
+            raise ConfigError(
+                f"config file {p} is not valid {p.suffix[1:] or 'JSON'}: {exc}"
+            ) from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must hold a table of settings")
         data = dict(data)

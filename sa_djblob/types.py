@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -202,11 +202,15 @@ class Attach(_External):
 
     def encode_inrow(self, value: Any) -> bytes:
         if not isinstance(value, str | os.PathLike):
-            raise TypeError(f"Attach values are file paths (str or PathLike), got {type(value).__name__}")
+            raise TypeError(
+                f"Attach values are file paths (str or PathLike), got {type(value).__name__}"
+            )
         return _attach.encode_inrow(value)
 
     def decode_inrow(self, value: bytes) -> Path:
         name, contents = _attach.decode_inrow(value)
-        return _attach.write_download(
-            name, _attach.same_bytes(contents), lambda f: f.write(contents)
-        )
+
+        def fill(f: BinaryIO) -> None:
+            f.write(contents)
+
+        return _attach.write_download(name, _attach.same_bytes(contents), fill)

@@ -8,17 +8,17 @@ import tracemalloc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from conftest import Database
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sa_djblob as djb
 from sa_djblob.layout import content_hash, object_path
 
-from conftest import Database
 
 def make_models(schema: str | None = None) -> tuple[type[Any], sa.MetaData]:
     class Base(DeclarativeBase):
@@ -26,7 +26,7 @@ def make_models(schema: str | None = None) -> tuple[type[Any], sa.MetaData]:
 
     class Rec(Base):
         __tablename__ = "rec"
-        __table_args__ = {"schema": schema}
+        __table_args__: ClassVar[dict[str, Any]] = {"schema": schema}
         id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
         b: Mapped[Any] = mapped_column(djb.Blob(store="shared"), nullable=True)
         a: Mapped[Path | None] = mapped_column(djb.Attach(store="shared"), nullable=True)
@@ -58,7 +58,9 @@ VALUES: list[Any] = [
 ]
 
 
-def test_round_trip_orm_and_core(engine: sa.Engine, models: type[Any], tmp_path: Path, database: Database) -> None:
+def test_round_trip_orm_and_core(
+    engine: sa.Engine, models: type[Any], tmp_path: Path, database: Database
+) -> None:
     Rec = models
     f = tmp_path / "report.csv"
     f.write_bytes(b"a,b\n1,2\n")
@@ -96,7 +98,9 @@ def test_round_trip_orm_and_core(engine: sa.Engine, models: type[Any], tmp_path:
         assert store.exists(path)
 
 
-def test_dedup_stores_identical_payloads_once(engine: sa.Engine, models: type[Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_dedup_stores_identical_payloads_once(
+    engine: sa.Engine, models: type[Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     Rec = models
     store = djb.get_store("shared")
     puts: list[PurePosixPath] = []
@@ -123,7 +127,9 @@ def test_dedup_stores_identical_payloads_once(engine: sa.Engine, models: type[An
     assert len(_ext_rows(engine)) == 2
 
 
-def test_schema_qualified_tables(engine: sa.Engine, database: Database, shared_store: dict[str, Any]) -> None:
+def test_schema_qualified_tables(
+    engine: sa.Engine, database: Database, shared_store: dict[str, Any]
+) -> None:
     other = database.make_schema()
     Rec, metadata = make_models(schema=other)
     assert f"{other}.~external_shared" in metadata.tables
@@ -136,7 +142,7 @@ def test_schema_qualified_tables(engine: sa.Engine, database: Database, shared_s
         rec = s.get(Rec, 1)
         assert rec is not None
         np.testing.assert_array_equal(rec.b, np.arange(5))
-    (key, path), = djb.externals(engine, other)["shared"].paths()
+    ((key, path),) = djb.externals(engine, other)["shared"].paths()
     assert path.parts[-4] == other
     assert djb.get_store("shared").exists(path)
     assert djb.externals(engine, other)["shared"].used() == [key]
@@ -174,7 +180,9 @@ def test_savepoint_rolled_back_and_released(engine: sa.Engine, models: type[Any]
     assert keys == {content_hash(djb.pack("outer")), content_hash(djb.pack("inner released"))}
 
 
-def test_store_failing_mid_flush_commits_nothing(engine: sa.Engine, models: type[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_failing_mid_flush_commits_nothing(
+    engine: sa.Engine, models: type[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     Rec = models
     store = djb.get_store("shared")
     calls = {"n": 0}
@@ -222,14 +230,16 @@ def test_missing_and_corrupt_payloads(engine: sa.Engine, models: type[Any]) -> N
     assert "shared" in msg and content_hash(djb.pack("will rot")).hex[:8] in msg.replace("-", "")
 
 
-def test_corrupt_external_attachment_leaves_no_file(engine: sa.Engine, models: type[Any], tmp_path: Path) -> None:
+def test_corrupt_external_attachment_leaves_no_file(
+    engine: sa.Engine, models: type[Any], tmp_path: Path
+) -> None:
     Rec = models
     f = tmp_path / "doc.txt"
     f.write_text("genuine")
     with Session(engine) as s:
         s.add(Rec(id=1, a=f))
         s.commit()
-    ((key, path),) = djb.externals(engine)["shared"].paths()
+    ((_key, path),) = djb.externals(engine)["shared"].paths()
     djb.get_store("shared").put(path, b"forged!")
     with engine.connect() as conn, pytest.raises(djb.IntegrityError):
         conn.execute(sa.select(Rec.__table__.c.a)).all()
@@ -258,7 +268,9 @@ def test_install_is_idempotent_and_uninstall_removes(engine: sa.Engine) -> None:
     assert not installed(engine)
 
 
-def test_one_query_for_many_attachments(engine: sa.Engine, models: type[Any], tmp_path: Path) -> None:
+def test_one_query_for_many_attachments(
+    engine: sa.Engine, models: type[Any], tmp_path: Path
+) -> None:
     Rec = models
     files = []
     for i in range(20):
@@ -327,7 +339,9 @@ def test_large_attachment_streams(engine: sa.Engine, models: type[Any], tmp_path
         assert peak_fetch < 24 << 20, peak_fetch
 
 
-def test_hostile_external_attachment_name_is_refused(engine: sa.Engine, models: type[Any], tmp_path: Path) -> None:
+def test_hostile_external_attachment_name_is_refused(
+    engine: sa.Engine, models: type[Any], tmp_path: Path
+) -> None:
     Rec = models
     f = tmp_path / "ok.txt"
     f.write_text("ok")
@@ -345,7 +359,9 @@ def test_hostile_external_attachment_name_is_refused(engine: sa.Engine, models: 
 # -- the layout of FORMAT.md ------------------------------------------------------
 
 
-def test_vector_layout(engine: sa.Engine, models: type[Any], tmp_path: Path, database: Database) -> None:
+def test_vector_layout(
+    engine: sa.Engine, models: type[Any], tmp_path: Path, database: Database
+) -> None:
     Rec = models
     f = tmp_path / "a.txt"
     f.write_bytes(b"hello")
@@ -358,7 +374,9 @@ def test_vector_layout(engine: sa.Engine, models: type[Any], tmp_path: Path, dat
     paths = dict(djb.externals(engine)["shared"].paths())
     att = uuid.UUID("677d5f3fc50fdacdd08e66c152620116")
     blob = uuid.UUID("71b234d9ded1c0d180f5f7da6b38b169")
-    assert paths[att] == PurePosixPath(loc, schema, "67", "7d", "677d5f3fc50fdacdd08e66c152620116.a.txt")
+    assert paths[att] == PurePosixPath(
+        loc, schema, "67", "7d", "677d5f3fc50fdacdd08e66c152620116.a.txt"
+    )
     assert paths[blob] == PurePosixPath(loc, schema, "71", "b2", "71b234d9ded1c0d180f5f7da6b38b169")
     assert store.get(paths[att]) == b"hello"  # the stored object is the raw file
     assert store.get(paths[blob]) == djb.pack(v1)
@@ -367,7 +385,9 @@ def test_vector_layout(engine: sa.Engine, models: type[Any], tmp_path: Path, dat
     assert rows[blob].size == len(djb.pack(v1)) and rows[blob].attachment_name is None
 
 
-def test_file_store_layout_is_datajoints(engine: sa.Engine, tmp_path: Path, database: Database) -> None:
+def test_file_store_layout_is_datajoints(
+    engine: sa.Engine, tmp_path: Path, database: Database
+) -> None:
     """A folder populated by sa_djblob has exactly the files DataJoint's rules name."""
     location = tmp_path / "djstore"
     djb.config["stores"] = {"shared": {"protocol": "file", "location": str(location)}}
@@ -392,7 +412,9 @@ def test_file_store_layout_is_datajoints(engine: sa.Engine, tmp_path: Path, data
 
 
 def test_sha256_store(engine: sa.Engine, tmp_path: Path) -> None:
-    djb.config["stores"] = {"shared": {"protocol": "file", "location": str(tmp_path / "s"), "hash": "sha256"}}
+    djb.config["stores"] = {
+        "shared": {"protocol": "file", "location": str(tmp_path / "s"), "hash": "sha256"}
+    }
     Rec, metadata = make_models()
     metadata.create_all(engine)
     djb.install(engine)
@@ -412,11 +434,15 @@ def test_unconfigured_store_is_a_clear_error(engine: sa.Engine) -> None:
     djb.install(engine)
     with Session(engine) as s:
         s.add(Rec(id=1, b="x"))
-        with pytest.raises(djb.StoreNotConfiguredError, match=r"djb.config\['stores'\]\['shared'\]"):
+        with pytest.raises(
+            djb.StoreNotConfiguredError, match=r"djb.config\['stores'\]\['shared'\]"
+        ):
             s.commit()
 
 
-def test_cache_hits_need_no_store(engine: sa.Engine, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_cache_hits_need_no_store(
+    engine: sa.Engine, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     server = request.getfixturevalue("s3_server")
     bucket = request.getfixturevalue("s3_bucket")
     spec = server.store_spec(bucket)
@@ -444,3 +470,63 @@ def test_cache_hits_need_no_store(engine: sa.Engine, tmp_path: Path, request: py
     np.testing.assert_array_equal(rows[0].b, np.arange(10))
     assert rows[0].a.read_text() == "cached attachment"
     assert rows[1].b == "two"
+
+
+@pytest.fixture
+def s3_models(engine: sa.Engine, request: pytest.FixtureRequest) -> type[Any]:
+    server = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    djb.config["stores"] = {"shared": server.store_spec(bucket)}
+    Rec, metadata = make_models()
+    metadata.create_all(engine)
+    djb.install(engine)
+    return Rec  # type: ignore[no-any-return]
+
+
+def test_s3_fetch_prefetches_concurrently(
+    engine: sa.Engine, s3_models: type[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Rec = s3_models
+    files = []
+    for i in range(8):
+        p = tmp_path / f"att{i}.txt"
+        p.write_text(f"attachment {i}")
+        files.append(p)
+    with Session(engine) as s:
+        s.add_all([Rec(id=i, b=np.full(10, i), a=files[i]) for i in range(8)])
+        s.commit()
+    store = djb.get_store("shared")
+    threads: list[str] = []
+    for method in ("get", "open"):
+        real = getattr(store, method)
+
+        def spy(path: PurePosixPath, _real: Any = real) -> Any:
+            threads.append(threading.current_thread().name)
+            return _real(path)
+
+        monkeypatch.setattr(store, method, spy)
+    with Session(engine) as s:
+        recs = s.scalars(sa.select(Rec).order_by(Rec.id)).all()
+        assert [int(r.b[0]) for r in recs] == list(range(8))
+        assert [r.a.read_text() for r in recs] == [f"attachment {i}" for i in range(8)]
+    assert len(threads) == 16
+    assert all(name.startswith("sa_djblob") for name in threads), threads
+
+
+def test_s3_prefetch_reports_missing_payload_at_its_row(
+    engine: sa.Engine, s3_models: type[Any]
+) -> None:
+    Rec = s3_models
+    with Session(engine) as s:
+        s.add_all([Rec(id=i, b=f"v{i}") for i in range(3)])
+        s.commit()
+    store = djb.get_store("shared")
+    schema = engine.dialect.default_schema_name
+    assert schema
+    store.remove(object_path(store.location, schema, content_hash(djb.pack("v1"))))
+    with engine.connect() as conn, pytest.raises(djb.MissingPayloadError):
+        conn.execute(sa.select(Rec.__table__.c.b)).all()
+    with engine.connect() as conn:
+        assert conn.execute(
+            sa.select(Rec.__table__.c.b).where(Rec.__table__.c.id != 1)
+        ).scalars().all() in (["v0", "v2"], ["v2", "v0"])

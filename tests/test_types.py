@@ -93,7 +93,10 @@ def test_core_round_trip(tables: sa.Engine, tmp_path: Path) -> None:
     src = tmp_path / "x.txt"
     src.write_text("contents")
     with tables.begin() as conn:
-        conn.execute(sa.insert(t), [{"id": 1, "b": np.arange(3), "a": str(src)}, {"id": 2, "b": None, "a": None}])
+        conn.execute(
+            sa.insert(t),
+            [{"id": 1, "b": np.arange(3), "a": str(src)}, {"id": 2, "b": None, "a": None}],
+        )
         conn.execute(sa.update(t).where(t.c.id == 2).values(b=[1, 2]))
     with tables.connect() as conn:
         rows = conn.execute(sa.select(t.c.id, t.c.b, t.c.a).order_by(t.c.id)).all()
@@ -102,7 +105,9 @@ def test_core_round_trip(tables: sa.Engine, tmp_path: Path) -> None:
     assert rows[1].b == [1, 2] and rows[1].a is None
     # raw bytes are DataJoint's: the stored value is pack(value)
     with tables.connect() as conn:
-        raw = conn.execute(sa.select(sa.type_coerce(t.c.b, sa.LargeBinary)).where(t.c.id == 1)).scalar_one()
+        raw = conn.execute(
+            sa.select(sa.type_coerce(t.c.b, sa.LargeBinary)).where(t.c.id == 1)
+        ).scalar_one()
     assert bytes(raw) == djb.pack(np.arange(3))
 
 
@@ -133,7 +138,9 @@ def test_unsupported_value_is_clear(tables: sa.Engine) -> None:
 
 def _fetch_attach(engine: sa.Engine, item_id: int) -> Path:
     with engine.connect() as conn:
-        got = conn.execute(sa.select(Item.__table__.c.a).where(Item.__table__.c.id == item_id)).scalar_one()
+        got = conn.execute(
+            sa.select(Item.__table__.c.a).where(Item.__table__.c.id == item_id)
+        ).scalar_one()
     assert isinstance(got, Path)
     return got
 
@@ -169,7 +176,9 @@ def test_attach_reuses_identical_and_aliases_different(tables: sa.Engine, tmp_pa
         ("..\\..\\win.ini", "win.ini"),
     ],
 )
-def test_hostile_names_stay_inside_download_path(tables: sa.Engine, stored: str, expected: str) -> None:
+def test_hostile_names_stay_inside_download_path(
+    tables: sa.Engine, stored: str, expected: str
+) -> None:
     raw = stored.encode() + b"\0payload"
     with tables.begin() as conn:
         conn.execute(

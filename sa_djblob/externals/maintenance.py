@@ -121,7 +121,7 @@ class ExternalTable:
         insp = sa.inspect(conn)
         default = conn.dialect.default_schema_name
         mine = self._schema or default
-        found = []
+        found: list[Reference] = []
         for tname in insp.get_table_names(schema=self._schema):
             for fk in insp.get_foreign_keys(tname, schema=self._schema):
                 target_schema = fk.get("referred_schema") or mine
@@ -132,7 +132,7 @@ class ExternalTable:
         return found
 
     def _referenced_clause(self, refs: list[Reference]) -> list[sa.ColumnElement[bool]]:
-        clauses = []
+        clauses: list[sa.ColumnElement[bool]] = []
         for ref in refs:
             t = sa.table(ref.table, sa.column(ref.column), schema=ref.schema)
             clauses.append(sa.exists().where(t.c[ref.column] == self.table.c.hash))
@@ -171,7 +171,11 @@ class ExternalTable:
             if not self.exists(conn):
                 return []
             refs = self.references(conn)
-            q = sa.select(self.table.c.hash).where(self.used_clause(refs)).order_by(self.table.c.hash)
+            q = (
+                sa.select(self.table.c.hash)
+                .where(self.used_clause(refs))
+                .order_by(self.table.c.hash)
+            )
             return list(conn.scalars(q))
 
     def unused(self) -> list[uuid.UUID]:
@@ -180,7 +184,11 @@ class ExternalTable:
             if not self.exists(conn):
                 return []
             refs = self.references(conn)
-            q = sa.select(self.table.c.hash).where(self.unused_clause(refs)).order_by(self.table.c.hash)
+            q = (
+                sa.select(self.table.c.hash)
+                .where(self.unused_clause(refs))
+                .order_by(self.table.c.hash)
+            )
             return list(conn.scalars(q))
 
     def sweep(self, **kw: Any) -> SweepReport:
@@ -194,7 +202,9 @@ class ExternalTable:
         return verify(self, **kw)
 
 
-def externals(engine: Engine | AsyncEngine, schema: str | None = None) -> Mapping[str, ExternalTable]:
+def externals(
+    engine: Engine | AsyncEngine, schema: str | None = None
+) -> Mapping[str, ExternalTable]:
     """One :class:`ExternalTable` per configured store, for *schema* (default: the
     connection's default schema)."""
     return {name: ExternalTable(engine, name, schema) for name in config["stores"]}

@@ -207,9 +207,7 @@ def fetch_attachment(store: Store, key: uuid.UUID, path: PurePosixPath, name: st
             )
         out.flush()
 
-    result = _attach.write_download(
-        name, lambda p: _file_matches(p, prefix, key, store.hash), fill
-    )
+    result = _attach.write_download(name, lambda p: _file_matches(p, prefix, key, store.hash), fill)
     cache = get_cache() if store.is_remote else None
     if cache is not None and cache.path(key) is None:
         cache.put_file(key, result)
@@ -306,7 +304,7 @@ def _after_cursor_execute(
             raw = bytes(raw)
             key = uuid.UUID(bytes=raw[:16])
             store = get_store(typ.store)
-            schema = typ.schema or conn.dialect.default_schema_name
+            schema = str(typ.schema or conn.dialect.default_schema_name)
             name = raw[16:].decode("utf-8", "replace") if typ.kind == "attach" else None
             if typ.kind == "attach" and not name:
                 continue
@@ -316,7 +314,9 @@ def _after_cursor_execute(
     if len(jobs) < 2:
         return
 
-    def run(item: tuple[tuple[str, PurePosixPath], tuple[str, Store, uuid.UUID, str | None]]) -> Any:
+    def run(
+        item: tuple[tuple[str, PurePosixPath], tuple[str, Store, uuid.UUID, str | None]],
+    ) -> Any:
         (_, path), (kind, store, key, name) = item
         try:
             if kind == "attach":

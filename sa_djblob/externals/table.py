@@ -49,7 +49,10 @@ def external_table(metadata: sa.MetaData, store: str, schema: str | None = None)
             comment="size of object in bytes",
         ),
         sa.Column(
-            "attachment_name", sa.String(255), nullable=True, comment="the filename of an attachment"
+            "attachment_name",
+            sa.String(255),
+            nullable=True,
+            comment="the filename of an attachment",
         ),
         sa.Column(
             "filepath",
@@ -58,7 +61,10 @@ def external_table(metadata: sa.MetaData, store: str, schema: str | None = None)
             comment="relative filepath or attachment filename",
         ),
         sa.Column(
-            "contents_hash", HashType(), nullable=True, comment=":uuid:used for the filepath datatype"
+            "contents_hash",
+            HashType(),
+            nullable=True,
+            comment=":uuid:used for the filepath datatype",
         ),
         sa.Column(
             "timestamp",
@@ -95,8 +101,11 @@ def attach_external(column: sa.Column[Any], table: sa.Table, store: str) -> None
                 [column], [ext.c.hash], onupdate="RESTRICT", ondelete="RESTRICT", _type_bound=True
             )
         )
-    indexed = column.primary_key or column.index or column.unique or any(
-        list(ix.columns) == [column] for ix in table.indexes
+    indexed = (
+        column.primary_key
+        or column.index
+        or column.unique
+        or any(list(ix.columns) == [column] for ix in table.indexes)
     )
     if not indexed:
         sa.Index(_index_name(table, column), column)

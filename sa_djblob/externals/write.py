@@ -75,7 +75,9 @@ def prepare_payload(kind: str, value: Any, store: Store, schema: str) -> Payload
         path = object_path(store.location, schema, key, None, store.subfolding)
         return Payload(store, key, path, len(data), data=data)
     if not isinstance(value, str | os.PathLike):
-        raise TypeError(f"Attach values are file paths (str or PathLike), got {type(value).__name__}")
+        raise TypeError(
+            f"Attach values are file paths (str or PathLike), got {type(value).__name__}"
+        )
     file = Path(os.fspath(value))
     name = _attach.attachment_name(file)
     if len(name) > 255:
@@ -84,7 +86,9 @@ def prepare_payload(kind: str, value: Any, store: Store, schema: str) -> Payload
         with file.open("rb") as f:
             key, total = hash_stream(f, prefix=name.encode("utf-8") + b"\0", algorithm=store.hash)
     except OSError as exc:
-        raise FileNotFoundError(exc.errno, f"cannot read attachment: {exc.strerror}", str(file)) from None
+        raise FileNotFoundError(
+            exc.errno, f"cannot read attachment: {exc.strerror}", str(file)
+        ) from None
     size = total - len(name.encode("utf-8")) - 1
     path = object_path(store.location, schema, key, name, store.subfolding)
     return Payload(store, key, path, size, attachment_name=name, file=file)
@@ -98,7 +102,9 @@ def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
         yield seq[i : i + n]
 
 
-def claim_rows(conn: Connection, ext: sa.Table, rows: Mapping[uuid.UUID, Mapping[str, Any]]) -> set[uuid.UUID]:
+def claim_rows(
+    conn: Connection, ext: sa.Table, rows: Mapping[uuid.UUID, Mapping[str, Any]]
+) -> set[uuid.UUID]:
     """Make sure an externals row exists for every key and hold a shared lock on it.
 
     *rows* maps each key to the row's other columns. Returns the keys whose row this
@@ -114,7 +120,9 @@ def claim_rows(conn: Connection, ext: sa.Table, rows: Mapping[uuid.UUID, Mapping
             if is_mysql:
                 before = set(conn.scalars(sa.select(ext.c.hash).where(ext.c.hash.in_(chunk))))
                 new = [k for k in chunk if k not in before]
-                inserted = conn.execute(sa.insert(ext).prefix_with("IGNORE").values(values)).rowcount
+                inserted = conn.execute(
+                    sa.insert(ext).prefix_with("IGNORE").values(values)
+                ).rowcount
                 if new and inserted == len(new):
                     created.update(new)
             else:
@@ -150,7 +158,9 @@ def claim_rows(conn: Connection, ext: sa.Table, rows: Mapping[uuid.UUID, Mapping
 # -- step 3: make sure the payloads are in their stores ------------------------
 
 
-def _ensure_payloads(conn: Connection, table: sa.Table, payloads: dict[str, dict[uuid.UUID, Payload]]) -> None:
+def _ensure_payloads(
+    conn: Connection, table: sa.Table, payloads: dict[str, dict[uuid.UUID, Payload]]
+) -> None:
     upload: list[Payload] = []
     check: list[Payload] = []
     for store_name, items in payloads.items():
@@ -186,7 +196,10 @@ def _default_schema(conn: Connection) -> str:
 
 
 def _rewrite_rows(
-    conn: Connection, table: sa.Table, cols: list[tuple[str, Any, Any]], rows: Sequence[Mapping[str, Any]]
+    conn: Connection,
+    table: sa.Table,
+    cols: list[tuple[str, Any, Any]],
+    rows: Sequence[Mapping[str, Any]],
 ) -> list[dict[str, Any]] | None:
     todo: list[tuple[int, str, _External, Any]] = []
     for i, row in enumerate(rows):
@@ -197,8 +210,10 @@ def _rewrite_rows(
     if not todo:
         return None
     schema = table.schema or _default_schema(conn)
-    stores = {typ.store: get_store(typ.store) for _, _, typ, _ in todo}
-    prepared = run_all(lambda t: prepare_payload(t[2].kind, t[3], stores[t[2].store], schema), todo)
+    stores = {str(typ.store): get_store(str(typ.store)) for _, _, typ, _ in todo}
+    prepared = run_all(
+        lambda t: prepare_payload(t[2].kind, t[3], stores[str(t[2].store)], schema), todo
+    )
     payloads: dict[str, dict[uuid.UUID, Payload]] = {}
     new_rows = [dict(r) for r in rows]
     for (i, key, typ, _), p in zip(todo, prepared, strict=True):
@@ -293,12 +308,12 @@ def install(engine: Engine | AsyncEngine) -> None:
     for name, fn, kw in _LISTENERS:
         if not event.contains(sync, name, fn):
             event.listen(sync, name, fn, **kw)
-    if sync.dialect.name == "sqlite":
-        if not event.contains(sync.pool, "checkout", _sqlite_checkout):
-            event.listen(sync.pool, "checkout", _sqlite_checkout)
-    elif sync.dialect.name in ("mysql", "mariadb"):
-        if not event.contains(sync, "before_cursor_execute", _mysql_before_cursor):
-            event.listen(sync, "before_cursor_execute", _mysql_before_cursor)
+    name = sync.dialect.name
+    if name == "sqlite" and not event.contains(sync.pool, "checkout", _sqlite_checkout):
+        event.listen(sync.pool, "checkout", _sqlite_checkout)
+    mysql = name in ("mysql", "mariadb")
+    if mysql and not event.contains(sync, "before_cursor_execute", _mysql_before_cursor):
+        event.listen(sync, "before_cursor_execute", _mysql_before_cursor)
     from .read import install_prefetch
 
     install_prefetch(sync)
@@ -340,7 +355,8 @@ def _mysql_before_cursor(
         cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cur.execute("SELECT @@max_allowed_packet")
-            limit = info[_PACKET_KEY] = int(cur.fetchone()[0])
+            row = cur.fetchone()
+            limit = info[_PACKET_KEY] = int(row[0]) if row else 1 << 30
         finally:
             cur.close()
     if parameters is None:

@@ -1,0 +1,268 @@
+"""The Alembic environment in ``alembic/`` and ``sa_djblob.alembic_helpers``, on every backend."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+
+import sa_djblob as djb
+from sa_djblob import alembic_helpers
+from sa_djblob.types import HashType
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from examples import models  # noqa: E402
+
+EXTERNAL_COLUMNS = {
+    ("test", "b1"): "~external_shared",
+    ("test", "b2"): "~external_local",
+    ("test", "a1"): "~external_shared",
+    ("test", "a2"): "~external_local",
+    ("image_file", "file"): "~external_shared",
+    ("extracted", "features"): "~external_local",
+}
+
+
+def url_string(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def alembic_config(url: sa.URL, versions: Path | None = None) -> Config:
+    """The repository's alembic.ini, pointed at *url* the way ``-x url=...`` does."""
+    cfg = Config(
+        str(ROOT / "alembic.ini"), cmd_opts=argparse.Namespace(x=[f"url={url_string(url)}"])
+    )
+    cfg.attributes["configure_logger"] = False
+    if versions is not None:
+        cfg.set_main_option("version_locations", str(versions))
+    return cfg
+
+
+def context_options(mode: str) -> dict[str, Any]:
+    """``context.configure`` options as env.py sets them (plugin) or as an older Alembic would."""
+    opts: dict[str, Any] = {"render_item": alembic_helpers.render_item}
+    if mode == "plugin":
+        assert alembic_helpers.register_plugin()
+        opts["autogenerate_plugins"] = ["alembic.autogenerate.*", alembic_helpers.PLUGIN_NAME]
+    else:
+        opts["compare_type"] = alembic_helpers.compare_type
+    return opts
+
+
+def diffs(url: sa.URL, metadata: sa.MetaData, mode: str = "plugin") -> list[Any]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts=context_options(mode))
+            return list(compare_metadata(ctx, metadata))
+    finally:
+        engine.dispose()
+
+
+def table_names(url: sa.URL) -> set[str]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+# -- rendering --------------------------------------------------------------------
+
+
+class _Ctx:
+    def __init__(self) -> None:
+        self.imports: set[str] = set()
+        self.opts: dict[str, Any] = {}
+        self.metadata: Any = None
+
+
+@pytest.mark.parametrize(
+    ("typ", "source"),
+    [
+        (djb.Blob(), "sa_djblob.Blob()"),
+        (djb.Attach(), "sa_djblob.Attach()"),
+        (djb.Blob(store="shared"), "sa_djblob.types.HashType()"),
+        (djb.Attach(store="local"), "sa_djblob.types.HashType()"),
+        (HashType(), "sa_djblob.types.HashType()"),
+    ],
+)
+def test_render_item_types(typ: Any, source: str) -> None:
+    ctx: Any = _Ctx()
+    assert alembic_helpers.render_item("type", typ, ctx) == source
+    assert ctx.imports == {"import sa_djblob"}
+    import sa_djblob
+
+    rebuilt = eval(source, {"sa_djblob": sa_djblob})  # the migration's view of the column
+    assert type(rebuilt) in (djb.Blob, djb.Attach, HashType)
+
+
+def test_render_item_leaves_other_things_to_alembic() -> None:
+    ctx: Any = _Ctx()
+    assert alembic_helpers.render_item("type", sa.Integer(), ctx) is False
+    assert alembic_helpers.render_item("server_default", sa.text("1"), ctx) is False
+    table = models.metadata.tables["extracted"]
+    (fk,) = [c for c in table.foreign_key_constraints if c.referred_table.name == "image_file"]
+    assert alembic_helpers.render_item("foreign_key", fk, ctx) is False
+    assert ctx.imports == set()
+
+
+def test_rendered_migration_is_frozen_ddl() -> None:
+    """Autogenerate against the models: one named FK per external column, no duplicates."""
+    engine = sa.create_engine("sqlite://")
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(
+            conn, opts={**context_options("plugin"), "target_metadata": models.metadata}
+        )
+        code = render_python_code(
+            produce_migrations(ctx, models.metadata).upgrade_ops,
+            render_item=alembic_helpers.render_item,
+            migration_context=ctx,
+        )
+    for (table, column), ext in EXTERNAL_COLUMNS.items():
+        name = f"fk_{table}_{column}_{ext}"
+        fk = f"sa.ForeignKeyConstraint(['{column}'], ['{ext}.hash'], name=op.f('{name}')"
+        assert code.count(f"['{column}'], ['{ext}.hash']") == 1, (table, column)
+        assert fk in code
+        assert f"op.create_index('ix_{table}_{column}', '{table}', ['{column}']" in code
+    assert code.count("sa_djblob.types.HashType()") == 6 + 2 * 2
+    assert "sa.Column('b0', sa_djblob.Blob()" in code
+    assert "sa.Column('a0', sa_djblob.Attach()" in code
+    assert "comment=':blob@shared:'" in code
+
+
+def test_register_plugin_is_idempotent() -> None:
+    assert alembic_helpers.register_plugin() is True
+    assert alembic_helpers.register_plugin() is True
+
+
+# -- the environment on every backend ----------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["plugin", "compare_type"])
+def test_upgrade_autogenerate_downgrade(database: Any, mode: str) -> None:
+    cfg = alembic_config(database.url)
+    command.upgrade(cfg, "head")
+
+    names = table_names(database.url)
+    assert {
+        "test",
+        "image",
+        "image_file",
+        "extracted",
+        "~external_shared",
+        "~external_local",
+    } <= names
+
+    assert diffs(database.url, models.metadata, mode) == []
+
+    engine = sa.create_engine(database.url, poolclass=sa.pool.NullPool)
+    try:
+        insp = sa.inspect(engine)
+        for (table, column), ext in EXTERNAL_COLUMNS.items():
+            fks = [
+                fk for fk in insp.get_foreign_keys(table) if fk["constrained_columns"] == [column]
+            ]
+            assert [fk["referred_table"] for fk in fks] == [ext], (table, column)
+            assert any(ix["column_names"][:1] == [column] for ix in insp.get_indexes(table))
+    finally:
+        engine.dispose()
+
+    command.downgrade(cfg, "base")
+    assert table_names(database.url) == {"alembic_version"}
+
+
+def test_autogenerate_sees_real_changes(database: Any) -> None:
+    """The comparison is not blind: a new external column and a new table show up."""
+    command.upgrade(alembic_config(database.url), "head")
+    md = sa.MetaData(naming_convention=models.NAMING_CONVENTION)
+    for t in models.metadata.sorted_tables:
+        t.to_metadata(md)
+    sa.Table(
+        "newtable",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("x", djb.Blob(store="shared")),
+    )
+    found = diffs(database.url, md)
+    kinds = [d[0] if isinstance(d, tuple) else d[0][0] for d in found]
+    assert "add_table" in kinds
+    added = [d[1] for d in found if isinstance(d, tuple) and d[0] == "add_table"]
+    assert [t.name for t in added] == ["newtable"]
+    assert diffs(database.url, sa.MetaData()) != []
+
+
+@pytest.mark.backends("mysql")
+def test_in_row_to_external_is_a_type_change(database: Any) -> None:
+    """On MySQL LONGBLOB and BINARY(16) differ: moving a column to a store is a type change."""
+    command.upgrade(alembic_config(database.url), "head")
+    md = sa.MetaData(naming_convention=models.NAMING_CONVENTION)
+    for t in models.metadata.sorted_tables:
+        t.to_metadata(md)
+    test = md.tables["test"]
+    test.c.b0.type = djb.Blob(store="shared")
+    for mode in ("plugin", "compare_type"):
+        found = [
+            d for group in diffs(database.url, md, mode) if isinstance(group, list) for d in group
+        ]
+        changed = [d for d in found if d[0] == "modify_type" and d[3] == "b0"]
+        assert changed, (mode, found)
+
+
+def test_autogenerate_from_empty_database(database: Any, tmp_path: Path) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    cfg = alembic_config(database.url, versions)
+    script = command.revision(
+        cfg, message="everything", autogenerate=True, version_path=str(versions)
+    )
+    assert script is not None and not isinstance(script, list)
+    source = Path(script.path).read_text()
+    assert "import sa_djblob\n" in source
+    assert "sa_djblob.Blob()" in source and "sa_djblob.Attach()" in source
+    assert "'~external_shared'" in source and "'~external_local'" in source
+    compile(source, script.path, "exec")
+
+    command.upgrade(cfg, "head")
+    assert diffs(database.url, models.metadata) == []
+    # Nothing more to generate: a second autogenerate finds no operations.
+    command.check(cfg)
+
+
+def test_alembic_command_line(tmp_path: Path) -> None:
+    """The real ``alembic`` CLI from the repository root: the top-level alembic/ folder does
+    not shadow the package, and SA_DJBLOB_URL picks the database."""
+    db = tmp_path / "cli.sqlite"
+    env = {**os.environ, "SA_DJBLOB_URL": f"sqlite:///{db}"}
+
+    def alembic(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "alembic", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout + out.stderr
+
+    alembic("upgrade", "head")
+    assert "0002 (head)" in alembic("current")
+    assert "No new upgrade operations detected" in alembic("check")
+    sql = alembic("upgrade", "0001:head", "--sql")
+    assert "CREATE TABLE image_file" in sql and '"~external_shared"' in sql
+    alembic("downgrade", "base")
+    assert table_names(sa.make_url(f"sqlite:///{db}")) == {"alembic_version"}

@@ -1,0 +1,348 @@
+"""sa_djblob under asyncio: ``djb.install(async_engine)`` and the types through ``AsyncSession``
+on aiosqlite, psycopg's async mode and aiomysql."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+import sa_djblob as djb
+from sa_djblob.externals import installed
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from examples import models  # noqa: E402
+
+Base, Extracted, Image, ImageFile = models.Base, models.Extracted, models.Image, models.ImageFile
+
+T = TypeVar("T")
+
+ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    # aiomysql 0.3.2 cannot send bytes with PyMySQL >= 1.2.3 (aio-libs/aiomysql#1080):
+    # asyncmy is the MySQL driver here; aiomysql runs where it works (test at the end).
+    "mysql": "mysql+asyncmy",
+    "postgresql": "postgresql+psycopg_async",
+}
+
+
+def async_url(database: Any, drivername: str | None = None) -> sa.URL:
+    """The database fixture's URL with the async driver (the query, e.g. PostgreSQL's
+    ``options=-csearch_path=...``, is kept)."""
+    url: sa.URL = database.url
+    return url.set(drivername=drivername or ASYNC_DRIVERS[database.backend])
+
+
+def run(factory: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await factory()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def stores(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """'shared' on a real S3 endpoint (remote: read through the cache and the prefetch),
+    'local' in a folder."""
+    server = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    djb.config["stores"] = {
+        "shared": server.store_spec(bucket),
+        "local": {"protocol": "file", "location": str(tmp_path / "local-store")},
+    }
+    djb.config["cache"] = str(tmp_path / "cache")
+    return dict(djb.config["stores"])
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[Path]:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    out = []
+    for i in range(3):
+        p = folder / f"file{i}.npy"
+        p.write_bytes(f"attachment {i} ".encode() * (100 + i))
+        out.append(p)
+    return out
+
+
+async def _create(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+
+
+async def _dispose(engine: AsyncEngine) -> None:
+    djb.uninstall(engine)
+    await engine.dispose()
+
+
+def test_orm_roundtrip_through_async_session(
+    database: Any, stores: dict[str, Any], files: list[Path], drivername: str | None = None
+) -> None:
+    arrays = [np.arange(12, dtype=np.float64).reshape(3, 4) * (i + 1) for i in range(3)]
+
+    async def scenario() -> None:
+        engine = create_async_engine(async_url(database, drivername))
+        djb.install(engine)
+        try:
+            await _create(engine)
+            Session = async_sessionmaker(engine, expire_on_commit=False)
+            async with Session() as session, session.begin():
+                for i in range(3):
+                    session.add(
+                        models.Test(
+                            id=i,
+                            b0=arrays[i],
+                            b1=arrays[i] + 0.5,
+                            b2={"row": i, "values": arrays[i]},
+                            a0=str(files[i]),
+                            a1=files[i],
+                            a2=str(files[(i + 1) % 3]),
+                        )
+                    )
+            async with Session() as session:
+                rows = (
+                    await session.scalars(sa.select(models.Test).order_by(models.Test.id))
+                ).all()
+                assert [r.id for r in rows] == [0, 1, 2]
+                for i, r in enumerate(rows):
+                    np.testing.assert_array_equal(r.b0, arrays[i])
+                    np.testing.assert_array_equal(r.b1, arrays[i] + 0.5)
+                    assert r.b2["row"] == i
+                    np.testing.assert_array_equal(r.b2["values"], arrays[i])
+                    for got, src in (
+                        (r.a0, files[i]),
+                        (r.a1, files[i]),
+                        (r.a2, files[(i + 1) % 3]),
+                    ):
+                        assert isinstance(got, Path)
+                        assert got.name == src.name
+                        assert got.read_bytes() == src.read_bytes()
+                        assert got.parent == Path(djb.config["download_path"])
+
+            # An attribute update through the ORM goes through the write path too.
+            async with Session() as session, session.begin():
+                row = await session.get(models.Test, 1)
+                assert row is not None
+                row.b2 = np.ones(5)
+                row.a1 = files[2]
+            async with Session() as session:
+                row = (
+                    await session.scalars(sa.select(models.Test).where(models.Test.id == 1))
+                ).one()
+                np.testing.assert_array_equal(row.b2, np.ones(5))
+                assert row.a1.read_bytes() == files[2].read_bytes()
+
+            # The externals tables know every payload, and the payloads are in the stores.
+            async with engine.connect() as conn:
+                shared = await conn.scalar(
+                    sa.select(sa.func.count()).select_from(Base.metadata.tables["~external_shared"])
+                )
+                local = await conn.scalar(
+                    sa.select(sa.func.count()).select_from(Base.metadata.tables["~external_local"])
+                )
+            assert shared == 3 + 3  # b1 x3, a1: files 0, 1, 2
+            assert local == 3 + 1 + 3  # b2 x3 + the update, a2 x3
+            local_store = Path(stores["local"]["location"])
+            assert len([p for p in local_store.rglob("*") if p.is_file()]) == local
+        finally:
+            await _dispose(engine)
+
+    run(scenario)
+
+
+def test_core_and_pipeline_through_async_connection(
+    database: Any, stores: dict[str, Any], files: list[Path]
+) -> None:
+    async def scenario() -> None:
+        engine = create_async_engine(async_url(database))
+        djb.install(engine)
+        try:
+            await _create(engine)
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.insert(Image.__table__), [{"id": i, "name": f"img{i}"} for i in range(3)]
+                )
+                await conn.execute(
+                    sa.insert(ImageFile.__table__),
+                    [{"image_id": i, "file": files[i]} for i in range(3)],
+                )
+                # A savepoint that rolls back leaves no row behind.
+                nested = await conn.begin_nested()
+                await conn.execute(
+                    sa.insert(Extracted.__table__), [{"image_id": 0, "features": np.zeros(3)}]
+                )
+                await nested.rollback()
+                await conn.execute(
+                    sa.insert(Extracted.__table__),
+                    [{"image_id": i, "features": np.full((2, 2), i)} for i in range(3)],
+                )
+            async with engine.connect() as conn:
+                got = (
+                    await conn.execute(
+                        sa.select(ImageFile.__table__.c.file, Extracted.__table__.c.features)
+                        .join_from(ImageFile.__table__, Extracted.__table__)
+                        .order_by(ImageFile.__table__.c.image_id)
+                    )
+                ).all()
+                # A streamed result processes its rows outside the greenlet.
+                streamed = [
+                    row.file
+                    async for row in await conn.stream(
+                        sa.select(ImageFile.__table__.c.file).order_by(
+                            ImageFile.__table__.c.image_id
+                        )
+                    )
+                ]
+            assert [p.read_bytes() for p, _ in got] == [f.read_bytes() for f in files]
+            for i, (_, features) in enumerate(got):
+                np.testing.assert_array_equal(features, np.full((2, 2), i))
+            assert [p.read_bytes() for p in streamed] == [f.read_bytes() for f in files]
+        finally:
+            await _dispose(engine)
+
+    run(scenario)
+
+
+def test_install_on_async_engine_is_idempotent_and_uninstall_removes_it(
+    database: Any, stores: dict[str, Any], files: list[Path]
+) -> None:
+    async def scenario() -> None:
+        engine = create_async_engine(async_url(database))
+        sync = engine.sync_engine
+
+        def listeners() -> dict[str, int]:
+            return {
+                "before_execute": len(sync.dispatch.before_execute),
+                "before_cursor_execute": len(sync.dispatch.before_cursor_execute),
+                "after_cursor_execute": len(sync.dispatch.after_cursor_execute),
+                "checkout": len(sync.pool.dispatch.checkout),
+            }
+
+        bare = listeners()
+        try:
+            assert not installed(engine)
+            djb.install(engine)
+            once = listeners()
+            djb.install(engine)
+            djb.install(sync)  # the same engine, reached through its sync side
+            assert listeners() == once
+            assert installed(engine) and installed(sync)
+            assert once["before_execute"] == bare["before_execute"] + 1
+
+            await _create(engine)
+            async with engine.begin() as conn:
+                await conn.execute(sa.insert(Image.__table__), [{"id": 1, "name": "one"}])
+                await conn.execute(
+                    sa.insert(ImageFile.__table__), [{"image_id": 1, "file": files[0]}]
+                )
+
+            djb.uninstall(engine)
+            assert not installed(engine)
+            assert listeners() == bare
+            djb.uninstall(engine)  # idempotent too
+            assert listeners() == bare
+
+            async with engine.begin() as conn:
+                await conn.execute(sa.insert(Image.__table__), [{"id": 2, "name": "two"}])
+            with pytest.raises(sa.exc.StatementError) as info:
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        sa.insert(ImageFile.__table__), [{"image_id": 2, "file": files[1]}]
+                    )
+            assert isinstance(info.value.orig, djb.NotInstalledError)
+
+            djb.install(engine)
+            async with engine.connect() as conn:
+                (path,) = (await conn.scalars(sa.select(ImageFile.__table__.c.file))).all()
+            assert path.read_bytes() == files[0].read_bytes()
+        finally:
+            await _dispose(engine)
+
+    run(scenario)
+
+
+@pytest.mark.backends("sqlite")
+def test_sqlite_foreign_keys_are_on_for_async_connections(database: Any) -> None:
+    async def scenario() -> None:
+        engine = create_async_engine(async_url(database))
+        djb.install(engine)
+        try:
+            async with engine.connect() as conn:
+                assert await conn.scalar(sa.text("PRAGMA foreign_keys")) == 1
+        finally:
+            await _dispose(engine)
+
+    run(scenario)
+
+
+def test_concurrent_readers_in_one_event_loop(
+    database: Any, stores: dict[str, Any], files: list[Path]
+) -> None:
+    """Tasks interleaving on one thread each get their own rows' payloads (the prefetch of
+    remote payloads is per thread; a task never sees another task's values)."""
+
+    async def scenario() -> None:
+        engine = create_async_engine(async_url(database), pool_size=8)
+        djb.install(engine)
+        try:
+            await _create(engine)
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.insert(Image.__table__), [{"id": i, "name": f"img{i}"} for i in range(3)]
+                )
+                await conn.execute(
+                    sa.insert(ImageFile.__table__),
+                    [{"image_id": i, "file": files[i]} for i in range(3)],
+                )
+
+            async def reader(order: Any) -> list[bytes]:
+                async with engine.connect() as conn:
+                    result = await conn.execute(
+                        sa.select(ImageFile.__table__.c.file).order_by(order)
+                    )
+                    await asyncio.sleep(0)  # let the other readers run their queries
+                    return [p.read_bytes() for p in result.scalars()]
+
+            ids = ImageFile.__table__.c.image_id
+            want = [f.read_bytes() for f in files]
+            for _ in range(3):
+                got = await asyncio.gather(
+                    *[reader(ids if i % 2 else ids.desc()) for i in range(6)]
+                )
+                for i, values in enumerate(got):
+                    assert values == (want if i % 2 else want[::-1])
+        finally:
+            await _dispose(engine)
+
+    run(scenario)
+
+
+def _aiomysql_works() -> bool:
+    try:
+        from pymysql import converters
+    except ImportError:
+        return False
+    return callable(getattr(converters, "escape_bytes_prefixed", None))
+
+
+@pytest.mark.backends("mysql")
+def test_orm_roundtrip_on_aiomysql(
+    database: Any, stores: dict[str, Any], files: list[Path]
+) -> None:
+    pytest.importorskip("aiomysql")
+    if not _aiomysql_works():
+        pytest.skip(
+            "aiomysql cannot send bytes parameters with the installed PyMySQL"
+            " (aio-libs/aiomysql#1080)"
+        )
+    test_orm_roundtrip_through_async_session(database, stores, files, "mysql+aiomysql")

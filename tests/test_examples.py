@@ -1,0 +1,166 @@
+"""Every example runs as a test: the walkthrough (SQLite, and MariaDB / PostgreSQL via
+``--url``), the FastAPI app over HTTP, and the DataJoint interop example."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from conftest import Database
+
+import sa_djblob as djb
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+_EXAMPLE_ENV = ("SA_DJBLOB_URL", "SA_DJBLOB_S3_ENDPOINT", "SA_DJBLOB_APP_URL")
+
+
+def run_example(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if k not in _EXAMPLE_ENV},
+    )
+    assert r.returncode == 0, f"{script} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def check_walkthrough(out: Path, stdout: str) -> None:
+    for expected in (
+        "every fetched blob equals the inserted array, every attachment the inserted file",
+        "~external_shared: 8 objects, 8 used, 0 unused",
+        "~external_local: 8 objects, 8 used, 0 unused",
+        "sweep of 'shared': would remove 2 entries",
+        "sweep of 'local': removed 2 entries and 2 payloads",
+        "deleted 1 row(s) from extracted",
+        "store 'shared': 0 objects left, verify ok: True",
+        "store 'local': 0 objects left, verify ok: True",
+        "the local store folder holds 0 files",
+        "S3: the moto server is stopped",
+    ):
+        assert expected in stdout, expected
+    figure = out / "extracted.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "secret" not in stdout
+
+
+def test_walkthrough_sqlite(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    start = time.monotonic()
+    r = run_example("walkthrough.py", "--output", str(out))
+    assert time.monotonic() - start < 60
+    check_walkthrough(out, r.stdout)
+    assert (out / "walkthrough.sqlite").is_file()
+    # a second run starts afresh in the same folder
+    r = run_example("walkthrough.py", "--output", str(out))
+    check_walkthrough(out, r.stdout)
+
+
+@pytest.mark.backends("mysql", "postgresql")
+def test_walkthrough_server(database: Database, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    url = database.url.render_as_string(hide_password=False)
+    r = run_example("walkthrough.py", "--url", url, "--output", str(out))
+    check_walkthrough(out, r.stdout)
+    assert not (out / "walkthrough.sqlite").exists()
+
+
+# -- the FastAPI app ---------------------------------------------------------------
+
+
+def make_app(tmp_path: Path) -> Any:
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import fastapi_app
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return fastapi_app.create_app(
+        url=f"sqlite+aiosqlite:///{tmp_path / 'app.sqlite'}",
+        store_folder=tmp_path / "store",
+        download_path=tmp_path / "downloads",
+    )
+
+
+def drive(tmp_path: Path, scenario: Callable[[httpx.AsyncClient], Awaitable[None]]) -> None:
+    """Run *scenario* against the app over HTTP (ASGI transport), lifespan included."""
+
+    async def main() -> None:
+        app = make_app(tmp_path)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+                await scenario(client)
+
+    asyncio.run(main())
+
+
+def test_fastapi_files(tmp_path: Path) -> None:
+    drive(tmp_path, lambda client: _files(client, tmp_path))
+
+
+async def _files(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    body = b"hello\0world\n" * 1000
+    r = await client.post("/files", files={"file": ("../../report.txt", body, "text/plain")})
+    assert r.status_code == 201, r.text
+    doc = r.json()
+    assert doc["name"] == "report.txt" and doc["size"] == len(body)
+    stored = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert [p.name.split(".", 1)[1] for p in stored] == ["report.txt"]
+    r = await client.get(f"/files/{doc['id']}")
+    assert r.status_code == 200
+    assert r.content == body
+    assert "report.txt" in r.headers["content-disposition"]
+    assert (await client.get("/files/999")).status_code == 404
+    # the same contents again: a second row, one stored object
+    assert (await client.post("/files", files={"file": ("report.txt", body)})).status_code == 201
+    assert (await client.get("/stats")).json() == {"objects": 1, "used": 1, "unused": 0}
+
+
+def test_fastapi_arrays(tmp_path: Path) -> None:
+    drive(tmp_path, _arrays)
+
+
+async def _arrays(client: httpx.AsyncClient) -> None:
+    arr = np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 3
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    r = await client.post("/arrays", files={"file": ("a.npy", buf.getvalue())})
+    assert r.status_code == 201, r.text
+    info = r.json()
+    assert info["dtype"] == "float32" and info["shape"] == [2, 3, 4]
+    r = await client.get(f"/arrays/{info['id']}.npy")
+    back = np.load(io.BytesIO(r.content), allow_pickle=False)
+    assert back.dtype == arr.dtype and np.array_equal(back, arr)
+    got = (await client.get(f"/arrays/{info['id']}")).json()
+    assert np.array_equal(np.asarray(got["data"], dtype=got["dtype"]), arr)
+
+    doc = {"data": [[1, 2], [3, 4]], "dtype": "int16"}
+    r = await client.post("/arrays", content=json.dumps(doc))
+    assert r.status_code == 201, r.text
+    got = (await client.get(f"/arrays/{r.json()['id']}")).json()
+    assert got["dtype"] == "int16" and got["data"] == [[1, 2], [3, 4]]
+
+    # pickles and non-numeric data are refused
+    obj = io.BytesIO()
+    np.save(obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    r = await client.post("/arrays", files={"file": ("o.npy", obj.getvalue())})
+    assert r.status_code == 400
+    assert (await client.post("/arrays", content=b'{"data": ["x", "y"]}')).status_code == 400
+    assert (await client.post("/arrays", content=b"not json")).status_code == 400
+    assert (await client.get("/arrays/999")).status_code == 404
+    assert (await client.get("/stats")).json()["objects"] == 2
+    assert djb.config["stores"]["files"]["protocol"] == "file"
