@@ -72,9 +72,7 @@ def main() -> None:
         t_pload = best_of(lambda pickled=pickled: pickle.loads(pickled))  # noqa: S301
         n = arr.nbytes
         rows.append((label, "djb.pack / unpack", mbps(n, t_pack), mbps(n, t_unpack)))
-        rows.append(
-            (label, "tobytes / frombuffer.copy", mbps(n, t_tobytes), mbps(n, t_frombuffer))
-        )
+        rows.append((label, "tobytes / frombuffer.copy", mbps(n, t_tobytes), mbps(n, t_frombuffer)))
         rows.append((label, "pickle dumps / loads", mbps(n, t_pdump), mbps(n, t_pload)))
         if arr is floats:
             ratio = (t_tobytes + t_frombuffer) / (t_pack + t_unpack)

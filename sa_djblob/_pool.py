@@ -36,26 +36,31 @@ def _in_worker() -> bool:
     return bool(getattr(_local, "worker", False))
 
 
-def _mark(fn: Callable[[T], R]) -> Callable[[T], R]:
-    def run(item: T) -> R:
-        _local.worker = True
-        return fn(item)
-
-    return run
+def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
+    _local.worker = True
+    return [fn(x) for x in chunk]
 
 
-def run_all(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """``[fn(x) for x in items]``, run concurrently; the first exception is raised
-    after every call has finished (so nothing is left running behind the caller)."""
+def run_all(fn: Callable[[T], R], items: Iterable[T], *, serial: bool = False) -> list[R]:
+    """``[fn(x) for x in items]``, run concurrently on the bounded pool.
+
+    Items are handed out in chunks (about two per thread) so that many small calls do
+    not pay a thread hand-off each. The first exception is raised after every chunk has
+    finished, so nothing is left running behind the caller. ``serial=True``, a single
+    item, or a call from inside a worker runs in the calling thread.
+    """
     todo = list(items)
-    if len(todo) <= 1 or _in_worker():
+    if serial or len(todo) <= 1 or _in_worker():
         return [fn(x) for x in todo]
-    futures = [_executor().submit(_mark(fn), x) for x in todo]
+    pool = _executor()
+    n_chunks = min(len(todo), 2 * _size)
+    size = -(-len(todo) // n_chunks)
+    futures = [pool.submit(_run_chunk, fn, todo[i : i + size]) for i in range(0, len(todo), size)]
     results: list[R] = []
     error: BaseException | None = None
     for fut in futures:
         try:
-            results.append(fut.result())
+            results.extend(fut.result())
         except BaseException as exc:  # collected; the first one is raised below
             if error is None:
                 error = exc

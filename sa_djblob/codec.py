@@ -71,9 +71,7 @@ _NUMERIC_IDS: dict[int, np.dtype[Any]] = {
 }
 _DATETIME_UNITS = ("Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as")
 _READ_DTYPES: dict[int, np.dtype[Any]] = dict(_NUMERIC_IDS)
-_READ_DTYPES.update(
-    {65536 + i: np.dtype(f"<M8[{unit}]") for i, unit in enumerate(_DATETIME_UNITS)}
-)
+_READ_DTYPES.update({65536 + i: np.dtype(f"<M8[{unit}]") for i, unit in enumerate(_DATETIME_UNITS)})
 #: dtype.str -> class id, for the writer
 _WRITE_IDS: dict[str, int] = {dt.str: cid for cid, dt in _READ_DTYPES.items()}
 _WRITE_IDS[np.dtype("S1").str] = _CHAR
@@ -954,9 +952,7 @@ class _Reader:
             if ndim == 1 or (ndim == 2 and shape[0] == 1):
                 result = np.array([low.tobytes().decode("latin-1")])
             else:
-                result = (
-                    low.astype("<u4").view("<U1").reshape(shape, order="F").copy(order="K")
-                )
+                result = low.astype("<u4").view("<U1").reshape(shape, order="F").copy(order="K")
         else:
             result = np.empty(shape, dtype=object, order="F")
             flat = result.reshape(-1, order="F")
@@ -1076,8 +1072,11 @@ class _Reader:
         try:
             dtype = np.dtype(
                 [
-                    (name, np.dtype(column.dtype.descr) if column.dtype.names else column.dtype,
-                     column.shape[depth_of:])
+                    (
+                        name,
+                        np.dtype(column.dtype.descr) if column.dtype.names else column.dtype,
+                        column.shape[depth_of:],
+                    )
                     for name, column in zip(names, columns, strict=True)
                 ]
             )

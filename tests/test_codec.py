@@ -214,9 +214,7 @@ def test_char_arrays() -> None:
     blob = pack(two_d, compress=False)
     assert blob[:4] == b"mYm\0"
     # Fortran order, each byte widened to u16 (what MATLAB writes for a 2x3 char array)
-    assert np.frombuffer(blob[4 + 1 + 8 + 16 + 8 :], "<u2").tolist() == [
-        ord(c) for c in "adbecf"
-    ]
+    assert np.frombuffer(blob[4 + 1 + 8 + 16 + 8 :], "<u2").tolist() == [ord(c) for c in "adbecf"]
     assert_same(unpack(blob), two_d.astype("U1"))
     assert_same(roundtrip(np.asfortranarray(two_d)), two_d.astype("U1"))
     # non-ASCII bytes survive (read as Latin-1 code points)
@@ -643,9 +641,7 @@ def test_error_message_names_offset_and_path() -> None:
     at = blob.index(header)
     broken = blob.replace(header, b"A" + u64(1, 3) + u32(99, 0))
     message = _raises(broken, "unknown array class id 99")
-    assert message == (
-        f"unknown array class id 99 at byte {at} (in value['a'][2])"
-    )
+    assert message == (f"unknown array class id 99 at byte {at} (in value['a'][2])")
     # a cut stream: the outermost length that no longer fits is reported
     message = _raises(blob[:-1], "exceeds the remaining")
     assert "at byte" in message

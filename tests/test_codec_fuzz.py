@@ -65,19 +65,19 @@ text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="
 
 
 def numeric_arrays() -> st.SearchStrategy[Any]:
-    return st.sampled_from(NUMERIC_DTYPES).flatmap(
-        lambda dt: hnp.arrays(np.dtype(dt), shapes)
-    )
+    return st.sampled_from(NUMERIC_DTYPES).flatmap(lambda dt: hnp.arrays(np.dtype(dt), shapes))
 
 
 def layouts(arr: Any) -> st.SearchStrategy[Any]:
     """The same values as a C, Fortran or strided array."""
     return st.sampled_from(["C", "F", "strided"]).map(
-        lambda how: arr.copy(order="F")
-        if how == "F"
-        else np.repeat(arr, 2, axis=0)[::2]
-        if how == "strided" and arr.ndim
-        else arr
+        lambda how: (
+            arr.copy(order="F")
+            if how == "F"
+            else np.repeat(arr, 2, axis=0)[::2]
+            if how == "strided" and arr.ndim
+            else arr
+        )
     )
 
 
@@ -163,8 +163,12 @@ def structs(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
     return st.builds(
         build,
-        st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True), min_size=1, max_size=3,
-                 unique=True),
+        st.lists(
+            st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        ),
         st.lists(children, min_size=1, max_size=4),
         hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=2),
     )
@@ -268,8 +272,11 @@ def test_generated_values_round_trip(value: Any, compress: bool) -> None:
 def _changes_type(value: Any) -> bool:
     if isinstance(value, MatStruct):
         flat = np.asarray(value).reshape(-1)
-        return any(_changes_type(flat[name][i]) for name in value.dtype.names or ()
-                   for i in range(flat.size))
+        return any(
+            _changes_type(flat[name][i])
+            for name in value.dtype.names or ()
+            for i in range(flat.size)
+        )
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "US" or value.dtype.names is not None:
             return True

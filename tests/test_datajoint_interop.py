@@ -296,3 +296,35 @@ def test_sa_djblob_writes_datajoint_reads(
     assert _paths(engine) == out["paths"]
     assert djb.externals(engine)["local"].unused() == []
     assert isinstance(row.b1, np.ndarray)
+
+
+@pytest.mark.backends("mysql")
+def test_interop_example_on_a_datajoint_schema(setup: dict[str, Any], database: Database) -> None:
+    """examples/datajoint_interop.py reads and writes the pipeline DataJoint declared."""
+    out = run_dj(setup["python"], "pipeline", setup["cfg"], setup["io"])
+    assert {"#subject", "session", "_recording"} <= set(out["tables"])
+    url = database.url.render_as_string(hide_password=False)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "datajoint_interop.py"), "--url", url,
+         "--store", setup["cfg"]["store"], "--output", str(setup["io"] / "example")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the DataJoint-written session, read by the example before it writes its own
+    line = (
+        "session 1/1: notes 'notes.txt' (38 bytes), stimulus (2, 3);"
+        " recording: trace (4, 5), raw 'trace.bin'"
+    )
+    assert line in r.stdout, r.stdout
+    assert "read back identical" in r.stdout
+    got = run_dj(setup["python"], "pipeline-read", setup["cfg"], setup["io"])["rows"]
+    assert [row["session_id"] for row in got] == [1, 2]
+    mine = got[1]
+    assert mine["stimulus"] == describe(np.eye(3))
+    assert mine["trace"] == describe(np.sin(np.linspace(0, 20, 5000)).reshape(50, 100))
+    assert mine["notes"]["name"] == "notes-2.txt"
+    assert mine["raw"] == {
+        "name": "raw-2.bin", "contents": np.arange(1000, dtype=np.int16).tobytes().hex()
+    }

@@ -237,10 +237,7 @@ def test_s3_partial_delete_failure(s3_filled: Any) -> None:
     assert report.rows_deleted == report.payloads_deleted == 2
     assert len(report.errors) == 3 and all("InternalError" in e for e in report.errors)
     # exactly the entries whose payload is still there keep their rows
-    remaining = {"/" + k if not k.startswith("/") else k for k in refused}
-    assert {str(p).lstrip("/") for _, p in ext.paths() if _ in set(ext.unused())} == {
-        r.lstrip("/") for r in remaining
-    }
+    assert {str(p).lstrip("/") for p in _unused_path_set(ext)} == set(refused)
     assert store_paths(ext) == {p for _, p in ext.paths()}
     assert ext.verify(progress=False, include_unused=True).ok
 
@@ -248,12 +245,13 @@ def test_s3_partial_delete_failure(s3_filled: Any) -> None:
 @pytest.mark.parametrize("store_kind", ["s3"])
 def test_s3_listing_failure_deletes_nothing(s3_filled: Any) -> None:
     engine, table, ext, register = s3_filled
-    register("before-send.s3.ListObjectsV2", lambda **kw: _error_response("AccessDenied", 403))
     before = _snapshot(ext)
+    register("before-send.s3.ListObjectsV2", lambda **kw: _error_response("AccessDenied", 403))
     report = ext.sweep(grace=ZERO, progress=False)
     assert not report.ok and "nothing deleted" in report.errors[0]
     assert report.rows_deleted == report.orphans_deleted == 0
     assert ext.paths() == before[0]
+    assert all(ext.store.exists(p) for p in before[1])
 
 
 @pytest.mark.parametrize("store_kind", ["s3"])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -195,6 +196,20 @@ def _default_schema(conn: Connection) -> str:
     return str(schema)
 
 
+_PARALLEL_BYTES = 4 << 20
+
+
+def _approx_size(value: Any) -> int:
+    """A cheap estimate of a value's packed size (files count as large)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, bytes | bytearray | str):
+        return len(value)
+    if isinstance(value, str | os.PathLike):
+        return _PARALLEL_BYTES
+    return 64
+
+
 def _rewrite_rows(
     conn: Connection,
     table: sa.Table,
@@ -211,8 +226,12 @@ def _rewrite_rows(
         return None
     schema = table.schema or _default_schema(conn)
     stores = {str(typ.store): get_store(str(typ.store)) for _, _, typ, _ in todo}
+    # Packing and hashing hold the GIL for small values: threads only pay off for big ones.
+    big = sum(_approx_size(v) for *_, v in todo) > _PARALLEL_BYTES
     prepared = run_all(
-        lambda t: prepare_payload(t[2].kind, t[3], stores[str(t[2].store)], schema), todo
+        lambda t: prepare_payload(t[2].kind, t[3], stores[str(t[2].store)], schema),
+        todo,
+        serial=not big,
     )
     payloads: dict[str, dict[uuid.UUID, Payload]] = {}
     new_rows = [dict(r) for r in rows]

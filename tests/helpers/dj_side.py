@@ -123,6 +123,68 @@ def read(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _pipeline(schema: Any) -> tuple[Any, Any, Any]:
+    """The pipeline of examples/datajoint_interop.py, declared by DataJoint."""
+
+    @schema
+    class Subject(dj.Lookup):
+        definition = """
+        subject_id : int
+        ---
+        species    : varchar(32)
+        """
+
+    @schema
+    class Session(dj.Manual):
+        definition = """
+        -> Subject
+        session_id : int
+        ---
+        notes      : attach
+        stimulus   : longblob
+        """
+
+    @schema
+    class Recording(dj.Imported):
+        definition = """
+        -> Session
+        ---
+        trace      : blob@local
+        raw        : attach@local
+        """
+
+    return Subject, Session, Recording
+
+
+def pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Declare the example's pipeline and insert session 1/1 with DataJoint."""
+    schema = connect(cfg)
+    subject, session, recording = _pipeline(schema)
+    files = write_attachments(Path(cfg["io"]) / "dj-pipeline")
+    subject.insert1(dict(subject_id=1, species="mouse"))
+    session.insert1(dict(subject_id=1, session_id=1, notes=str(files["notes.txt"]),
+                         stimulus=np.arange(6.0).reshape(2, 3)))
+    recording.insert1(dict(subject_id=1, session_id=1, trace=np.ones((4, 5)),
+                           raw=str(files["trace.bin"])), allow_direct_insert=True)
+    return {"tables": sorted(schema.list_tables())}
+
+
+def pipeline_read(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Read every session and recording (the example's too) with DataJoint."""
+    schema = connect(cfg)
+    _, session, recording = _pipeline(schema)
+    downloads = Path(cfg["io"]) / "dj-pipeline-downloads"
+    downloads.mkdir(exist_ok=True)
+    rows = (session * recording).fetch(as_dict=True, order_by="session_id",
+                                       download_path=str(downloads))
+    return {"rows": [
+        {"session_id": int(r["session_id"]), "stimulus": describe(r["stimulus"]),
+         "trace": describe(r["trace"]), "notes": describe_file(r["notes"]),
+         "raw": describe_file(r["raw"])}
+        for r in rows
+    ]}
+
+
 def pack(cfg: dict[str, Any]) -> dict[str, Any]:
     """DataJoint's packed bytes of every value (no database needed)."""
     from datajoint.blob import pack as dj_pack
@@ -133,7 +195,13 @@ def pack(cfg: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     command, cfg_path = sys.argv[1], sys.argv[2]
     cfg = json.loads(Path(cfg_path).read_text())
-    result = {"write": write, "read": read, "pack": pack}[command](cfg)
+    result = {
+        "write": write,
+        "read": read,
+        "pack": pack,
+        "pipeline": pipeline,
+        "pipeline-read": pipeline_read,
+    }[command](cfg)
     result["datajoint"] = dj.__version__
     result["numpy"] = np.__version__
     (Path(cfg["io"]) / f"{command}-result.json").write_text(json.dumps(result))

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import sa_djblob as djb
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
-from helpers.common import value  # noqa: E402
+from helpers.common import value
 
 
 def main() -> None:
