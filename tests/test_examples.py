@@ -164,3 +164,12 @@ async def _arrays(client: httpx.AsyncClient) -> None:
     assert (await client.get("/arrays/999")).status_code == 404
     assert (await client.get("/stats")).json()["objects"] == 2
     assert djb.config["stores"]["files"]["protocol"] == "file"
+
+
+def test_datajoint_interop_example_sqlite(tmp_path: Path) -> None:
+    """The interop example on SQLite, where it creates the DataJoint-style tables itself
+    (tests/test_datajoint_interop.py runs it on a schema that DataJoint 0.14 declared)."""
+    r = run_example("datajoint_interop.py", "--output", str(tmp_path))
+    assert "read back identical" in r.stdout
+    assert "session 1/2: notes 'notes-2.txt'" in r.stdout
+    assert "~external_local: 2 objects, 0 unused" in r.stdout
