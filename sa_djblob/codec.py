@@ -543,6 +543,8 @@ def pack(obj: Any, compress: bool = True) -> bytes:
     packer.out.insert(0, DJ0 if packer.dj0 else MYM)
     plain = b"".join(packer.out)
     if compress and len(plain) > COMPRESS_THRESHOLD:
+        if config["compression"] == "datajoint":
+            return _compress_like_datajoint(plain)
         return _compress(plain)
     return plain
 
@@ -605,6 +607,13 @@ def _deflate_parallel(plain: bytes) -> bytes:
         checksum = zlib.adler32(view)
         body = head.result()
     return _ZLIB_HEADER + body + tail + struct.pack(">I", checksum)
+
+
+def _compress_like_datajoint(plain: bytes) -> bytes:
+    """DataJoint's own choice: zlib's default level, kept when shorter (same keys as
+    DataJoint's for the same zlib build, at DataJoint's speed)."""
+    framed = b"".join((ZL123, _U64.pack(len(plain)), zlib.compress(plain)))
+    return framed if len(framed) < len(plain) else plain
 
 
 def _compress(plain: bytes) -> bytes:

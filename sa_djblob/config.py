@@ -16,6 +16,9 @@ Keys (all optional):
     the deepest nesting the blob reader accepts.
 ``threads``
     how many store requests run at once in the write and read paths.
+``compression``
+    ``"fast"`` (default: zlib level 2, incompressible data stored as is) or
+    ``"datajoint"`` (zlib's default level, as DataJoint does: the same bytes and keys).
 
 The environment variable ``SA_DJBLOB_CONFIG`` may name a JSON or TOML file whose
 top-level keys are these; it is read on first access.
@@ -56,6 +59,7 @@ _DEFAULTS: dict[str, Any] = {
     "max_blob_size": 8 << 30,
     "max_depth": 256,
     "threads": 16,
+    "compression": "fast",
 }
 
 
@@ -120,6 +124,12 @@ def _validate(key: str, value: Any) -> Any:
         if not isinstance(value, str | os.PathLike):
             raise ConfigError(f"config[{key!r}] must be a path, got {type(value).__name__}")
         return os.fspath(value)
+    if key == "compression":
+        if value not in ("fast", "datajoint"):
+            raise ConfigError(
+                f"config['compression'] must be 'fast' or 'datajoint', got {value!r}"
+            )
+        return value
     if key in ("cache_limit", "max_blob_size", "max_depth", "threads"):
         if value is None and key == "cache_limit":
             return None

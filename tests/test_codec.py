@@ -820,3 +820,18 @@ def test_legacy_u32_arrays_and_containers() -> None:
     assert_same(unpack(compressed, legacy_u32=True), back)
     string = b"dj0\0\x02" + u32(1) + u32(7) + b"\x05" + u32(2) + b"hi"
     assert unpack(string, legacy_u32=True) == ["hi"]
+
+
+def test_datajoint_compression_mode_matches_datajoints_rule() -> None:
+    import zlib
+
+    value = np.tile(np.arange(100.0), 50)
+    plain = djb.pack(value, compress=False)
+    with djb.config.override(compression="datajoint"):
+        packed = djb.pack(value)
+    assert packed == b"ZL123\0" + len(plain).to_bytes(8, "little") + zlib.compress(plain)
+    np.testing.assert_array_equal(djb.unpack(packed), value)
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, 5000, dtype=np.uint8)
+    with djb.config.override(compression="datajoint"):
+        assert djb.pack(noise) == djb.pack(noise, compress=False)  # kept only when shorter

@@ -1,0 +1,407 @@
+"""``sa-djblob``: the command line over ``djb.externals(engine, schema)[store]``.
+
+    sa-djblob --url mysql+pymysql://user:pw@host/db --config stores.json sweep --dry-run
+
+Commands: ``stores``, ``paths``, ``used``, ``unused``, ``sweep``, ``verify``. Tables for
+people by default, ``--json`` for programs. Exit codes: 0 all well, 1 problems found (a
+sweep that reported errors, payloads missing or corrupt), 2 a usage, configuration or
+connection error. Passwords and store keys are never printed.
+
+It calls the public Python API only (the ``cli`` extra installs click and tqdm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
+
+import click
+import sqlalchemy as sa
+
+from . import __version__
+from .config import config
+from .errors import SaDjblobError
+from .externals import ExternalTable, SweepReport, VerifyReport, externals
+
+__all__ = ["main", "parse_duration"]
+
+URL_ENV = "SA_DJBLOB_URL"
+OK, PROBLEMS, USAGE = 0, 1, 2
+_SECRET_KEYS = ("access_key", "secret_key")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def parse_duration(text: str) -> datetime.timedelta:
+    """``"90s"``, ``"30m"``, ``"1h"``, ``"2d"``, ``"1h30m"``, or a number of seconds."""
+    s = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return datetime.timedelta(seconds=float(s))
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhdw])", s)
+    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smhdw])", "", s).strip():
+        raise ValueError(f"not a duration: {text!r} (examples: 90s, 30m, 1h, 2d, 1h30m, 0)")
+    return datetime.timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> datetime.timedelta:
+    if isinstance(value, datetime.timedelta):
+        return value
+    try:
+        return parse_duration(str(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+class _State:
+    def __init__(self, url: str | None, schema: str | None, as_json: bool,
+                 progress: bool | None) -> None:
+        self.url = url
+        self.schema = schema
+        self.as_json = as_json
+        self._progress = progress
+        self._engine: sa.Engine | None = None
+
+    @property
+    def progress(self) -> bool:
+        if self.as_json and self._progress is None:
+            return False
+        return self._progress if self._progress is not None else sys.stderr.isatty()
+
+    def masked_url(self) -> str | None:
+        return mask_url(self.url) if self.url else None
+
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            if not self.url:
+                _fail(f"no database URL: give --url or set {URL_ENV}")
+            try:
+                self._engine = sa.create_engine(self.url)
+            except Exception as exc:  # bad URL, missing driver: a usage error
+                _fail(f"cannot use database URL {self.masked_url()}: {self.scrub(str(exc))}")
+        return self._engine
+
+    def scrub(self, text: str) -> str:
+        """*text* without the URL's password or any store key."""
+        secrets: list[str] = []
+        if self.url:
+            try:
+                pw = sa.make_url(self.url).password
+            except Exception:  # an unparsable URL has no password to hide
+                pw = None
+            if pw:
+                secrets.append(str(pw))
+        for spec in config["stores"].values():
+            secrets.extend(str(spec[k]) for k in _SECRET_KEYS if spec.get(k))
+        for s in secrets:
+            text = text.replace(s, "***")
+        return text
+
+    def tables(self, stores: Sequence[str]) -> list[ExternalTable]:
+        found = externals(self.engine(), self.schema)
+        if not found:
+            _fail("no stores are configured: give --config FILE (or set SA_DJBLOB_CONFIG)")
+        names = list(stores) or sorted(found)
+        unknown = [n for n in names if n not in found]
+        if unknown:
+            known = ", ".join(sorted(found))
+            _fail(f"store {unknown[0]!r} is not configured (configured: {known})")
+        return [found[n] for n in names]
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def mask_url(url: str) -> str:
+    """*url* with its password replaced by ``***``."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: hide what looks like a password
+        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _fail(message: str, code: int = USAGE) -> NoReturn:
+    click.echo(f"sa-djblob: error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors(state: _State) -> Iterator[None]:
+    """Connection, configuration and store errors: a message and exit code 2."""
+    try:
+        yield
+    except SaDjblobError as exc:
+        _fail(state.scrub(str(exc)))
+    except sa.exc.SQLAlchemyError as exc:
+        orig = getattr(exc, "orig", None)
+        detail = str(orig) if orig is not None else str(exc).splitlines()[0]
+        _fail(f"database {state.masked_url()}: {state.scrub(detail)}")
+
+
+def _emit(state: _State, data: Any, human: Callable[[], None]) -> None:
+    if state.as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        human()
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    click.echo(line.rstrip())
+    click.echo("  ".join("-" * w for w in widths))
+    for r in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _common(fn: _F) -> _F:
+    fn = click.option("--store", "stores", multiple=True, metavar="NAME",
+                      help="a store (repeatable; default: every configured store)")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, default=False,
+                      help="machine-readable output")(fn)
+    return fn
+
+
+def _state(ctx: click.Context, as_json: bool) -> _State:
+    state: _State = ctx.ensure_object(_State)
+    state.as_json = state.as_json or as_json
+    ctx.call_on_close(state.close)
+    return state
+
+
+# -- the commands --------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar=URL_ENV, metavar="URL",
+              help=f"SQLAlchemy database URL (or the env var {URL_ENV})")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="a JSON or TOML settings file (djb.config.load)")
+@click.option("--schema", default=None, help="the schema (database) to work on; default: the"
+              " connection's default schema")
+@click.option("--json", "as_json", is_flag=True, default=False, help="machine-readable output")
+@click.option("--progress/--no-progress", default=None,
+              help="progress bars on stderr (default: when stderr is a terminal)")
+@click.version_option(__version__, prog_name="sa-djblob")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, config_file: str | None, schema: str | None,
+        as_json: bool, progress: bool | None) -> None:
+    """Inspect and maintain the external stores of sa_djblob (and DataJoint) schemas."""
+    ctx.obj = _State(url, schema, as_json, progress)
+    if config_file:
+        try:
+            config.load(config_file)
+        except SaDjblobError as exc:
+            _fail(str(exc))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, default=False, help="machine-readable output")
+@click.pass_context
+def stores(ctx: click.Context, as_json: bool) -> None:
+    """The configured stores (keys masked)."""
+    state = _state(ctx, as_json)
+    specs = []
+    for name, spec in sorted(config["stores"].items()):
+        shown = {k: ("***" if k in _SECRET_KEYS and v else v) for k, v in spec.items()}
+        shown["subfolding"] = list(shown.get("subfolding", ()))
+        specs.append({"name": name, **shown})
+
+    def human() -> None:
+        if state.url:
+            click.echo(f"database: {state.masked_url()}")
+        if not specs:
+            click.echo("no stores configured")
+            return
+        rows = []
+        for s in specs:
+            where = (f"s3://{s.get('bucket')}/{s.get('location', '')}"
+                     f" at {s.get('endpoint') or 'AWS'}" if s["protocol"] == "s3"
+                     else s.get("location", ""))
+            rows.append([s["name"], s["protocol"], where, s.get("hash", "md5")])
+        _table(["store", "protocol", "location", "hash"], rows)
+
+    _emit(state, {"url": state.masked_url(), "stores": specs}, human)
+
+
+@cli.command()
+@_common
+@click.pass_context
+def paths(ctx: click.Context, stores: tuple[str, ...], as_json: bool) -> None:
+    """Every externals entry and its object path."""
+    state = _state(ctx, as_json)
+    with _errors(state):
+        found = {t.store_name: t.paths() for t in state.tables(stores)}
+
+    def human() -> None:
+        _table(["store", "hash", "path"],
+               [[s, str(h), str(p)] for s, items in found.items() for h, p in items])
+        click.echo(f"{sum(len(v) for v in found.values())} entries")
+
+    _emit(state, {"stores": {s: [{"hash": str(h), "path": str(p)} for h, p in items]
+                             for s, items in found.items()}}, human)
+
+
+def _hash_list(ctx: click.Context, stores: tuple[str, ...], as_json: bool, which: str) -> None:
+    state = _state(ctx, as_json)
+    with _errors(state):
+        found = {t.store_name: (t.used() if which == "used" else t.unused())
+                 for t in state.tables(stores)}
+
+    def human() -> None:
+        _table(["store", "hash"], [[s, str(h)] for s, hs in found.items() for h in hs])
+        click.echo(f"{sum(len(v) for v in found.values())} {which} entries")
+
+    _emit(state, {"stores": {s: [str(h) for h in hs] for s, hs in found.items()}}, human)
+
+
+@cli.command()
+@_common
+@click.pass_context
+def used(ctx: click.Context, stores: tuple[str, ...], as_json: bool) -> None:
+    """Entries that some row references."""
+    _hash_list(ctx, stores, as_json, "used")
+
+
+@cli.command()
+@_common
+@click.pass_context
+def unused(ctx: click.Context, stores: tuple[str, ...], as_json: bool) -> None:
+    """Entries that no row references (what a sweep removes)."""
+    _hash_list(ctx, stores, as_json, "unused")
+
+
+def _sweep_rows(reports: dict[str, SweepReport]) -> list[list[Any]]:
+    return [[s, r.rows_deleted, r.payloads_deleted, r.orphans_deleted, r.orphans_kept,
+             _size(r.bytes_freed), r.skipped_referenced, len(r.errors)]
+            for s, r in reports.items()]
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+@cli.command()
+@_common
+@click.option("--dry-run", is_flag=True, help="report what would be deleted, delete nothing")
+@click.option("--grace", callback=_duration, default="1h", show_default=True,
+              help="keep orphan payloads younger than this (90s, 30m, 1h, 2d, 0)")
+@click.option("--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="entries per transaction")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@click.pass_context
+def sweep(ctx: click.Context, stores: tuple[str, ...], as_json: bool, dry_run: bool,
+          grace: datetime.timedelta, batch: int, yes: bool) -> None:
+    """Delete unused entries and their payloads, and orphan payloads older than --grace."""
+    state = _state(ctx, as_json)
+    reports: dict[str, SweepReport] = {}
+    headers = ["store", "rows", "payloads", "orphans", "orphans kept", "freed",
+               "skipped (referenced)", "errors"]
+    with _errors(state):
+        tables = state.tables(stores)
+        if not dry_run and not yes:
+            preview = {t.store_name: t.sweep(dry_run=True, grace=grace, progress=state.progress,
+                                             batch=batch) for t in tables}
+            click.echo("would delete:", err=True)
+            _table_err(headers, _sweep_rows(preview))
+            if not any(r.rows_deleted or r.orphans_deleted for r in preview.values()):
+                dry_run = True  # nothing to ask about
+            else:
+                try:
+                    go = click.confirm("delete these entries and payloads?", default=False,
+                                       err=True)
+                except click.Abort:
+                    _fail("no answer: nothing deleted (use --yes in scripts)")
+                if not go:
+                    click.echo("nothing deleted", err=True)
+                    reports = preview
+                    dry_run = True
+        if not reports:
+            for t in tables:
+                reports[t.store_name] = t.sweep(dry_run=dry_run, grace=grace,
+                                                progress=state.progress, batch=batch)
+
+    def human() -> None:
+        click.echo("dry run: nothing deleted" if dry_run else "swept:")
+        _table(headers, _sweep_rows(reports))
+        for s, r in reports.items():
+            for e in r.errors:
+                click.echo(f"{s}: {state.scrub(e)}")
+
+    data = {"dry_run": dry_run, "stores": {
+        s: {**dataclasses.asdict(r), "errors": [state.scrub(e) for e in r.errors], "ok": r.ok}
+        for s, r in reports.items()}}
+    _emit(state, data, human)
+    if not all(r.ok for r in reports.values()):
+        sys.exit(PROBLEMS)
+
+
+def _table_err(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    # the preview goes to stderr, so that stdout holds only the result
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        _table(headers, rows)
+    click.echo(buf.getvalue(), err=True, nl=False)
+
+
+@cli.command()
+@_common
+@click.option("--all", "include_unused", is_flag=True,
+              help="check unused entries too, not only referenced ones")
+@click.pass_context
+def verify(ctx: click.Context, stores: tuple[str, ...], as_json: bool,
+           include_unused: bool) -> None:
+    """Check that every referenced payload is in its store and matches its hash."""
+    state = _state(ctx, as_json)
+    reports: dict[str, VerifyReport] = {}
+    with _errors(state):
+        for t in state.tables(stores):
+            reports[t.store_name] = t.verify(progress=state.progress,
+                                             include_unused=include_unused)
+
+    def human() -> None:
+        _table(["store", "checked", "missing", "corrupt", "errors"],
+               [[s, r.checked, len(r.missing), len(r.corrupt), len(r.errors)]
+                for s, r in reports.items()])
+        for s, r in reports.items():
+            for h, p in r.missing:
+                click.echo(f"{s}: missing {h} {p}")
+            for h, p in r.corrupt:
+                click.echo(f"{s}: corrupt {h} {p}")
+            for e in r.errors:
+                click.echo(f"{s}: error {state.scrub(e)}")
+
+    def pairs(items: list[Any]) -> list[dict[str, str]]:
+        return [{"hash": str(h), "path": str(p)} for h, p in items]
+
+    data = {"stores": {s: {"checked": r.checked, "missing": pairs(r.missing),
+                           "corrupt": pairs(r.corrupt),
+                           "errors": [state.scrub(e) for e in r.errors], "ok": r.ok}
+                       for s, r in reports.items()}}
+    _emit(state, data, human)
+    if not all(r.ok for r in reports.values()):
+        sys.exit(PROBLEMS)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script ``sa-djblob``."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="sa-djblob")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
