@@ -40,38 +40,30 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """A moto S3 server process; yields its ``host:port``."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _process(argv: list[str], port: int, what: str) -> Iterator[str]:
+    """Run a loopback server process until the block ends; yields ``host:port``."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(port, proc, "moto server")
+        _wait_port(port, proc, what)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-@contextlib.contextmanager
-def latency_proxy(target: str, delay_ms: int = 20) -> Iterator[str]:
+def moto_server() -> contextlib.AbstractContextManager[str]:
+    """A moto S3 server process; yields its ``host:port``."""
+    port = free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    return _process(argv, port, "moto server")
+
+
+def latency_proxy(target: str, delay_ms: int = 20) -> contextlib.AbstractContextManager[str]:
     """``shared/tools/latency_proxy.py`` in front of *target*; yields ``host:port``."""
     port = free_port()
     target_port = target.rsplit(":", 1)[1]
-    proc = subprocess.Popen(
-        [sys.executable, str(PROXY), str(port), target_port, str(delay_ms)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_port(port, proc, "latency proxy")
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    argv = [sys.executable, str(PROXY), str(port), target_port, str(delay_ms)]
+    return _process(argv, port, "latency proxy")
 
 
 def s3_client(endpoint: str, threads: int = 32) -> Any:

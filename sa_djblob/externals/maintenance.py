@@ -165,31 +165,22 @@ class ExternalTable:
             for h, name in self._rows()
         ]
 
-    def used(self) -> list[uuid.UUID]:
-        """Hashes referenced by at least one row."""
+    def _hashes(self, used: bool) -> list[uuid.UUID]:
         with self.engine.connect() as conn:
             if not self.exists(conn):
                 return []
             refs = self.references(conn)
-            q = (
-                sa.select(self.table.c.hash)
-                .where(self.used_clause(refs))
-                .order_by(self.table.c.hash)
-            )
+            where = self.used_clause(refs) if used else self.unused_clause(refs)
+            q = sa.select(self.table.c.hash).where(where).order_by(self.table.c.hash)
             return list(conn.scalars(q))
+
+    def used(self) -> list[uuid.UUID]:
+        """Hashes referenced by at least one row."""
+        return self._hashes(used=True)
 
     def unused(self) -> list[uuid.UUID]:
         """Hashes that no row references (what a sweep removes)."""
-        with self.engine.connect() as conn:
-            if not self.exists(conn):
-                return []
-            refs = self.references(conn)
-            q = (
-                sa.select(self.table.c.hash)
-                .where(self.unused_clause(refs))
-                .order_by(self.table.c.hash)
-            )
-            return list(conn.scalars(q))
+        return self._hashes(used=False)
 
     def sweep(self, **kw: Any) -> SweepReport:
         from .sweep import sweep
