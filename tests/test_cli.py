@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def test_sweep_dry_run_then_sweep_then_verify(env: dict[str, Any]) -> None:
 def test_sweep_yes_collects_orphans_after_grace(env: dict[str, Any]) -> None:
     ext = env["ext"]
     store = ext.store
-    path = ext.object_path(djb.pack(value(99)) and __import__("uuid").UUID(int=7))
+    path = ext.object_path(uuid.UUID(int=7))
     store.put(path, b"orphaned")
     res = run(env, "sweep", "--yes", "--json")  # default grace 1h: kept
     out = json.loads(res.output)["stores"]["shared"]
@@ -148,8 +149,7 @@ def test_stores_masks_secrets(tmp_path: Path) -> None:
     assert mask_url(url) == data["url"]
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_usage_and_connection_errors_exit_2(tmp_path: Path, backend: str) -> None:
+def test_usage_and_connection_errors_exit_2(tmp_path: Path) -> None:
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"stores": {"s": {"protocol": "file", "location": str(tmp_path)}}}))
     runner = CliRunner()

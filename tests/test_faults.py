@@ -205,7 +205,7 @@ def _snapshot(ext: djb.ExternalTable) -> tuple[Any, Any]:
 
 @pytest.mark.parametrize("store_kind", ["s3"])
 def test_s3_delete_refused_deletes_nothing(s3_filled: Any) -> None:
-    engine, table, ext, register = s3_filled
+    _, _, ext, register = s3_filled
     register("before-send.s3.DeleteObjects", lambda **kw: _error_response("AccessDenied", 403))
     before = _snapshot(ext)
     report = ext.sweep(grace=ZERO, progress=False)
@@ -217,7 +217,7 @@ def test_s3_delete_refused_deletes_nothing(s3_filled: Any) -> None:
 
 @pytest.mark.parametrize("store_kind", ["s3"])
 def test_s3_partial_delete_failure(s3_filled: Any) -> None:
-    engine, table, ext, register = s3_filled
+    _, _, ext, register = s3_filled
     refused: list[str] = []
 
     def drop_some(params: dict[str, Any], **_: Any) -> None:
@@ -244,7 +244,7 @@ def test_s3_partial_delete_failure(s3_filled: Any) -> None:
 
 @pytest.mark.parametrize("store_kind", ["s3"])
 def test_s3_listing_failure_deletes_nothing(s3_filled: Any) -> None:
-    engine, table, ext, register = s3_filled
+    _, _, ext, register = s3_filled
     before = _snapshot(ext)
     register("before-send.s3.ListObjectsV2", lambda **kw: _error_response("AccessDenied", 403))
     report = ext.sweep(grace=ZERO, progress=False)
@@ -256,7 +256,7 @@ def test_s3_listing_failure_deletes_nothing(s3_filled: Any) -> None:
 
 @pytest.mark.parametrize("store_kind", ["s3"])
 def test_s3_read_errors_during_verify(s3_filled: Any) -> None:
-    engine, table, ext, register = s3_filled
+    _, _, ext, register = s3_filled
     register("before-send.s3.GetObject", lambda **kw: _error_response("AccessDenied", 403))
     report = ext.verify(progress=False)
     assert not report.ok and report.checked == 3 and len(report.errors) == 3

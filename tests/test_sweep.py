@@ -19,7 +19,9 @@ ZERO = datetime.timedelta(0)
 
 
 @pytest.fixture
-def setup(engine: sa.Engine, shared_store: dict[str, Any]) -> tuple[sa.Engine, sa.Table, djb.ExternalTable]:
+def setup(
+    engine: sa.Engine, shared_store: dict[str, Any]
+) -> tuple[sa.Engine, sa.Table, djb.ExternalTable]:
     djb.install(engine)
     table = make_table(engine)
     return engine, table, djb.externals(engine)["shared"]

@@ -35,7 +35,7 @@ def test_verify_ok(filled: Any) -> None:
 
 
 def test_verify_finds_missing_and_corrupt(filled: Any) -> None:
-    engine, table, ext = filled
+    _, _, ext = filled
     paths = dict(ext.paths())
     keys = sorted(paths)
     store = ext.store

@@ -122,7 +122,20 @@ def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
 
 
 def _is_retryable(exc: BaseException) -> bool:
-    """Deadlocks, lock timeouts, serialization failures, SQLite's busy database."""
+    """Deadlocks, lock timeouts, serialization failures, SQLite's busy database, also
+    behind a later error (MySQL ends the whole transaction on a deadlock, so rolling back
+    to a savepoint then fails with "SAVEPOINT does not exist")."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if _retryable_one(cur):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _retryable_one(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None)
     if orig is None:
         return False

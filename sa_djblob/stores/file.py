@@ -47,9 +47,11 @@ class FileStore(Store):
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 f = open(tmp, "xb")  # noqa: SIM115 - closed below
-            except FileNotFoundError:
+            except (FileNotFoundError, FileExistsError):
+                # a concurrent cleanup() removed the folder (mkdir(exist_ok=True) reports
+                # that as FileExistsError when the folder vanishes between its two steps)
                 if attempt + 1 < _MKDIR_RETRIES:
-                    continue  # a concurrent cleanup() removed the folder: make it again
+                    continue  # make it again
                 raise self._error("write", path, OSError(errno.ENOENT, "folder vanished")) from None
             except OSError as exc:
                 raise self._error("write", path, exc) from None
