@@ -25,7 +25,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str = "server") -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -44,7 +44,7 @@ def _process(argv: list[str], port: int, what: str) -> Iterator[str]:
     """Run a loopback server process until the block ends; yields ``host:port``."""
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(port, proc, what)
+        wait_port(port, proc, what)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -21,7 +21,6 @@ import argparse
 import datetime
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,31 +33,15 @@ import sqlalchemy as sa
 
 import sa_djblob as djb
 from sa_djblob._pool import run_all
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _servers import PROXY, free_port, wait_port
+
 from sa_djblob.layout import content_hash
 
-PROXY = Path(__file__).resolve().parents[2] / "shared" / "tools" / "latency_proxy.py"
 DATAJOINT = {"file:1000": 1.9, "s3:1000": 8.1, "proxy:200": 5.6}  # seconds
 GOAL = {"file:1000": 3, "s3:1000": 10, "proxy:200": 20}  # required speed-up
 ZERO = datetime.timedelta(0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 class S3:
