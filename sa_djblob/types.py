@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -128,11 +128,20 @@ class _External(TypeDecorator[Any]):
         else:
             event.listen(parent, "after_parent_attach", self._on_table)
 
+    _table_copy = False
+
+    def copy(self, **kw: Any) -> Self:
+        # Column._copy(schema=...) is how Table.to_metadata (and Alembic's batch mode) copy
+        # a table: the copy gets the foreign key from the original's constraints.
+        new = super().copy(**kw)
+        new._table_copy = "schema" in kw
+        return new
+
     def _on_table(self, column: sa.Column[Any], table: Any) -> None:
         if isinstance(table, sa.Table) and self.store is not None:
             from .externals.table import attach_external
 
-            attach_external(column, table, self.store)
+            attach_external(column, table, self.store, foreign_key=not self._table_copy)
 
     # -- values ---------------------------------------------------------------
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:

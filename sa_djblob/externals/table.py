@@ -88,12 +88,15 @@ def _index_name(table: sa.Table, column: sa.Column[Any]) -> str:
     return name
 
 
-def attach_external(column: sa.Column[Any], table: sa.Table, store: str) -> None:
+def attach_external(
+    column: sa.Column[Any], table: sa.Table, store: str, *, foreign_key: bool = True
+) -> None:
     """Give an external column its FK to the externals table (and an index)."""
     if table.name.startswith(EXTERNAL_PREFIX):
         return
     ext = external_table(table.metadata, store, table.schema)
-    if not any(fk.target_fullname == f"{ext.fullname}.hash" for fk in column.foreign_keys):
+    has_fk = any(fk.target_fullname == f"{ext.fullname}.hash" for fk in column.foreign_keys)
+    if foreign_key and not has_fk:
         # Type-bound, like the CHECK constraint of a Boolean: a copy of the column
         # (Table.to_metadata, Alembic's operations) makes it anew, so copies skip it.
         table.append_constraint(
@@ -108,7 +111,9 @@ def attach_external(column: sa.Column[Any], table: sa.Table, store: str) -> None
         or any(list(ix.columns) == [column] for ix in table.indexes)
     )
     if not indexed:
-        sa.Index(_index_name(table, column), column)
+        # Flagged like the index of ``Column(index=True)``: table copies skip it, since the
+        # type makes it again on the copied column.
+        sa.Index(_index_name(table, column), column, _column_flag=True)
 
 
 def external_columns(table: Any) -> list[tuple[str, sa.Column[Any], Any]]:
