@@ -533,9 +533,11 @@ def test_s3_prefetch_reports_missing_payload_at_its_row(
 
 
 def test_table_copies_do_not_double_the_fk_or_index() -> None:
-    Rec, metadata = make_models()
+    Rec, _ = make_models()
     copy = Rec.__table__.to_metadata(sa.MetaData())
-    fks = [fk for fk in copy.foreign_key_constraints if fk.referred_table.name == "~external_shared"]
+    fks = [
+        fk for fk in copy.foreign_key_constraints if fk.referred_table.name == "~external_shared"
+    ]
     assert sorted(c.name for fk in fks for c in fk.columns) == ["a", "b"]
     assert sorted(ix.name for ix in copy.indexes) == ["ix_rec_a", "ix_rec_b"]
     assert "~external_shared" in copy.metadata.tables
