@@ -119,13 +119,11 @@ def claim_rows(
         for chunk in _chunks(pending, _BATCH):
             values = [{"hash": k, **rows[k]} for k in chunk]
             if is_mysql:
-                before = set(conn.scalars(sa.select(ext.c.hash).where(ext.c.hash.in_(chunk))))
-                new = [k for k in chunk if k not in before]
-                inserted = conn.execute(
-                    sa.insert(ext).prefix_with("IGNORE").values(values)
-                ).rowcount
-                if new and inserted == len(new):
-                    created.update(new)
+                # executemany: PyMySQL sends one multi-row INSERT and reports the rows added.
+                # All of them new: this call created them all; otherwise check them all.
+                stmt = sa.insert(ext).prefix_with("IGNORE")
+                if conn.execute(stmt, values).rowcount == len(chunk):
+                    created.update(chunk)
             else:
                 dialect_insert: Any
                 if name == "postgresql":
@@ -134,11 +132,11 @@ def claim_rows(
                     from sqlalchemy.dialects.sqlite import insert as dialect_insert
                 stmt = (
                     dialect_insert(ext)
-                    .values(values)
                     .on_conflict_do_nothing(index_elements=[ext.c.hash])
                     .returning(ext.c.hash)
                 )
-                created.update(conn.scalars(stmt))
+                # executemany with RETURNING: SQLAlchemy batches it ("insertmanyvalues")
+                created.update(conn.scalars(stmt, values))
         if name == "sqlite":
             return created  # the write transaction already excludes sweepers
         locked: set[uuid.UUID] = set()
