@@ -157,6 +157,13 @@ def claim_rows(
 # -- step 3: make sure the payloads are in their stores ------------------------
 
 
+def _local_and_small(payloads: list[Payload]) -> bool:
+    """Local stores answer in microseconds: threads only pay off for large payloads."""
+    if any(p.store.is_remote for p in payloads):
+        return False
+    return sum(p.size for p in payloads) < _PARALLEL_BYTES
+
+
 def _ensure_payloads(
     conn: Connection, table: sa.Table, payloads: dict[str, dict[uuid.UUID, Payload]]
 ) -> None:
@@ -172,11 +179,11 @@ def _ensure_payloads(
         for key, p in items.items():
             (upload if key in created else check).append(p)
     if check:
-        present = run_all(lambda p: p.store.exists(p.path), check)
+        present = run_all(lambda p: p.store.exists(p.path), check, serial=_local_and_small(check))
         upload.extend(p for p, ok in zip(check, present, strict=True) if not ok)
     if upload:
         try:
-            run_all(Payload.upload, upload)
+            run_all(Payload.upload, upload, serial=_local_and_small(upload))
         except SaDjblobError:
             raise
         except Exception as exc:
