@@ -7,8 +7,10 @@ while it holds the lock that every writer of that payload needs, and only after 
 database itself has agreed that the payload is unreferenced.
 
 Phase 0, before anything is deleted: read every referencing column (a table that cannot
-be read aborts the sweep) and list the store's ``<location>/<schema>/`` area in full (a
-listing that fails aborts the sweep). Nothing has been deleted when either fails.
+be read aborts the sweep) and read the first page of the store's ``<location>/<schema>/``
+listing (a store whose listing fails aborts the sweep). Nothing has been deleted when
+either fails. The full listing, which phase 2 needs, is taken after phase 1, so that the
+payloads phase 1 removes are not listed first; if it fails, phase 2 deletes nothing.
 
 Phase 1, unused rows, one transaction per batch, READ COMMITTED on MySQL/MariaDB and
 PostgreSQL (so every check sees the latest committed rows, not a snapshot), keyset-paged
@@ -200,6 +202,17 @@ class _Sweeper:
             return None
         conn.rollback()
         return refs
+
+    def probe_store(self) -> bool:
+        """Whether the store's listing can be read (one request), before deleting anything."""
+        try:
+            next(iter(self.store.list(self.area)), None)
+        except Exception as exc:  # a failed listing aborts the sweep: reported
+            self.report.errors.append(
+                f"cannot list {self.area} in store {self.store.name!r}: {exc}; nothing deleted"
+            )
+            return False
+        return True
 
     def list_store(self) -> list[ObjectInfo] | None:
         try:
@@ -399,10 +412,12 @@ class _Sweeper:
             refs = self.check_references(conn)
         if refs is None:
             return rep
-        listing = self.list_store()
-        if listing is None:
+        if not self.probe_store():
             return rep
         if rep.dry_run:
+            listing = self.list_store()
+            if listing is None:
+                return rep
             with self.connect() as conn:
                 rep.rows_deleted, rep.bytes_freed = self.count_unused(conn, refs)
                 rep.payloads_deleted = rep.rows_deleted
@@ -413,6 +428,10 @@ class _Sweeper:
         removed = self.sweep_rows(refs)
         if rep.errors:
             return rep  # the store is failing: leave the orphans for the next sweep
+        # Listed after phase 1: the payloads it removed need not be listed first.
+        listing = self.list_store()
+        if listing is None:
+            return rep
         with self.connect() as conn:
             orphans = self.orphan_candidates(conn, listing, removed)
         if orphans:
