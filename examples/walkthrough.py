@@ -341,13 +341,12 @@ def walk(engine: sa.Engine, out: Path) -> None:
             .join(Extracted, Extracted.image_id == Image.id)
             .order_by(Image.id)
         ).all()
-    fig, axes = plt.subplots(1, len(rows), figsize=(3 * len(rows), 2.6))
+    fig, axes = plt.subplots(1, len(rows), figsize=(3 * len(rows), 3.0), layout="constrained")
     for ax, (name, features) in zip(np.atleast_1d(axes), rows, strict=True):
         ax.imshow(features, cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"{name} {features.shape[1]}x{features.shape[0]}")
         ax.axis("off")
     fig.suptitle("extracted: images fetched back from the local store")
-    fig.tight_layout()
     figure = out / "extracted.png"
     fig.savefig(figure, dpi=80)
     plt.close(fig)
