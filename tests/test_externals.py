@@ -541,3 +541,39 @@ def test_table_copies_do_not_double_the_fk_or_index() -> None:
     assert sorted(c.name for fk in fks for c in fk.columns) == ["a", "b"]
     assert sorted(ix.name for ix in copy.indexes) == ["ix_rec_a", "ix_rec_b"]
     assert "~external_shared" in copy.metadata.tables
+
+
+def test_orm_bulk_insert_bulk_update_and_merge(
+    engine: sa.Engine, models: type[Any], tmp_path: Path
+) -> None:
+    Rec = models
+    f = tmp_path / "bulk.txt"
+    f.write_text("bulk")
+    with Session(engine) as s:
+        s.execute(
+            sa.insert(Rec), [{"id": i, "b": np.full(3, i), "a": f, "inrow": i} for i in range(4)]
+        )
+        s.execute(sa.update(Rec), [{"id": 0, "b": "changed"}, {"id": 1, "b": None}])
+        s.merge(Rec(id=2, b={"merged": True}, a=None))
+        s.merge(Rec(id=9, b=[9], a=f))
+        s.commit()
+    with Session(engine) as s:
+        got = {r.id: r for r in s.scalars(sa.select(Rec))}
+    assert got[0].b == "changed" and got[1].b is None
+    assert got[2].b == {"merged": True} and got[2].a is None
+    np.testing.assert_array_equal(got[3].b, np.full(3, 3))
+    assert got[9].b == [9] and got[9].a.read_text() == "bulk"
+    assert got[3].a.read_text() == "bulk"
+    used = set(djb.externals(engine)["shared"].used())
+    expected = {content_hash(djb.pack(v)) for v in ("changed", {"merged": True}, [9])}
+    expected.add(content_hash(djb.pack(np.full(3, 3))))
+    assert expected <= used
+
+
+def test_inline_values_are_written_too(engine: sa.Engine, models: type[Any]) -> None:
+    t = models.__table__
+    with engine.begin() as conn:
+        conn.execute(sa.insert(t).values(id=1, b=np.arange(4)))
+        conn.execute(sa.update(t).where(t.c.id == 1).values(b="inline update"))
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(t.c.b)).scalar_one() == "inline update"
