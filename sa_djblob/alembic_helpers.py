@@ -11,21 +11,22 @@ Wire it into ``env.py``::
         opts["compare_type"] = alembic_helpers.compare_type
     context.configure(connection=connection, target_metadata=target_metadata, **opts)
 
-``render_item`` writes ``sa_djblob.Blob()`` / ``sa_djblob.Attach()`` for in-row columns and
-``sa_djblob.types.HashType()`` for every 16-byte hash column (external ``Blob(store=...)`` /
-``Attach(store=...)`` columns and the externals tables' keys), and adds ``import sa_djblob``
-to the migration. External columns are written as the hash column they are in the database,
-with the column comment that names the store (``:blob@shared:``) and, next to it, the
-foreign key to ``~external_<store>`` and its index as ordinary operations: a migration is
-frozen DDL. (``Blob(store=...)`` itself would add that foreign key and index to the
-migration's table a second time, and ``op.create_table`` would create the index twice.)
-The externals tables are ordinary tables of the models' MetaData, so autogenerate creates
-them, their foreign keys and indexes like any other.
+``render_item`` writes ``sa_djblob.Blob()`` / ``sa_djblob.Attach()`` for in-row columns,
+``sa_djblob.Blob(store='shared', foreign_key=False)`` / ``sa_djblob.Attach(store='local',
+foreign_key=False)`` for external ones and ``sa_djblob.types.HashType()`` for the externals
+tables' own hash columns, and adds ``import sa_djblob`` to the migration. A migration is
+frozen DDL: Alembic renders the foreign key of an external column to ``~external_<store>``
+and its index as ordinary operations next to it (and the ``:blob@shared:`` comment on the
+column), so the rendered type must not add them again. ``foreign_key=False`` says exactly
+that: the column gets no automatic foreign key, index or externals table on the
+migration's MetaData, and is otherwise the ``Blob(store=...)`` of the models (same column
+type, same values). The externals tables are ordinary tables of the models' MetaData, so
+autogenerate creates them, their foreign keys and indexes like any other.
 
 Type comparison knows that ``Blob()`` is LONGBLOB / BYTEA / BLOB and that an external
-column or a ``HashType`` is BINARY(16) / BYTEA / BLOB; a column that changes between in-row
-and external storage shows up as a type change where the database can tell them apart
-(MySQL), and through its foreign key everywhere.
+column (with or without ``foreign_key=False``) or a ``HashType`` is BINARY(16) / BYTEA /
+BLOB; a column that changes between in-row and external storage shows up as a type change
+where the database can tell them apart (MySQL), and through its foreign key everywhere.
 
 Registration: Alembic 1.18 added autogenerate plugins, named in ``context.configure(
 autogenerate_plugins=[...])``. This module is such a plugin (its ``setup(plugin)``
@@ -82,7 +83,8 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
         autogen_context.imports.add(_IMPORT)
         if obj.store is None:
             return f"sa_djblob.{type(obj).__name__}()"
-        return "sa_djblob.types.HashType()"
+        # The foreign key and index are rendered next to the column, as operations.
+        return f"sa_djblob.{type(obj).__name__}(store={obj.store!r}, foreign_key=False)"
     if isinstance(obj, HashType):
         autogen_context.imports.add(_IMPORT)
         return "sa_djblob.types.HashType()"

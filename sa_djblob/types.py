@@ -83,15 +83,23 @@ class _External(TypeDecorator[Any]):
     cache_ok = True
     kind: str = ""
 
-    def __init__(self, store: str | None = None) -> None:
+    def __init__(self, store: str | None = None, *, foreign_key: bool = True) -> None:
+        """*foreign_key=False*: the column gets no foreign key to ``~external_<store>``, no
+        index and no externals table on its MetaData; the DDL around it spells them out
+        (a migration rendered by :mod:`sa_djblob.alembic_helpers`)."""
         if store is not None and (not isinstance(store, str) or not store.isidentifier()):
             raise ValueError(f"store must be a store name (an identifier), got {store!r}")
+        if not isinstance(foreign_key, bool):
+            raise TypeError(f"foreign_key must be True or False, got {foreign_key!r}")
         super().__init__()
         self.store = store
+        self.foreign_key = foreign_key
 
     def __repr__(self) -> str:
-        args = f"store={self.store!r}" if self.store is not None else ""
-        return f"{type(self).__name__}({args})"
+        args = [f"store={self.store!r}"] if self.store is not None else []
+        if not self.foreign_key:
+            args.append("foreign_key=False")
+        return f"{type(self).__name__}({', '.join(args)})"
 
     @property
     def python_type(self) -> type[Any]:
@@ -120,7 +128,7 @@ class _External(TypeDecorator[Any]):
         comment = self.datajoint_comment
         if comment and not (parent.comment or "").startswith(comment):
             parent.comment = comment + (parent.comment or "")
-        if self.store is None:
+        if self.store is None or not self.foreign_key:
             return
         table = getattr(parent, "table", None)
         if isinstance(table, sa.Table):
@@ -138,7 +146,7 @@ class _External(TypeDecorator[Any]):
         return new
 
     def _on_table(self, column: sa.Column[Any], table: Any) -> None:
-        if isinstance(table, sa.Table) and self.store is not None:
+        if isinstance(table, sa.Table) and self.store is not None and self.foreign_key:
             from .externals.table import attach_external
 
             attach_external(column, table, self.store, foreign_key=not self._table_copy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
 from alembic.config import Config
+from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 
 import sa_djblob as djb
@@ -94,8 +96,12 @@ class _Ctx:
     [
         (djb.Blob(), "sa_djblob.Blob()"),
         (djb.Attach(), "sa_djblob.Attach()"),
-        (djb.Blob(store="shared"), "sa_djblob.types.HashType()"),
-        (djb.Attach(store="local"), "sa_djblob.types.HashType()"),
+        (djb.Blob(store="shared"), "sa_djblob.Blob(store='shared', foreign_key=False)"),
+        (djb.Attach(store="local"), "sa_djblob.Attach(store='local', foreign_key=False)"),
+        (
+            djb.Blob(store="shared", foreign_key=False),
+            "sa_djblob.Blob(store='shared', foreign_key=False)",
+        ),
         (HashType(), "sa_djblob.types.HashType()"),
     ],
 )
@@ -106,7 +112,78 @@ def test_render_item_types(typ: Any, source: str) -> None:
     import sa_djblob
 
     rebuilt = eval(source, {"sa_djblob": sa_djblob})  # the migration's view of the column
-    assert type(rebuilt) in (djb.Blob, djb.Attach, HashType)
+    assert type(rebuilt) is type(typ)
+    assert getattr(rebuilt, "store", None) == getattr(typ, "store", None)
+
+
+# -- the foreign_key keyword of the types -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typ", "text"),
+    [
+        (djb.Blob(), "Blob()"),
+        (djb.Blob(store="shared"), "Blob(store='shared')"),
+        (djb.Blob(store="shared", foreign_key=False), "Blob(store='shared', foreign_key=False)"),
+        (djb.Attach(store="local", foreign_key=True), "Attach(store='local')"),
+        (djb.Attach(store="local", foreign_key=False), "Attach(store='local', foreign_key=False)"),
+    ],
+)
+def test_foreign_key_keyword_repr_rebuilds(typ: Any, text: str) -> None:
+    assert repr(typ) == text
+    rebuilt = eval(repr(typ), {"Blob": djb.Blob, "Attach": djb.Attach})
+    assert (type(rebuilt), rebuilt.store, rebuilt.foreign_key) == (
+        type(typ),
+        typ.store,
+        typ.foreign_key,
+    )
+    assert typ.cache_ok is True
+    hash(typ.foreign_key)
+
+
+def test_foreign_key_keyword_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="foreign_key"):
+        djb.Blob(store="shared", foreign_key="no")  # type: ignore[arg-type]
+
+
+def _table(md: sa.MetaData, typ: Any) -> sa.Table:
+    return sa.Table("t", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("x", typ))
+
+
+@pytest.mark.parametrize("kind", [djb.Blob, djb.Attach])
+def test_foreign_key_false_adds_no_foreign_key_index_or_externals_table(kind: Any) -> None:
+    md = sa.MetaData()
+    table = _table(md, kind(store="shared", foreign_key=False))
+    assert table.foreign_key_constraints == set()
+    assert table.indexes == set()
+    assert list(md.tables) == ["t"]
+    assert table.c.x.comment == f":{kind.kind}@shared:"  # DataJoint's type comment stays
+    # A copy (Table.to_metadata, Alembic's batch mode) keeps the keyword.
+    copy = table.to_metadata(sa.MetaData())
+    assert isinstance(copy.c.x.type, kind) and copy.c.x.type.foreign_key is False
+    assert copy.foreign_key_constraints == set() and copy.indexes == set()
+
+    md2 = sa.MetaData()
+    wired = _table(md2, kind(store="shared"))
+    assert [fk.referred_table.name for fk in wired.foreign_key_constraints] == ["~external_shared"]
+    assert [[c.name for c in ix.columns] for ix in wired.indexes] == [["x"]]
+
+
+@pytest.mark.parametrize("dialect_name", ["sqlite", "mysql", "mariadb", "postgresql"])
+def test_rendered_external_type_compares_equal_to_the_model_type(dialect_name: str) -> None:
+    """No phantom diff between ``Blob(store='x')`` of the models and the rendered type."""
+    ctx = MigrationContext.configure(dialect_name=dialect_name)
+    for model in (djb.Blob(store="shared"), djb.Attach(store="local")):
+        source = alembic_helpers.render_item("type", model, _Ctx())  # type: ignore[arg-type]
+        assert isinstance(source, str)
+        rendered = eval(source, {"sa_djblob": djb})
+        col: sa.Column[Any] = sa.Column("x", model)
+        assert alembic_helpers.compare_type(ctx, col, col, rendered, model) is False
+        assert alembic_helpers.compare_type(ctx, col, col, model, rendered) is False
+        want = alembic_helpers.expected_type(model, ctx.dialect)
+        got = alembic_helpers.expected_type(rendered, ctx.dialect)
+        assert want is not None and got is not None
+        assert want.compile(dialect=ctx.dialect) == got.compile(dialect=ctx.dialect)
 
 
 def test_render_item_leaves_other_things_to_alembic() -> None:
@@ -137,7 +214,11 @@ def test_rendered_migration_is_frozen_ddl() -> None:
         assert code.count(f"['{column}'], ['{ext}.hash']") == 1, (table, column)
         assert fk in code
         assert f"op.create_index('ix_{table}_{column}', '{table}', ['{column}']" in code
-    assert code.count("sa_djblob.types.HashType()") == 6 + 2 * 2
+    # HashType only for the externals tables' hash and contents_hash columns.
+    assert code.count("sa_djblob.types.HashType()") == 2 * 2
+    assert code.count("foreign_key=False") == len(EXTERNAL_COLUMNS)
+    assert "sa.Column('b1', sa_djblob.Blob(store='shared', foreign_key=False)" in code
+    assert "sa.Column('a2', sa_djblob.Attach(store='local', foreign_key=False)" in code
     assert "sa.Column('b0', sa_djblob.Blob()" in code
     assert "sa.Column('a0', sa_djblob.Attach()" in code
     assert "comment=':blob@shared:'" in code
@@ -232,8 +313,16 @@ def test_autogenerate_from_empty_database(database: Any, tmp_path: Path) -> None
     source = Path(script.path).read_text()
     assert "import sa_djblob\n" in source
     assert "sa_djblob.Blob()" in source and "sa_djblob.Attach()" in source
+    assert "sa_djblob.Blob(store='shared'" in source
+    assert "sa_djblob.Attach(store='local'" in source
+    assert "HashType()" not in source.split("'~external_local'", 1)[0]  # not on user columns
     assert "'~external_shared'" in source and "'~external_local'" in source
-    compile(source, script.path, "exec")
+    # The migration imports on its own, and its tables carry no type-made constraints.
+    spec = importlib.util.spec_from_file_location("generated_migration", script.path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.sa_djblob is djb
 
     command.upgrade(cfg, "head")
     assert diffs(database.url, models.metadata) == []
@@ -266,3 +355,42 @@ def test_alembic_command_line(tmp_path: Path) -> None:
     assert "CREATE TABLE image_file" in sql and '"~external_shared"' in sql
     alembic("downgrade", "base")
     assert table_names(sa.make_url(f"sqlite:///{db}")) == {"alembic_version"}
+
+
+def test_new_external_column_on_an_existing_table(database: Any) -> None:
+    """``add_column`` with the rendered type, then its foreign key and index (batch mode on
+    SQLite): the rendered operations run, and autogenerate then finds nothing."""
+    command.upgrade(alembic_config(database.url), "head")
+    md = sa.MetaData(naming_convention=models.NAMING_CONVENTION)
+    for t in models.metadata.sorted_tables:
+        t.to_metadata(md)
+    md.tables["image"].append_column(sa.Column("thumb", djb.Blob(store="shared")))
+    engine = sa.create_engine(database.url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            batch = conn.dialect.name == "sqlite"
+            opts = {**context_options("plugin"), "target_metadata": md, "render_as_batch": batch}
+            ctx = MigrationContext.configure(conn, opts=opts)
+            upgrade_ops = produce_migrations(ctx, md).upgrade_ops
+            assert upgrade_ops is not None
+            code = render_python_code(
+                upgrade_ops,
+                render_item=alembic_helpers.render_item,
+                migration_context=ctx,
+                render_as_batch=batch,
+            )
+            assert "sa.Column('thumb', sa_djblob.Blob(store='shared', foreign_key=False)" in code
+            assert code.count("create_foreign_key(") == 1
+            assert code.count("create_index(") == 1
+            namespace: dict[str, Any] = {"op": Operations(ctx), "sa": sa, "sa_djblob": djb}
+            exec("def upgrade():\n" + code, namespace)
+            namespace["upgrade"]()
+        insp = sa.inspect(engine)
+        fks = [
+            fk for fk in insp.get_foreign_keys("image") if fk["constrained_columns"] == ["thumb"]
+        ]
+        assert [fk["referred_table"] for fk in fks] == ["~external_shared"]
+        assert any(ix["column_names"][:1] == ["thumb"] for ix in insp.get_indexes("image"))
+    finally:
+        engine.dispose()
+    assert diffs(database.url, md) == []

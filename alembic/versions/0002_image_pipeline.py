@@ -31,7 +31,12 @@ def upgrade() -> None:
     op.create_table(
         "image_file",
         sa.Column("image_id", sa.Integer(), nullable=False),
-        sa.Column("file", sa_djblob.types.HashType(), nullable=False, comment=":attach@shared:"),
+        sa.Column(
+            "file",
+            sa_djblob.Attach(store="shared", foreign_key=False),
+            nullable=False,
+            comment=":attach@shared:",
+        ),
         sa.ForeignKeyConstraint(
             ["file"],
             ["~external_shared.hash"],
@@ -48,7 +53,12 @@ def upgrade() -> None:
     op.create_table(
         "extracted",
         sa.Column("image_id", sa.Integer(), nullable=False),
-        sa.Column("features", sa_djblob.types.HashType(), nullable=False, comment=":blob@local:"),
+        sa.Column(
+            "features",
+            sa_djblob.Blob(store="local", foreign_key=False),
+            nullable=False,
+            comment=":blob@local:",
+        ),
         sa.ForeignKeyConstraint(
             ["features"],
             ["~external_local.hash"],
