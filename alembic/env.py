@@ -38,9 +38,12 @@ DEFAULT_URL = "sqlite:///sa_djblob_demo.sqlite"
 
 def database_url() -> str:
     url = context.get_x_argument(as_dictionary=True).get("url")
-    return url or os.environ.get("SA_DJBLOB_URL") or config.get_main_option(
-        "sqlalchemy.url", DEFAULT_URL
-    ) or DEFAULT_URL
+    return (
+        url
+        or os.environ.get("SA_DJBLOB_URL")
+        or config.get_main_option("sqlalchemy.url", DEFAULT_URL)
+        or DEFAULT_URL
+    )
 
 
 def configure_options(dialect_name: str) -> dict[str, Any]:

@@ -49,33 +49,49 @@ class S3:
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.procs = [subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        ]
         wait_port(self.port, self.procs[0])
         self.proxy_port: int | None = None
 
     def start_proxy(self, delay_ms: float) -> int:
         if self.proxy_port is None:
             port = free_port()
-            proc = subprocess.Popen([sys.executable, str(PROXY), str(port), str(self.port),
-                                     str(delay_ms)], stdout=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [sys.executable, str(PROXY), str(port), str(self.port), str(delay_ms)],
+                stdout=subprocess.DEVNULL,
+            )
             self.procs.append(proc)
             wait_port(port, proc)
             self.proxy_port = port
         return self.proxy_port
 
     def spec(self, bucket: str, port: int | None = None) -> dict[str, Any]:
-        return dict(protocol="s3", endpoint=f"127.0.0.1:{port or self.port}", bucket=bucket,
-                    location="store", access_key="bench", secret_key="bench-secret",
-                    secure=False)
+        return dict(
+            protocol="s3",
+            endpoint=f"127.0.0.1:{port or self.port}",
+            bucket=bucket,
+            location="store",
+            access_key="bench",
+            secret_key="bench-secret",
+            secure=False,
+        )
 
     def client(self, port: int | None = None) -> Any:
         import boto3
 
-        return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port or self.port}",
-                            aws_access_key_id="bench", aws_secret_access_key="bench-secret",
-                            region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port or self.port}",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench-secret",
+            region_name="us-east-1",
+        )
 
     def close(self) -> None:
         for p in reversed(self.procs):
@@ -100,13 +116,16 @@ def fill(engine: sa.Engine, ext: djb.ExternalTable, n: int, tag: str) -> None:
 
     with engine.begin() as conn:
         for i in range(0, n, 5000):
-            conn.execute(sa.insert(ext.table), [
-                {"hash": k, "size": len(d), "attachment_name": None}
-                for k, d in items[i:i + 5000]])
-    paths = [(object_path(store.location, schema, k, None, store.subfolding), d)
-             for k, d in items]
+            conn.execute(
+                sa.insert(ext.table),
+                [
+                    {"hash": k, "size": len(d), "attachment_name": None}
+                    for k, d in items[i : i + 5000]
+                ],
+            )
+    paths = [(object_path(store.location, schema, k, None, store.subfolding), d) for k, d in items]
     for i in range(0, n, 2000):
-        run_all(lambda pd: store.put(pd[0], pd[1]), paths[i:i + 2000])
+        run_all(lambda pd: store.put(pd[0], pd[1]), paths[i : i + 2000])
 
 
 def raw_baseline(kind: str, n: int, s3: S3 | None, port: int | None, tmp: Path) -> float:
@@ -129,8 +148,10 @@ def raw_baseline(kind: str, n: int, s3: S3 | None, port: int | None, tmp: Path) 
     bucket = "raw-" + uuid.uuid4().hex[:8]
     fast = s3.client()
     fast.create_bucket(Bucket=bucket)
-    run_all(lambda kd: fast.put_object(Bucket=bucket, Key=kd[0], Body=kd[1]),
-            [(k, d) for k, (_, d) in zip(keys, items, strict=True)])
+    run_all(
+        lambda kd: fast.put_object(Bucket=bucket, Key=kd[0], Body=kd[1]),
+        [(k, d) for k, (_, d) in zip(keys, items, strict=True)],
+    )
     client = s3.client(port)
     start = time.perf_counter()
     for k in keys:
@@ -140,8 +161,9 @@ def raw_baseline(kind: str, n: int, s3: S3 | None, port: int | None, tmp: Path) 
     return took
 
 
-def run_case(case: str, admin_url: str, s3: S3 | None, delay_ms: float,
-             baseline_max: int) -> dict[str, Any]:
+def run_case(
+    case: str, admin_url: str, s3: S3 | None, delay_ms: float, baseline_max: int
+) -> dict[str, Any]:
     kind, n_text = case.split(":")
     n = int(n_text)
     tmp = Path(tempfile.mkdtemp(prefix="djb-bench-"))
@@ -167,8 +189,12 @@ def run_case(case: str, admin_url: str, s3: S3 | None, delay_ms: float,
     engine = sa.create_engine(url)
     try:
         md = sa.MetaData()
-        sa.Table("item", md, sa.Column("id", sa.Integer, primary_key=True),
-                 sa.Column("b", djb.Blob(store="bench"), nullable=True))
+        sa.Table(
+            "item",
+            md,
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("b", djb.Blob(store="bench"), nullable=True),
+        )
         md.create_all(engine)
         ext = djb.externals(engine)["bench"]
         t0 = time.perf_counter()
@@ -181,11 +207,20 @@ def run_case(case: str, admin_url: str, s3: S3 | None, delay_ms: float,
         assert report.rows_deleted == n == report.payloads_deleted, report
         assert ext.paths() == []
         assert not list(ext.store.list(PurePosixPath(ext.store.location, ext.schema)))
-        raw = raw_baseline("file" if kind == "file" else "s3", min(n, baseline_max), s3, port,
-                           tmp) if baseline_max else None
+        raw = (
+            raw_baseline("file" if kind == "file" else "s3", min(n, baseline_max), s3, port, tmp)
+            if baseline_max
+            else None
+        )
         raw_n = min(n, baseline_max)
-        return {"case": case, "n": n, "fill_s": fill_s, "sweep_s": took, "raw_s": raw,
-                "raw_n": raw_n}
+        return {
+            "case": case,
+            "n": n,
+            "fill_s": fill_s,
+            "sweep_s": took,
+            "raw_s": raw,
+            "raw_n": raw_n,
+        }
     finally:
         engine.dispose()
         if not is_sqlite:
@@ -197,14 +232,21 @@ def run_case(case: str, admin_url: str, s3: S3 | None, delay_ms: float,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--case", action="append",
-                    help="STORE:N with STORE one of file, s3, proxy (repeatable)")
-    ap.add_argument("--url", default=os.environ.get(
-        "SA_DJBLOB_BENCH_URL", "mysql+pymysql://root@127.0.0.1:3306"),
-        help="a database server URL (a fresh database is made per case), or sqlite://")
+    ap.add_argument(
+        "--case", action="append", help="STORE:N with STORE one of file, s3, proxy (repeatable)"
+    )
+    ap.add_argument(
+        "--url",
+        default=os.environ.get("SA_DJBLOB_BENCH_URL", "mysql+pymysql://root@127.0.0.1:3306"),
+        help="a database server URL (a fresh database is made per case), or sqlite://",
+    )
     ap.add_argument("--delay-ms", type=float, default=20.0, help="latency proxy delay")
-    ap.add_argument("--baseline-max", type=int, default=1000,
-                    help="largest N of the raw delete loop (it is slow on purpose)")
+    ap.add_argument(
+        "--baseline-max",
+        type=int,
+        default=1000,
+        help="largest N of the raw delete loop (it is slow on purpose)",
+    )
     args = ap.parse_args()
     cases = args.case or ["file:1000", "s3:1000", "proxy:200", "file:100000"]
     s3 = S3() if any(not c.startswith("file") for c in cases) else None
@@ -213,21 +255,28 @@ def main() -> None:
         for case in cases:
             r = run_case(case, args.url, s3, args.delay_ms, args.baseline_max)
             rows.append(r)
-            print(f"  {case}: filled in {r['fill_s']:.1f}s, swept in {r['sweep_s']:.3f}s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {case}: filled in {r['fill_s']:.1f}s, swept in {r['sweep_s']:.3f}s",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         if s3 is not None:
             s3.close()
-    print(f"{'case':<14}{'entries':>9}{'sa_djblob':>11}{'per entry':>11}{'raw loop':>17}"
-          f"{'DataJoint':>11}{'speed-up':>10}{'goal':>7}")
+    print(
+        f"{'case':<14}{'entries':>9}{'sa_djblob':>11}{'per entry':>11}{'raw loop':>17}"
+        f"{'DataJoint':>11}{'speed-up':>10}{'goal':>7}"
+    )
     for r in rows:
         n, took = r["n"], r["sweep_s"]
         raw = "" if r["raw_s"] is None else f"{r['raw_s']:.3f}s ({r['raw_n']})"
         dj = DATAJOINT.get(r["case"])
         ratio = f"{dj / took:.0f}x" if dj else ""
         goal = f"{GOAL[r['case']]}x" if r["case"] in GOAL else ("<60s" if n >= 100000 else "")
-        print(f"{r['case']:<14}{n:>9,}{took:>10.3f}s{took / n * 1e6:>9.0f}us{raw:>17}"
-              f"{(f'{dj:.1f}s' if dj else ''):>11}{ratio:>10}{goal:>7}")
+        print(
+            f"{r['case']:<14}{n:>9,}{took:>10.3f}s{took / n * 1e6:>9.0f}us{raw:>17}"
+            f"{(f'{dj:.1f}s' if dj else ''):>11}{ratio:>10}{goal:>7}"
+        )
 
 
 if __name__ == "__main__":

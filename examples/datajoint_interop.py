@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         if s.get(Subject, 1) is None:
             s.add(Subject(subject_id=1, species="mouse"))
             s.flush()  # no relationship() here: flush parents before children
-        s.add(LabSession(subject_id=1, session_id=args.session_id, notes=notes,
-                         stimulus=np.eye(3)))
+        s.add(LabSession(subject_id=1, session_id=args.session_id, notes=notes, stimulus=np.eye(3)))
         s.flush()
         s.add(Recording(subject_id=1, session_id=args.session_id, trace=trace, raw=raw))
         s.commit()

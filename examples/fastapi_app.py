@@ -164,9 +164,7 @@ def create_app(
         return FileResponse(doc.file, filename=doc.name, media_type="application/octet-stream")
 
     @app.post("/arrays", status_code=201)
-    async def upload_array(
-        request: Request, db: DB
-    ) -> dict[str, Any]:
+    async def upload_array(request: Request, db: DB) -> dict[str, Any]:
         if request.headers.get("content-type", "").startswith("multipart/"):
             form = await request.form()
             upload = form.get("file")
@@ -217,4 +215,3 @@ def create_app(
 
 def make_path(url: str) -> str:
     return sa.engine.make_url(url).database or ""
-

@@ -81,9 +81,7 @@ class Extracted(Base):
 
     __tablename__ = "extracted"
 
-    image_id: Mapped[int] = mapped_column(
-        sa.ForeignKey(ImageFile.image_id), primary_key=True
-    )
+    image_id: Mapped[int] = mapped_column(sa.ForeignKey(ImageFile.image_id), primary_key=True)
     features: Mapped[Any] = mapped_column(djb.Blob(store="local"))  # blob@local
 
     image_file: Mapped[ImageFile] = relationship(back_populates="extracted")

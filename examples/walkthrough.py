@@ -296,8 +296,10 @@ def walk(engine: sa.Engine, out: Path) -> None:
             )
             if not (same and same_files):
                 raise SystemExit(f"row {row.id}: fetched values differ from the inserted ones")
-            say(f"  row {row.id}: b0 == b1 == b2 == inserted array {arrays[row.id].shape};"
-                f" attachments restored as {files[0].name} in {files[0].parent}")
+            say(
+                f"  row {row.id}: b0 == b1 == b2 == inserted array {arrays[row.id].shape};"
+                f" attachments restored as {files[0].name} in {files[0].parent}"
+            )
     say("every fetched blob equals the inserted array, every attachment the inserted file")
 
     step("3. The externals: where the objects are, which are used")
@@ -362,10 +364,12 @@ def walk(engine: sa.Engine, out: Path) -> None:
     timed_fetch(engine, 1)  # fills the cache
     with_cache = timed_fetch(engine, repeats)
     djb.config["cache"] = None
-    say(f"fetching every S3 value of test and image_file takes {1000 * without:.1f} ms"
+    say(
+        f"fetching every S3 value of test and image_file takes {1000 * without:.1f} ms"
         f" from S3 and {1000 * with_cache:.1f} ms from the cache"
         f" ({without / max(with_cache, 1e-9):.1f}x faster); the cache holds"
-        f" {count_files(cache)} verified copies in {cache}")
+        f" {count_files(cache)} verified copies in {cache}"
+    )
 
     step("7. Cascading deletes: deleting an image deletes what depends on it")
     with Session(engine) as session:

@@ -59,8 +59,9 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> datetim
 
 
 class _State:
-    def __init__(self, url: str | None, schema: str | None, as_json: bool,
-                 progress: bool | None) -> None:
+    def __init__(
+        self, url: str | None, schema: str | None, as_json: bool, progress: bool | None
+    ) -> None:
         self.url = url
         self.schema = schema
         self.as_json = as_json
@@ -162,10 +163,16 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 def _common(fn: _F) -> _F:
-    fn = click.option("--store", "stores", multiple=True, metavar="NAME",
-                      help="a store (repeatable; default: every configured store)")(fn)
-    fn = click.option("--json", "as_json", is_flag=True, default=False,
-                      help="machine-readable output")(fn)
+    fn = click.option(
+        "--store",
+        "stores",
+        multiple=True,
+        metavar="NAME",
+        help="a store (repeatable; default: every configured store)",
+    )(fn)
+    fn = click.option(
+        "--json", "as_json", is_flag=True, default=False, help="machine-readable output"
+    )(fn)
     return fn
 
 
@@ -180,19 +187,40 @@ def _state(ctx: click.Context, as_json: bool) -> _State:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--url", envvar=URL_ENV, metavar="URL",
-              help=f"SQLAlchemy database URL (or the env var {URL_ENV})")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
-              help="a JSON or TOML settings file (djb.config.load)")
-@click.option("--schema", default=None, help="the schema (database) to work on; default: the"
-              " connection's default schema")
+@click.option(
+    "--url",
+    envvar=URL_ENV,
+    metavar="URL",
+    help=f"SQLAlchemy database URL (or the env var {URL_ENV})",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="a JSON or TOML settings file (djb.config.load)",
+)
+@click.option(
+    "--schema",
+    default=None,
+    help="the schema (database) to work on; default: the connection's default schema",
+)
 @click.option("--json", "as_json", is_flag=True, default=False, help="machine-readable output")
-@click.option("--progress/--no-progress", default=None,
-              help="progress bars on stderr (default: when stderr is a terminal)")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="progress bars on stderr (default: when stderr is a terminal)",
+)
 @click.version_option(__version__, prog_name="sa-djblob")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None, config_file: str | None, schema: str | None,
-        as_json: bool, progress: bool | None) -> None:
+def cli(
+    ctx: click.Context,
+    url: str | None,
+    config_file: str | None,
+    schema: str | None,
+    as_json: bool,
+    progress: bool | None,
+) -> None:
     """Inspect and maintain the external stores of sa_djblob (and DataJoint) schemas."""
     ctx.obj = _State(url, schema, as_json, progress)
     if config_file:
@@ -222,9 +250,11 @@ def stores(ctx: click.Context, as_json: bool) -> None:
             return
         rows = []
         for s in specs:
-            where = (f"s3://{s.get('bucket')}/{s.get('location', '')}"
-                     f" at {s.get('endpoint') or 'AWS'}" if s["protocol"] == "s3"
-                     else s.get("location", ""))
+            where = (
+                f"s3://{s.get('bucket')}/{s.get('location', '')} at {s.get('endpoint') or 'AWS'}"
+                if s["protocol"] == "s3"
+                else s.get("location", "")
+            )
             rows.append([s["name"], s["protocol"], where, s.get("hash", "md5")])
         _table(["store", "protocol", "location", "hash"], rows)
 
@@ -241,19 +271,31 @@ def paths(ctx: click.Context, stores: tuple[str, ...], as_json: bool) -> None:
         found = {t.store_name: t.paths() for t in state.tables(stores)}
 
     def human() -> None:
-        _table(["store", "hash", "path"],
-               [[s, str(h), str(p)] for s, items in found.items() for h, p in items])
+        _table(
+            ["store", "hash", "path"],
+            [[s, str(h), str(p)] for s, items in found.items() for h, p in items],
+        )
         click.echo(f"{sum(len(v) for v in found.values())} entries")
 
-    _emit(state, {"stores": {s: [{"hash": str(h), "path": str(p)} for h, p in items]
-                             for s, items in found.items()}}, human)
+    _emit(
+        state,
+        {
+            "stores": {
+                s: [{"hash": str(h), "path": str(p)} for h, p in items]
+                for s, items in found.items()
+            }
+        },
+        human,
+    )
 
 
 def _hash_list(ctx: click.Context, stores: tuple[str, ...], as_json: bool, which: str) -> None:
     state = _state(ctx, as_json)
     with _errors(state):
-        found = {t.store_name: (t.used() if which == "used" else t.unused())
-                 for t in state.tables(stores)}
+        found = {
+            t.store_name: (t.used() if which == "used" else t.unused())
+            for t in state.tables(stores)
+        }
 
     def human() -> None:
         _table(["store", "hash"], [[s, str(h)] for s, hs in found.items() for h in hs])
@@ -279,9 +321,19 @@ def unused(ctx: click.Context, stores: tuple[str, ...], as_json: bool) -> None:
 
 
 def _sweep_rows(reports: dict[str, SweepReport]) -> list[list[Any]]:
-    return [[s, r.rows_deleted, r.payloads_deleted, r.orphans_deleted, r.orphans_kept,
-             _size(r.bytes_freed), r.skipped_referenced, len(r.errors)]
-            for s, r in reports.items()]
+    return [
+        [
+            s,
+            r.rows_deleted,
+            r.payloads_deleted,
+            r.orphans_deleted,
+            r.orphans_kept,
+            _size(r.bytes_freed),
+            r.skipped_referenced,
+            len(r.errors),
+        ]
+        for s, r in reports.items()
+    ]
 
 
 def _size(n: int) -> str:
@@ -296,32 +348,62 @@ def _size(n: int) -> str:
 @cli.command()
 @_common
 @click.option("--dry-run", is_flag=True, help="report what would be deleted, delete nothing")
-@click.option("--grace", callback=_duration, default="1h", show_default=True,
-              help="keep orphan payloads younger than this (90s, 30m, 1h, 2d, 0)")
-@click.option("--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True,
-              help="entries per transaction")
+@click.option(
+    "--grace",
+    callback=_duration,
+    default="1h",
+    show_default=True,
+    help="keep orphan payloads younger than this (90s, 30m, 1h, 2d, 0)",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="entries per transaction",
+)
 @click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
 @click.pass_context
-def sweep(ctx: click.Context, stores: tuple[str, ...], as_json: bool, dry_run: bool,
-          grace: datetime.timedelta, batch: int, yes: bool) -> None:
+def sweep(
+    ctx: click.Context,
+    stores: tuple[str, ...],
+    as_json: bool,
+    dry_run: bool,
+    grace: datetime.timedelta,
+    batch: int,
+    yes: bool,
+) -> None:
     """Delete unused entries and their payloads, and orphan payloads older than --grace."""
     state = _state(ctx, as_json)
     reports: dict[str, SweepReport] = {}
-    headers = ["store", "rows", "payloads", "orphans", "orphans kept", "freed",
-               "skipped (referenced)", "errors"]
+    headers = [
+        "store",
+        "rows",
+        "payloads",
+        "orphans",
+        "orphans kept",
+        "freed",
+        "skipped (referenced)",
+        "errors",
+    ]
     with _errors(state):
         tables = state.tables(stores)
         if not dry_run and not yes:
-            preview = {t.store_name: t.sweep(dry_run=True, grace=grace, progress=state.progress,
-                                             batch=batch) for t in tables}
+            preview = {
+                t.store_name: t.sweep(
+                    dry_run=True, grace=grace, progress=state.progress, batch=batch
+                )
+                for t in tables
+            }
             click.echo("would delete:", err=True)
             _table_err(headers, _sweep_rows(preview))
             if not any(r.rows_deleted or r.orphans_deleted for r in preview.values()):
                 dry_run = True  # nothing to ask about
             else:
                 try:
-                    go = click.confirm("delete these entries and payloads?", default=False,
-                                       err=True)
+                    go = click.confirm(
+                        "delete these entries and payloads?", default=False, err=True
+                    )
                 except click.Abort:
                     _fail("no answer: nothing deleted (use --yes in scripts)")
                 if not go:
@@ -330,8 +412,9 @@ def sweep(ctx: click.Context, stores: tuple[str, ...], as_json: bool, dry_run: b
                     dry_run = True
         if not reports:
             for t in tables:
-                reports[t.store_name] = t.sweep(dry_run=dry_run, grace=grace,
-                                                progress=state.progress, batch=batch)
+                reports[t.store_name] = t.sweep(
+                    dry_run=dry_run, grace=grace, progress=state.progress, batch=batch
+                )
 
     def human() -> None:
         click.echo("dry run: nothing deleted" if dry_run else "swept:")
@@ -340,9 +423,13 @@ def sweep(ctx: click.Context, stores: tuple[str, ...], as_json: bool, dry_run: b
             for e in r.errors:
                 click.echo(f"{s}: {state.scrub(e)}")
 
-    data = {"dry_run": dry_run, "stores": {
-        s: {**dataclasses.asdict(r), "errors": [state.scrub(e) for e in r.errors], "ok": r.ok}
-        for s, r in reports.items()}}
+    data = {
+        "dry_run": dry_run,
+        "stores": {
+            s: {**dataclasses.asdict(r), "errors": [state.scrub(e) for e in r.errors], "ok": r.ok}
+            for s, r in reports.items()
+        },
+    }
     _emit(state, data, human)
     if not all(r.ok for r in reports.values()):
         sys.exit(PROBLEMS)
@@ -361,23 +448,31 @@ def _table_err(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 @cli.command()
 @_common
-@click.option("--all", "include_unused", is_flag=True,
-              help="check unused entries too, not only referenced ones")
+@click.option(
+    "--all",
+    "include_unused",
+    is_flag=True,
+    help="check unused entries too, not only referenced ones",
+)
 @click.pass_context
-def verify(ctx: click.Context, stores: tuple[str, ...], as_json: bool,
-           include_unused: bool) -> None:
+def verify(
+    ctx: click.Context, stores: tuple[str, ...], as_json: bool, include_unused: bool
+) -> None:
     """Check that every referenced payload is in its store and matches its hash."""
     state = _state(ctx, as_json)
     reports: dict[str, VerifyReport] = {}
     with _errors(state):
         for t in state.tables(stores):
-            reports[t.store_name] = t.verify(progress=state.progress,
-                                             include_unused=include_unused)
+            reports[t.store_name] = t.verify(progress=state.progress, include_unused=include_unused)
 
     def human() -> None:
-        _table(["store", "checked", "missing", "corrupt", "errors"],
-               [[s, r.checked, len(r.missing), len(r.corrupt), len(r.errors)]
-                for s, r in reports.items()])
+        _table(
+            ["store", "checked", "missing", "corrupt", "errors"],
+            [
+                [s, r.checked, len(r.missing), len(r.corrupt), len(r.errors)]
+                for s, r in reports.items()
+            ],
+        )
         for s, r in reports.items():
             for h, p in r.missing:
                 click.echo(f"{s}: missing {h} {p}")
@@ -389,10 +484,18 @@ def verify(ctx: click.Context, stores: tuple[str, ...], as_json: bool,
     def pairs(items: list[Any]) -> list[dict[str, str]]:
         return [{"hash": str(h), "path": str(p)} for h, p in items]
 
-    data = {"stores": {s: {"checked": r.checked, "missing": pairs(r.missing),
-                           "corrupt": pairs(r.corrupt),
-                           "errors": [state.scrub(e) for e in r.errors], "ok": r.ok}
-                       for s, r in reports.items()}}
+    data = {
+        "stores": {
+            s: {
+                "checked": r.checked,
+                "missing": pairs(r.missing),
+                "corrupt": pairs(r.corrupt),
+                "errors": [state.scrub(e) for e in r.errors],
+                "ok": r.ok,
+            }
+            for s, r in reports.items()
+        }
+    }
     _emit(state, data, human)
     if not all(r.ok for r in reports.values()):
         sys.exit(PROBLEMS)

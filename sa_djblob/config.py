@@ -126,9 +126,7 @@ def _validate(key: str, value: Any) -> Any:
         return os.fspath(value)
     if key == "compression":
         if value not in ("fast", "datajoint"):
-            raise ConfigError(
-                f"config['compression'] must be 'fast' or 'datajoint', got {value!r}"
-            )
+            raise ConfigError(f"config['compression'] must be 'fast' or 'datajoint', got {value!r}")
         return value
     if key in ("cache_limit", "max_blob_size", "max_depth", "threads"):
         if value is None and key == "cache_limit":

@@ -41,8 +41,12 @@ def env(engine: sa.Engine, tmp_path: Path) -> dict[str, Any]:
 
 def run(env: dict[str, Any], *args: str, input: str | None = None) -> Any:
     runner = CliRunner()
-    return runner.invoke(cli, ["--url", env["url"], "--config", env["config"], *args],
-                         input=input, catch_exceptions=False)
+    return runner.invoke(
+        cli,
+        ["--url", env["url"], "--config", env["config"], *args],
+        input=input,
+        catch_exceptions=False,
+    )
 
 
 def test_listing_commands(env: dict[str, Any]) -> None:
@@ -92,7 +96,12 @@ def test_sweep_dry_run_then_sweep_then_verify(env: dict[str, Any]) -> None:
     res = run(env, "verify", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["stores"]["shared"] == {
-        "checked": 2, "missing": [], "corrupt": [], "errors": [], "ok": True}
+        "checked": 2,
+        "missing": [],
+        "corrupt": [],
+        "errors": [],
+        "ok": True,
+    }
 
     # a missing payload: verify says which, with exit code 1
     key, path = ext.paths()[0]
@@ -100,7 +109,8 @@ def test_sweep_dry_run_then_sweep_then_verify(env: dict[str, Any]) -> None:
     res = run(env, "verify", "--json")
     assert res.exit_code == 1
     assert json.loads(res.output)["stores"]["shared"]["missing"] == [
-        {"hash": str(key), "path": str(path)}]
+        {"hash": str(key), "path": str(path)}
+    ]
     res = run(env, "verify")
     assert res.exit_code == 1 and f"missing {key}" in res.output
 
@@ -121,8 +131,9 @@ def test_sweep_yes_collects_orphans_after_grace(env: dict[str, Any]) -> None:
 
 def test_sweep_errors_exit_1(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     store = env["ext"].store
-    monkeypatch.setattr(store, "remove_many",
-                        lambda paths: dict.fromkeys(paths, "injected failure"))
+    monkeypatch.setattr(
+        store, "remove_many", lambda paths: dict.fromkeys(paths, "injected failure")
+    )
     res = run(env, "sweep", "--yes", "--json")
     assert res.exit_code == 1
     data = json.loads(res.output)["stores"]["shared"]
@@ -132,10 +143,23 @@ def test_sweep_errors_exit_1(env: dict[str, Any], monkeypatch: pytest.MonkeyPatc
 
 def test_stores_masks_secrets(tmp_path: Path) -> None:
     cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps({"stores": {
-        "remote": {"protocol": "s3", "endpoint": "localhost:9000", "bucket": "b",
-                   "location": "x", "access_key": "AKIAHIDDEN", "secret_key": "VERYSECRET"},
-        "local": {"protocol": "file", "location": str(tmp_path)}}}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "stores": {
+                    "remote": {
+                        "protocol": "s3",
+                        "endpoint": "localhost:9000",
+                        "bucket": "b",
+                        "location": "x",
+                        "access_key": "AKIAHIDDEN",
+                        "secret_key": "VERYSECRET",
+                    },
+                    "local": {"protocol": "file", "location": str(tmp_path)},
+                }
+            }
+        )
+    )
     url = "mysql+pymysql://alice:pa55word@db.example:3306/lab"
     runner = CliRunner()
     for args in (["stores"], ["stores", "--json"]):
@@ -159,14 +183,17 @@ def test_usage_and_connection_errors_exit_2(tmp_path: Path) -> None:
     res = runner.invoke(cli, ["--url", bad, "--config", str(cfg), "verify"])
     assert res.exit_code == 2, res.output
     assert "t0psecret" not in res.output and "***" in res.output
-    res = runner.invoke(cli, ["--url", "sqlite://", "--config", str(cfg), "sweep", "--grace",
-                              "soon"])
+    res = runner.invoke(
+        cli, ["--url", "sqlite://", "--config", str(cfg), "sweep", "--grace", "soon"]
+    )
     assert res.exit_code == 2 and "duration" in res.output
-    res = runner.invoke(cli, ["--url", "sqlite://", "--config", str(cfg), "used", "--store",
-                              "nope"])
+    res = runner.invoke(
+        cli, ["--url", "sqlite://", "--config", str(cfg), "used", "--store", "nope"]
+    )
     assert res.exit_code == 2 and "not configured" in res.output
-    res = runner.invoke(cli, ["--url", "sqlite://", "--config", str(tmp_path / "none.json"),
-                              "used"])
+    res = runner.invoke(
+        cli, ["--url", "sqlite://", "--config", str(tmp_path / "none.json"), "used"]
+    )
     assert res.exit_code == 2 and "cannot read config file" in res.output
     res = runner.invoke(cli, ["frobnicate"])
     assert res.exit_code == 2
@@ -186,15 +213,20 @@ def test_console_script_in_a_process(env: dict[str, Any]) -> None:
     """The real process: env var URL, exit codes as a shell script sees them."""
     penv = {**os.environ, "SA_DJBLOB_URL": env["url"]}
     base = [sys.executable, "-m", "sa_djblob.cli", "--config", env["config"]]
-    out = subprocess.run([*base, "sweep", "--dry-run", "--json"], env=penv,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*base, "sweep", "--dry-run", "--json"],
+        env=penv,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["stores"]["shared"]["rows_deleted"] == 2
-    out = subprocess.run([*base, "sweep", "--yes"], env=penv, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [*base, "sweep", "--yes"], env=penv, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert len(env["ext"].paths()) == 2
     env["ext"].store.remove(env["ext"].paths()[0][1])
-    out = subprocess.run([*base, "verify"], env=penv, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([*base, "verify"], env=penv, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "missing" in out.stdout

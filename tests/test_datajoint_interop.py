@@ -217,8 +217,13 @@ def test_datajoint_writes_sa_djblob_reads(
         conn.execute(
             sa.insert(item),
             [
-                dict(item_id=1000 + r["item_id"], b0=values[r["b0"]], b1=values[r["b1"]],
-                     a0=inputs[r["a0"]], a1=inputs[r["a1"]])
+                dict(
+                    item_id=1000 + r["item_id"],
+                    b0=values[r["b0"]],
+                    b1=values[r["b1"]],
+                    a0=inputs[r["a0"]],
+                    a1=inputs[r["a1"]],
+                )
                 for r in out["rows"]
             ],
         )
@@ -226,8 +231,11 @@ def test_datajoint_writes_sa_djblob_reads(
     compressed = {k for k, v in values.items() if djb.pack(v)[:5] == b"ZL123"}
     dj_keys = {h for h, _ in out["paths"]}
     new = [p for h, p in _paths(engine) if h not in dj_keys]
-    expected_new = sum(1 for r in out["rows"] if r["b1"] in compressed and
-                       djb.pack(values[r["b1"]]) != _dj_packed(setup)[r["b1"]])
+    expected_new = sum(
+        1
+        for r in out["rows"]
+        if r["b1"] in compressed and djb.pack(values[r["b1"]]) != _dj_packed(setup)[r["b1"]]
+    )
     assert len(new) == len(set(new)) <= expected_new, new
     for r in out["rows"]:  # the in-row blobs are byte-identical too
         if r["b0"] not in compressed:
@@ -248,16 +256,26 @@ def test_sa_djblob_writes_datajoint_reads(
     md.create_all(engine)
     djb.install(engine)
     written = {
-        i: dict(item_id=i, b0=names[i], b1=names[(i + 2) % len(names)],
-                a0=fnames[i % len(fnames)], a1=fnames[(i + 1) % len(fnames)])
+        i: dict(
+            item_id=i,
+            b0=names[i],
+            b1=names[(i + 2) % len(names)],
+            a0=fnames[i % len(fnames)],
+            a1=fnames[(i + 1) % len(fnames)],
+        )
         for i in range(len(names))
     }
     with engine.begin() as conn:
         conn.execute(
             sa.insert(item),
             [
-                dict(item_id=i, b0=values[w["b0"]], b1=values[w["b1"]],
-                     a0=inputs[w["a0"]], a1=inputs[w["a1"]])
+                dict(
+                    item_id=i,
+                    b0=values[w["b0"]],
+                    b1=values[w["b1"]],
+                    a0=inputs[w["a0"]],
+                    a1=inputs[w["a1"]],
+                )
                 for i, w in written.items()
             ],
         )
@@ -300,8 +318,16 @@ def test_interop_example_on_a_datajoint_schema(setup: dict[str, Any], database: 
     assert {"#subject", "session", "_recording"} <= set(out["tables"])
     url = database.url.render_as_string(hide_password=False)
     r = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "datajoint_interop.py"), "--url", url,
-         "--store", setup["cfg"]["store"], "--output", str(setup["io"] / "example")],
+        [
+            sys.executable,
+            str(ROOT / "examples" / "datajoint_interop.py"),
+            "--url",
+            url,
+            "--store",
+            setup["cfg"]["store"],
+            "--output",
+            str(setup["io"] / "example"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -321,5 +347,6 @@ def test_interop_example_on_a_datajoint_schema(setup: dict[str, Any], database: 
     assert mine["trace"] == describe(np.sin(np.linspace(0, 20, 5000)).reshape(50, 100))
     assert mine["notes"]["name"] == "notes-2.txt"
     assert mine["raw"] == {
-        "name": "raw-2.bin", "contents": np.arange(1000, dtype=np.int16).tobytes().hex()
+        "name": "raw-2.bin",
+        "contents": np.arange(1000, dtype=np.int16).tobytes().hex(),
     }

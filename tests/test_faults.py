@@ -73,8 +73,14 @@ def test_writer_killed_before_commit_leaves_an_orphan(
     with engine.begin() as conn:
         conn.execute(sa.insert(table), {"id": 1, "b": value(1)})
     proc = _run_until(
-        [str(HELPERS / "writer_killed.py"), _url(engine), json.dumps(shared_store), table.name,
-         "2", "2"],
+        [
+            str(HELPERS / "writer_killed.py"),
+            _url(engine),
+            json.dumps(shared_store),
+            table.name,
+            "2",
+            "2",
+        ],
         "UPLOADED",
     )
     _kill(proc)
@@ -117,8 +123,9 @@ def test_sweep_killed_before_commit_loses_nothing_referenced(
     paths = dict(ext.paths())
     assert len(unused) == 3
 
-    proc = _run_until([str(HELPERS / "sweep_killed.py"), _url(engine), json.dumps(shared_store)],
-                      "REMOVED rows")
+    proc = _run_until(
+        [str(HELPERS / "sweep_killed.py"), _url(engine), json.dumps(shared_store)], "REMOVED rows"
+    )
     _kill(proc)
     _wait_for_rollback(ext, 6)
 

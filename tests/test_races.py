@@ -50,8 +50,16 @@ def test_writers_and_sweepers_race(
     lock = threading.Lock()
     stop = threading.Event()
     expected: dict[int, int] = {}  # committed id -> index of its value
-    stats = dict(commits=0, inserted=0, deleted=0, retries=0, sweeps=0, swept_rows=0,
-                 swept_orphans=0, skipped=0)
+    stats = dict(
+        commits=0,
+        inserted=0,
+        deleted=0,
+        retries=0,
+        sweeps=0,
+        swept_rows=0,
+        swept_orphans=0,
+        skipped=0,
+    )
     failures: list[str] = []
 
     def writer(seed: int) -> None:
@@ -122,8 +130,9 @@ def test_writers_and_sweepers_race(
     lost = [k for k in referenced if not store.exists(used[k])]
     with engine.connect() as conn:
         got = {r.id: r.b for r in conn.execute(sa.select(table.c.id, table.c.b))}
-    wrong = [i for i, v in got.items() if i in expected
-             and not np.array_equal(v, values[expected[i]])]
+    wrong = [
+        i for i, v in got.items() if i in expected and not np.array_equal(v, values[expected[i]])
+    ]
 
     final = ext.sweep(grace=ZERO, progress=False)
     left = store_paths(ext)

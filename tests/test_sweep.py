@@ -246,9 +246,7 @@ def test_failed_payload_removal_keeps_its_row(setup: Any, monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize("store_kind", ["memory"])
-def test_rows_the_database_refuses_are_skipped(
-    setup: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rows_the_database_refuses_are_skipped(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Even if the candidate query were wrong, the FK refuses and no payload goes."""
     engine, table, ext = setup
     _insert(engine, table, [{"id": i, "b": value(i)} for i in range(4)])

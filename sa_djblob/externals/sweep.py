@@ -151,8 +151,15 @@ def _retryable_one(exc: BaseException) -> bool:
 
 
 class _Sweeper:
-    def __init__(self, ext: ExternalTable, *, dry_run: bool, grace: datetime.timedelta,
-                 progress: bool, batch: int) -> None:
+    def __init__(
+        self,
+        ext: ExternalTable,
+        *,
+        dry_run: bool,
+        grace: datetime.timedelta,
+        progress: bool,
+        batch: int,
+    ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be a positive number of entries, got {batch}")
         if grace < datetime.timedelta(0):
@@ -227,7 +234,8 @@ class _Sweeper:
     def count_unused(self, conn: Connection, refs: list[Reference]) -> tuple[int, int]:
         t = self.table
         q = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(t.c.size), 0)).where(
-            self.ext.unused_clause(refs))
+            self.ext.unused_clause(refs)
+        )
         row = conn.execute(q).one()
         conn.rollback()
         return int(row[0]), int(row[1])
@@ -259,8 +267,9 @@ class _Sweeper:
                 bar.close()
         return removed
 
-    def _rows_batch(self, conn: Connection, refs: list[Reference], after: uuid.UUID | None
-                    ) -> tuple[bool, uuid.UUID | None, set[PurePosixPath]]:
+    def _rows_batch(
+        self, conn: Connection, refs: list[Reference], after: uuid.UUID | None
+    ) -> tuple[bool, uuid.UUID | None, set[PurePosixPath]]:
         t = self.table
         rep = self.report
         with conn.begin():
@@ -283,8 +292,9 @@ class _Sweeper:
                 for k in keys:
                     try:
                         with conn.begin_nested():
-                            conn.execute(sa.delete(t).where(t.c.hash == k,
-                                                            self.ext.unused_clause(refs)))
+                            conn.execute(
+                                sa.delete(t).where(t.c.hash == k, self.ext.unused_clause(refs))
+                            )
                     except sa.exc.IntegrityError:
                         pass
             still = set(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(keys))))
@@ -369,8 +379,7 @@ class _Sweeper:
             from sqlalchemy.dialects.sqlite import insert as ins
         conn.execute(ins(t).on_conflict_do_nothing(index_elements=[t.c.hash]), values)
 
-    def _orphan_batch(self, conn: Connection,
-                      chunk: Sequence[_Orphan]) -> int:
+    def _orphan_batch(self, conn: Connection, chunk: Sequence[_Orphan]) -> int:
         t = self.table
         rep = self.report
         token = uuid.UUID(bytes=secrets.token_bytes(16))
@@ -383,19 +392,27 @@ class _Sweeper:
             self._write_lock(conn)
             keys = sorted(by_key)
             values = [
-                {"hash": k, "size": by_key[k][0].size, "attachment_name": names[k],
-                 "contents_hash": token}
+                {
+                    "hash": k,
+                    "size": by_key[k][0].size,
+                    "attachment_name": names[k],
+                    "contents_hash": token,
+                }
                 for k in keys
             ]
             self._insert_ignore(conn, values)
-            ours = set(conn.scalars(
-                sa.select(t.c.hash).where(t.c.hash.in_(keys), t.c.contents_hash == token)))
+            ours = set(
+                conn.scalars(
+                    sa.select(t.c.hash).where(t.c.hash.in_(keys), t.c.contents_hash == token)
+                )
+            )
             paths = {info.path: info for k in keys if k in ours for info in by_key[k]}
             failed = self.store.remove_many(list(paths)) if paths else {}
             rep.errors.extend(f"cannot delete orphan {p}: {why}" for p, why in failed.items())
             if ours:
-                conn.execute(sa.delete(t).where(t.c.hash.in_(sorted(ours)),
-                                                t.c.contents_hash == token))
+                conn.execute(
+                    sa.delete(t).where(t.c.hash.in_(sorted(ours)), t.c.contents_hash == token)
+                )
             went = [p for p in paths if p not in failed]
             if _after_remove is not None:
                 _after_remove("orphans", went)
@@ -476,8 +493,9 @@ def _check(store: Store, key: uuid.UUID, name: str | None, path: PurePosixPath) 
     return "ok" if uuid.UUID(bytes=h.digest()[:16]) == key else "corrupt"
 
 
-def verify(ext: ExternalTable, *, progress: bool = True, include_unused: bool = False,
-           chunk: int = 256) -> VerifyReport:
+def verify(
+    ext: ExternalTable, *, progress: bool = True, include_unused: bool = False, chunk: int = 256
+) -> VerifyReport:
     """Check that every referenced payload (every payload, with *include_unused*) is in
     the store and matches its hash; payloads are streamed, several at a time."""
     report = VerifyReport()
@@ -495,8 +513,10 @@ def verify(ext: ExternalTable, *, progress: bool = True, include_unused: bool = 
     except SaDjblobError as exc:
         report.errors.append(str(exc))
         return report
-    items = [(h, name, object_path(store.location, schema, h, name, store.subfolding))
-             for h, name in rows]
+    items = [
+        (h, name, object_path(store.location, schema, h, name, store.subfolding))
+        for h, name in rows
+    ]
     bar = _bar(progress, len(items), f"verify {ext.name}")
     try:
         for part in _chunks(items, chunk):

@@ -80,8 +80,13 @@ def write(cfg: dict[str, Any]) -> dict[str, Any]:
     DjParam.insert([dict(param=n, value=values[n]) for n in names])
     return {
         "rows": [
-            {"item_id": r["item_id"], "b0": names[i], "b1": names[(i + 1) % len(names)],
-             "a0": Path(r["a0"]).name, "a1": Path(r["a1"]).name}
+            {
+                "item_id": r["item_id"],
+                "b0": names[i],
+                "b1": names[(i + 1) % len(names)],
+                "a0": Path(r["a0"]).name,
+                "a1": Path(r["a1"]).name,
+            }
             for i, r in enumerate(rows)
         ],
         "tables": sorted(schema.list_tables()),
@@ -94,30 +99,46 @@ def read(cfg: dict[str, Any]) -> dict[str, Any]:
     io = Path(cfg["io"])
     vm = dj.VirtualModule("vm", cfg["database"])
     sa_item = vm.SaItem
-    heading = {name: (a.type, a.is_blob, a.is_attachment, a.store)
-               for name, a in sa_item.heading.attributes.items()}
+    heading = {
+        name: (a.type, a.is_blob, a.is_attachment, a.store)
+        for name, a in sa_item.heading.attributes.items()
+    }
     downloads = io / "dj-downloads"
     downloads.mkdir(exist_ok=True)
     got = []
     for row in sa_item.fetch(as_dict=True, order_by="item_id", download_path=str(downloads)):
-        got.append({
-            "item_id": int(row["item_id"]),
-            "b0": describe(row["b0"]),
-            "b1": describe(row["b1"]),
-            "a0": describe_file(row["a0"]),
-            "a1": describe_file(row["a1"]),
-        })
+        got.append(
+            {
+                "item_id": int(row["item_id"]),
+                "b0": describe(row["b0"]),
+                "b1": describe(row["b1"]),
+                "a0": describe_file(row["a0"]),
+                "a1": describe_file(row["a1"]),
+            }
+        )
     # DataJoint writes into the table that sa_djblob created.
     inputs = write_attachments(io / "dj-inputs-2")
     values = blob_values()
     new_id = max(r["item_id"] for r in got) + 100 if got else 100
-    sa_item.insert1(dict(item_id=new_id, b0=values["struct"], b1=values["fortran"],
-                         a0=str(inputs["trace.bin"]), a1=str(inputs["notes.txt"])))
+    sa_item.insert1(
+        dict(
+            item_id=new_id,
+            b0=values["struct"],
+            b1=values["fortran"],
+            a0=str(inputs["trace.bin"]),
+            a1=str(inputs["notes.txt"]),
+        )
+    )
     return {
         "heading": {k: list(v) for k, v in heading.items()},
         "rows": got,
-        "written": {"item_id": new_id, "b0": "struct", "b1": "fortran",
-                    "a0": "trace.bin", "a1": "notes.txt"},
+        "written": {
+            "item_id": new_id,
+            "b0": "struct",
+            "b1": "fortran",
+            "a0": "trace.bin",
+            "a1": "notes.txt",
+        },
         "paths": paths(schema),
         "contents": sorted(attachment_contents()),
     }
@@ -162,10 +183,18 @@ def pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
     subject, session, recording = _pipeline(schema)
     files = write_attachments(Path(cfg["io"]) / "dj-pipeline")
     subject.insert1(dict(subject_id=1, species="mouse"))
-    session.insert1(dict(subject_id=1, session_id=1, notes=str(files["notes.txt"]),
-                         stimulus=np.arange(6.0).reshape(2, 3)))
-    recording.insert1(dict(subject_id=1, session_id=1, trace=np.ones((4, 5)),
-                           raw=str(files["trace.bin"])), allow_direct_insert=True)
+    session.insert1(
+        dict(
+            subject_id=1,
+            session_id=1,
+            notes=str(files["notes.txt"]),
+            stimulus=np.arange(6.0).reshape(2, 3),
+        )
+    )
+    recording.insert1(
+        dict(subject_id=1, session_id=1, trace=np.ones((4, 5)), raw=str(files["trace.bin"])),
+        allow_direct_insert=True,
+    )
     return {"tables": sorted(schema.list_tables())}
 
 
@@ -175,14 +204,21 @@ def pipeline_read(cfg: dict[str, Any]) -> dict[str, Any]:
     _, session, recording = _pipeline(schema)
     downloads = Path(cfg["io"]) / "dj-pipeline-downloads"
     downloads.mkdir(exist_ok=True)
-    rows = (session * recording).fetch(as_dict=True, order_by="session_id",
-                                       download_path=str(downloads))
-    return {"rows": [
-        {"session_id": int(r["session_id"]), "stimulus": describe(r["stimulus"]),
-         "trace": describe(r["trace"]), "notes": describe_file(r["notes"]),
-         "raw": describe_file(r["raw"])}
-        for r in rows
-    ]}
+    rows = (session * recording).fetch(
+        as_dict=True, order_by="session_id", download_path=str(downloads)
+    )
+    return {
+        "rows": [
+            {
+                "session_id": int(r["session_id"]),
+                "stimulus": describe(r["stimulus"]),
+                "trace": describe(r["trace"]),
+                "notes": describe_file(r["notes"]),
+                "raw": describe_file(r["raw"]),
+            }
+            for r in rows
+        ]
+    }
 
 
 def pack(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Insert one row and stop between the upload and the commit (the test SIGKILLs us).
 
-    python writer_killed.py URL STORE_SPEC_JSON TABLE ID SEED
+python writer_killed.py URL STORE_SPEC_JSON TABLE ID SEED
 """
 
 from __future__ import annotations
