@@ -577,3 +577,30 @@ def test_inline_values_are_written_too(engine: sa.Engine, models: type[Any]) -> 
         conn.execute(sa.update(t).where(t.c.id == 1).values(b="inline update"))
     with engine.connect() as conn:
         assert conn.execute(sa.select(t.c.b)).scalar_one() == "inline update"
+
+
+def test_autocommit_connections_are_refused(engine: sa.Engine, models: type[Any]) -> None:
+    t = models.__table__
+    with engine.connect() as conn:
+        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+        with pytest.raises(djb.SaDjblobError, match="AUTOCOMMIT"):
+            auto.execute(sa.insert(t), {"id": 1, "b": "x", "a": None, "inrow": None})
+    assert _ext_rows(engine) == []
+
+
+@pytest.mark.backends("mysql")
+def test_attachment_name_the_table_cannot_hold_is_refused(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    djb.config["stores"] = {"shared": {"protocol": "file", "location": str(tmp_path / "s")}}
+    Rec, metadata = make_models()
+    ext = metadata.tables["~external_shared"]
+    ext.dialect_options["mysql"]["charset"] = "latin1"  # an old, DataJoint-era table
+    metadata.create_all(engine)
+    djb.install(engine)
+    f = tmp_path / "photo_\N{CAMERA}.txt"
+    f.write_text("snap")
+    with Session(engine) as s:
+        s.add(Rec(id=1, a=f))
+        with pytest.raises(djb.StoreError, match="character set"):
+            s.commit()

@@ -288,6 +288,9 @@ def _after_cursor_execute(
     cols = _remote_columns(context)
     if not cols:
         return
+    # Whatever an earlier result left unread is dropped: entries live for one result.
+    target = _prefetch_map()
+    target.clear()
     from sqlalchemy.engine.cursor import FullyBufferedCursorFetchStrategy
 
     rows = cursor.fetchall()
@@ -327,8 +330,6 @@ def _after_cursor_execute(
             return exc
 
     results = run_all(run, list(jobs.items()))
-    target = _prefetch_map()
-    target.clear()
     for k, v in zip(jobs, results, strict=True):
         target[k] = [v, uses[k]]
 

@@ -77,6 +77,7 @@ def external_table(metadata: sa.MetaData, store: str, schema: str | None = None)
         comment="external storage tracking",
         info={_INFO_STORE: store},
         mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
     )
 
 

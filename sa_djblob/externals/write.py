@@ -103,6 +103,20 @@ def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
         yield seq[i : i + n]
 
 
+def _check_stored_name(ext: sa.Table, key: uuid.UUID, wanted: Any, stored: Any) -> None:
+    """The row must name the attachment exactly as its object path does.
+
+    MySQL's INSERT IGNORE turns "incorrect string value" into a warning: a table whose
+    character set cannot hold the name would silently store ``?`` in its place.
+    """
+    if wanted is not None and stored != wanted:
+        raise StoreError(
+            f"{ext.name} holds attachment {key} under the name {stored!r}, not {wanted!r}:"
+            " the table's character set cannot store this file name (use utf8mb4),"
+            " or the row was changed by hand"
+        )
+
+
 def claim_rows(
     conn: Connection, ext: sa.Table, rows: Mapping[uuid.UUID, Mapping[str, Any]]
 ) -> set[uuid.UUID]:
@@ -141,8 +155,14 @@ def claim_rows(
             return created  # the write transaction already excludes sweepers
         locked: set[uuid.UUID] = set()
         for chunk in _chunks(pending, _BATCH):
-            q = sa.select(ext.c.hash).where(ext.c.hash.in_(chunk)).with_for_update(read=True)
-            locked.update(conn.scalars(q))
+            q = (
+                sa.select(ext.c.hash, ext.c.attachment_name)
+                .where(ext.c.hash.in_(chunk))
+                .with_for_update(read=True)
+            )
+            for key, stored_name in conn.execute(q):
+                _check_stored_name(ext, key, rows[key].get("attachment_name"), stored_name)
+                locked.add(key)
         # A row that a sweeper deleted between our insert and our lock: insert it again.
         pending = [k for k in pending if k not in locked]
         if not pending:
@@ -215,6 +235,24 @@ def _approx_size(value: Any) -> int:
     return 64
 
 
+def _require_transaction(conn: Connection) -> None:
+    """The claim's row lock must last until the user's statement commits."""
+    detect = getattr(conn.dialect, "detect_autocommit_setting", None)
+    if detect is None:
+        return
+    try:
+        autocommit = bool(detect(conn.connection.dbapi_connection))
+    except Exception:  # a driver that cannot tell: nothing to check
+        return
+    if autocommit:
+        raise SaDjblobError(
+            "external values need a transaction, but this connection is in AUTOCOMMIT mode:"
+            " the externals row and its lock would be committed before your statement runs,"
+            " and a concurrent sweep could delete the payload in between. Write through a"
+            " transaction (engine.begin(), a Session) without isolation_level='AUTOCOMMIT'"
+        )
+
+
 def _rewrite_rows(
     conn: Connection,
     table: sa.Table,
@@ -229,6 +267,7 @@ def _rewrite_rows(
                 todo.append((i, key, typ, value))
     if not todo:
         return None
+    _require_transaction(conn)
     schema = table.schema or _default_schema(conn)
     stores = {str(typ.store): get_store(str(typ.store)) for _, _, typ, _ in todo}
     # Packing and hashing hold the GIL for small values: threads only pay off for big ones.
