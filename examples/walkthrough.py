@@ -139,7 +139,10 @@ def make_bucket(s3: dict[str, Any]) -> None:
 
 
 def count_files(folder: Path) -> int:
-    return sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+    """Payload files in a store folder (not the sweep's owner marker)."""
+    if not folder.exists():
+        return 0
+    return sum(1 for p in folder.rglob("*") if p.is_file() and ".sa_djblob-owner" not in p.parts)
 
 
 def describe_externals(engine: sa.Engine) -> None:

@@ -118,7 +118,11 @@ async def _files(client: httpx.AsyncClient, tmp_path: Path) -> None:
     assert r.status_code == 201, r.text
     doc = r.json()
     assert doc["name"] == "report.txt" and doc["size"] == len(body)
-    stored = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    stored = [
+        p
+        for p in (tmp_path / "store").rglob("*")
+        if p.is_file() and ".sa_djblob-owner" not in p.parts
+    ]
     assert [p.name.split(".", 1)[1] for p in stored] == ["report.txt"]
     r = await client.get(f"/files/{doc['id']}")
     assert r.status_code == 200

@@ -7,6 +7,7 @@ import threading
 import tracemalloc
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
@@ -108,7 +109,8 @@ def test_dedup_stores_identical_payloads_once(
         real = getattr(store, method)
 
         def spy(path: PurePosixPath, *args: Any, _real: Any = real) -> None:
-            puts.append(path)
+            if ".sa_djblob-owner" not in path.parts:  # the area's owner marker
+                puts.append(path)
             _real(path, *args)
 
         monkeypatch.setattr(store, method, spy)
@@ -399,7 +401,11 @@ def test_file_store_layout_is_datajoints(
     with Session(engine) as s:
         s.add_all([Rec(id=1, b=np.arange(4), a=f), Rec(id=2, b={"k": "v"})])
         s.commit()
-    on_disk = sorted(p.relative_to(location).as_posix() for p in location.rglob("*") if p.is_file())
+    on_disk = sorted(
+        p.relative_to(location).as_posix()
+        for p in location.rglob("*")
+        if p.is_file() and ".sa_djblob-owner" not in p.parts
+    )
     expected = []
     for key, path in djb.externals(engine)["shared"].paths():
         rel = PurePosixPath(path).relative_to(PurePosixPath(str(location)))
@@ -604,3 +610,30 @@ def test_attachment_name_the_table_cannot_hold_is_refused(
         s.add(Rec(id=1, a=f))
         with pytest.raises(djb.StoreError, match="character set"):
             s.commit()
+
+
+def test_two_databases_cannot_share_a_store_area(tmp_path: Path) -> None:
+    """Two SQLite files both call their schema 'main': the second one to write into the
+    same store location is stopped, and its sweep would not touch the first one's payloads."""
+    djb.config["stores"] = {"shared": {"protocol": "file", "location": str(tmp_path / "s")}}
+    engines = [sa.create_engine(f"sqlite:///{tmp_path / name}") for name in ("a.db", "b.db")]
+    Rec, metadata = make_models()
+    for e in engines:
+        metadata.create_all(e)
+        djb.install(e)
+    with Session(engines[0]) as s:
+        s.add(Rec(id=1, b="owned by a"))
+        s.commit()
+    with Session(engines[1]) as s:
+        s.add(Rec(id=1, b="b tries"))
+        with pytest.raises(djb.StoreError, match="belongs to another database"):
+            s.commit()
+    report = djb.externals(engines[1])["shared"].sweep(grace=timedelta(0), progress=False)
+    assert any("belongs to another database" in e for e in report.errors)
+    assert report.orphans_deleted == 0
+    with Session(engines[0]) as s:
+        rec = s.get(Rec, 1)
+        assert rec is not None and rec.b == "owned by a"
+    for e in engines:
+        djb.uninstall(e)
+        e.dispose()

@@ -70,11 +70,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .._pool import run_all
-from ..errors import MissingPayloadError, SaDjblobError
+from ..errors import MissingPayloadError, SaDjblobError, StoreError
 from ..layout import HASH_CHUNK, new_hasher, object_path
 from ..stores import Store
 from ..stores.base import ObjectInfo, is_temp_name
 from .maintenance import Reference, SweepReport, VerifyReport
+from .owner import check_owner
 
 if TYPE_CHECKING:
     from .maintenance import ExternalTable
@@ -209,6 +210,16 @@ class _Sweeper:
             return None
         conn.rollback()
         return refs
+
+    def owns_area(self, conn: Connection, *, claim: bool) -> bool:
+        """Whether this database owns ``<location>/<schema>/``: only then are payloads
+        there that it does not know orphans (see :mod:`.owner`)."""
+        try:
+            check_owner(conn, self.store, self.schema, claim=claim)
+        except StoreError as exc:  # another database's area, or an unreadable marker
+            self.report.errors.append(f"{exc}; orphans kept")
+            return False
+        return True
 
     def probe_store(self) -> bool:
         """Whether the store's listing can be read (one request), before deleting anything."""
@@ -438,7 +449,8 @@ class _Sweeper:
             with self.connect() as conn:
                 rep.rows_deleted, rep.bytes_freed = self.count_unused(conn, refs)
                 rep.payloads_deleted = rep.rows_deleted
-                orphans = self.orphan_candidates(conn, listing, set())
+                owned = self.owns_area(conn, claim=False)
+                orphans = self.orphan_candidates(conn, listing, set()) if owned else []
             rep.orphans_deleted = len(orphans)
             rep.bytes_freed += sum(o[2].size for o in orphans)
             return rep
@@ -450,7 +462,8 @@ class _Sweeper:
         if listing is None:
             return rep
         with self.connect() as conn:
-            orphans = self.orphan_candidates(conn, listing, removed)
+            owned = self.owns_area(conn, claim=True)
+            orphans = self.orphan_candidates(conn, listing, removed) if owned else []
         if orphans:
             self.sweep_orphans(orphans)
         if removed or rep.orphans_deleted:

@@ -33,6 +33,7 @@ from ..errors import SaDjblobError, StoreError
 from ..layout import content_hash, hash_stream, object_path
 from ..stores import Store, get_store
 from ..types import ExternalRef, _External
+from .owner import check_owner
 from .table import external_columns, external_table
 
 if TYPE_CHECKING:
@@ -277,6 +278,8 @@ def _rewrite_rows(
         todo,
         serial=not big,
     )
+    for store in stores.values():
+        check_owner(conn, store, schema)
     payloads: dict[str, dict[uuid.UUID, Payload]] = {}
     new_rows = [dict(r) for r in rows]
     for (i, key, typ, _), p in zip(todo, prepared, strict=True):
