@@ -449,8 +449,9 @@ class _Sweeper:
             with self.connect() as conn:
                 rep.rows_deleted, rep.bytes_freed = self.count_unused(conn, refs)
                 rep.payloads_deleted = rep.rows_deleted
-                owned = self.owns_area(conn, claim=False)
-                orphans = self.orphan_candidates(conn, listing, set()) if owned else []
+                orphans = self.orphan_candidates(conn, listing, set())
+                if orphans and not self.owns_area(conn, claim=False):
+                    orphans = []
             rep.orphans_deleted = len(orphans)
             rep.bytes_freed += sum(o[2].size for o in orphans)
             return rep
@@ -462,8 +463,9 @@ class _Sweeper:
         if listing is None:
             return rep
         with self.connect() as conn:
-            owned = self.owns_area(conn, claim=True)
-            orphans = self.orphan_candidates(conn, listing, removed) if owned else []
+            orphans = self.orphan_candidates(conn, listing, removed)
+            if orphans and not self.owns_area(conn, claim=True):
+                orphans = []
         if orphans:
             self.sweep_orphans(orphans)
         if removed or rep.orphans_deleted:

@@ -98,7 +98,9 @@ class S3Store(Store):
     read_timeout = 60.0
     #: multipart transfers: part size and parallel parts per transfer
     part_size = 8 * _MiB
-    transfer_concurrency = 3
+    transfer_concurrency = 8
+    #: parts of a stream (not a file) held in memory at once: bounds put_file's memory
+    stream_parts_in_memory = 3
 
     def __init__(
         self,
@@ -283,7 +285,7 @@ class S3Store(Store):
         )
         # parts of a stream are read into memory before they are sent: bound them
         # (peak memory of an upload is about part_size * this)
-        cfg.max_in_memory_upload_chunks = self.transfer_concurrency
+        cfg.max_in_memory_upload_chunks = self.stream_parts_in_memory
         return cfg
 
     def put(self, path: PurePosixPath, data: bytes | memoryview) -> None:
