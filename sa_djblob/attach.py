@@ -27,7 +27,6 @@ __all__ = [
     "encode_inrow",
     "safe_name",
     "same_bytes",
-    "stream_chunks",
     "write_download",
 ]
 
@@ -142,9 +141,3 @@ def same_bytes(data: bytes | memoryview) -> Callable[[Path], bool]:
             return False
 
     return check
-
-
-def stream_chunks(src: BinaryIO) -> Iterator[bytes]:
-    """Read *src* in 1 MiB chunks."""
-    while chunk := src.read(_CHUNK):
-        yield chunk

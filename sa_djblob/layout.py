@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 
 __all__ = [
     "HASH_CHUNK",
+    "attachment_prefix",
     "cache_path",
     "content_hash",
     "hash_stream",
@@ -53,6 +54,11 @@ def hash_stream(
         h.update(chunk)
         size += len(chunk)
     return _to_uuid(h.digest()), size
+
+
+def attachment_prefix(name: str) -> bytes:
+    """What an attachment's key hashes before its contents: ``name + "\\0"``."""
+    return name.encode("utf-8") + b"\0"
 
 
 def subfold(name: str, folds: Sequence[int]) -> tuple[str, ...]:

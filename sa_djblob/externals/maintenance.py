@@ -16,6 +16,7 @@ from ..errors import SaDjblobError
 from ..layout import object_path
 from ..stores import Store, get_store
 from .table import external_table, external_table_name
+from .write import sync_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,18 +65,11 @@ class VerifyReport:
         return not (self.missing or self.corrupt or self.errors)
 
 
-def _sync(engine: Engine | AsyncEngine) -> Engine:
-    sync = getattr(engine, "sync_engine", engine)
-    if not isinstance(sync, Engine):
-        raise TypeError(f"expected an Engine or AsyncEngine, got {type(engine).__name__}")
-    return sync
-
-
 class ExternalTable:
     """The externals table of one store in one schema."""
 
     def __init__(self, engine: Engine | AsyncEngine, store: str, schema: str | None = None) -> None:
-        self.engine = _sync(engine)
+        self.engine = sync_engine(engine)
         self.store_name = store
         self._schema = schema
         self.table = external_table(sa.MetaData(), store, schema)

@@ -32,7 +32,14 @@ from .. import attach as _attach
 from .._pool import run_all
 from ..codec import unpack
 from ..errors import IntegrityError, MissingPayloadError, SaDjblobError
-from ..layout import HASH_CHUNK, content_hash, new_hasher, object_path
+from ..layout import (
+    HASH_CHUNK,
+    attachment_prefix,
+    content_hash,
+    hash_stream,
+    new_hasher,
+    object_path,
+)
 from ..stores import Store, get_cache, get_store
 
 __all__ = ["ExternalResult", "external_column_expression", "read_external"]
@@ -158,20 +165,12 @@ def fetch_bytes(store: Store, key: uuid.UUID, path: PurePosixPath) -> bytes:
     return data
 
 
-def _attachment_prefix(name: str) -> bytes:
-    return name.encode("utf-8") + b"\0"
-
-
 def _file_matches(path: Path, prefix: bytes, key: uuid.UUID, algorithm: str) -> bool:
-    h = new_hasher(algorithm)
-    h.update(prefix)
     try:
         with path.open("rb") as f:
-            while chunk := f.read(HASH_CHUNK):
-                h.update(chunk)
+            return hash_stream(f, prefix=prefix, algorithm=algorithm)[0] == key
     except OSError:
         return False
-    return uuid.UUID(bytes=h.digest()[:16]) == key
 
 
 @contextlib.contextmanager
@@ -191,7 +190,7 @@ def _open_payload(
 
 def fetch_attachment(store: Store, key: uuid.UUID, path: PurePosixPath, name: str) -> Path:
     """Write a verified external attachment into ``download_path``; return its path."""
-    prefix = _attachment_prefix(name)
+    prefix = attachment_prefix(name)
 
     def fill(out: BinaryIO) -> None:
         h = new_hasher(store.hash)

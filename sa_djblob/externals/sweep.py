@@ -71,7 +71,7 @@ from sqlalchemy.engine import Connection
 
 from .._pool import run_all
 from ..errors import MissingPayloadError, SaDjblobError, StoreError
-from ..layout import HASH_CHUNK, new_hasher, object_path
+from ..layout import attachment_prefix, hash_stream, object_path
 from ..stores import Store
 from ..stores.base import ObjectInfo, is_temp_name
 from .maintenance import Reference, SweepReport, VerifyReport
@@ -494,18 +494,15 @@ def sweep(
 
 def _check(store: Store, key: uuid.UUID, name: str | None, path: PurePosixPath) -> str:
     """``"ok"``, ``"missing"``, ``"corrupt"`` or an error message."""
-    h = new_hasher(store.hash)
-    if name is not None:
-        h.update(name.encode("utf-8") + b"\0")
+    prefix = b"" if name is None else attachment_prefix(name)
     try:
         with store.open(path) as f:
-            while chunk := f.read(HASH_CHUNK):
-                h.update(chunk)
+            got, _ = hash_stream(f, prefix=prefix, algorithm=store.hash)
     except MissingPayloadError:
         return "missing"
     except Exception as exc:  # reported per payload
         return f"cannot read {path}: {exc}"
-    return "ok" if uuid.UUID(bytes=h.digest()[:16]) == key else "corrupt"
+    return "ok" if got == key else "corrupt"
 
 
 def verify(

@@ -30,7 +30,7 @@ from .. import attach as _attach
 from .._pool import run_all
 from ..codec import pack
 from ..errors import SaDjblobError, StoreError
-from ..layout import content_hash, hash_stream, object_path
+from ..layout import attachment_prefix, content_hash, hash_stream, object_path
 from ..stores import Store, get_store
 from ..types import ExternalRef, _External
 from .owner import check_owner
@@ -86,7 +86,7 @@ def prepare_payload(kind: str, value: Any, store: Store, schema: str) -> Payload
         raise ValueError(f"attachment name {name[:40]!r}... is longer than 255 characters")
     try:
         with file.open("rb") as f:
-            key, total = hash_stream(f, prefix=name.encode("utf-8") + b"\0", algorithm=store.hash)
+            key, total = hash_stream(f, prefix=attachment_prefix(name), algorithm=store.hash)
     except OSError as exc:
         raise FileNotFoundError(
             exc.errno, f"cannot read attachment: {exc.strerror}", str(file)
@@ -352,10 +352,11 @@ def _sqlite_fk(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _sync(engine: Engine | AsyncEngine) -> Engine:
+def sync_engine(engine: Engine | AsyncEngine) -> Engine:
+    """The sync Engine of an Engine or AsyncEngine."""
     sync = getattr(engine, "sync_engine", engine)
     if not isinstance(sync, Engine):
-        raise TypeError(f"install() takes an Engine or AsyncEngine, got {type(engine).__name__}")
+        raise TypeError(f"expected an Engine or AsyncEngine, got {type(engine).__name__}")
     return sync
 
 
@@ -370,7 +371,7 @@ def install(engine: Engine | AsyncEngine) -> None:
     On SQLite it also turns foreign keys on for every connection; on MySQL it reads
     the server's ``max_allowed_packet`` so oversized in-row values fail before sending.
     """
-    sync = _sync(engine)
+    sync = sync_engine(engine)
     for name, fn, kw in _LISTENERS:
         if not event.contains(sync, name, fn):
             event.listen(sync, name, fn, **kw)
@@ -387,7 +388,7 @@ def install(engine: Engine | AsyncEngine) -> None:
 
 def uninstall(engine: Engine | AsyncEngine) -> None:
     """Remove everything ``install`` added to *engine* (idempotent)."""
-    sync = _sync(engine)
+    sync = sync_engine(engine)
     for name, fn, _kw in _LISTENERS:
         if event.contains(sync, name, fn):
             event.remove(sync, name, fn)
@@ -402,7 +403,7 @@ def uninstall(engine: Engine | AsyncEngine) -> None:
 
 def installed(engine: Engine | AsyncEngine) -> bool:
     """Whether ``install`` is active on *engine*."""
-    return event.contains(_sync(engine), "before_execute", _before_execute)
+    return event.contains(sync_engine(engine), "before_execute", _before_execute)
 
 
 def _sqlite_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
