@@ -37,7 +37,7 @@ from sa_djblob._pool import run_all
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _servers import PROXY, free_port, wait_port
 
-from sa_djblob.layout import content_hash
+from sa_djblob._layout import content_hash
 
 DATAJOINT = {"file:1000": 1.9, "s3:1000": 8.1, "proxy:200": 5.6}  # seconds
 GOAL = {"file:1000": 3, "s3:1000": 10, "proxy:200": 20}  # required speed-up
@@ -112,7 +112,7 @@ def fill(engine: sa.Engine, ext: djb.ExternalTable, n: int, tag: str) -> None:
     items = payloads(n, tag)
     store = ext.store
     schema = ext.schema
-    from sa_djblob.layout import object_path
+    from sa_djblob._layout import object_path
 
     with engine.begin() as conn:
         for i in range(0, n, 5000):

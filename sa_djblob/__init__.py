@@ -6,9 +6,9 @@ Use it as ``import sa_djblob as djb``. Importing it registers nothing; call
 
 from __future__ import annotations
 
-from .codec import MatCell, MatStruct, pack, unpack
-from .config import config
-from .errors import (
+from ._codec import MatCell, MatStruct, pack, unpack
+from ._config import config
+from ._exceptions import (
     BlobFormatError,
     ConfigError,
     IntegrityError,
@@ -19,7 +19,7 @@ from .errors import (
     StoreNotConfiguredError,
     UnsupportedTypeError,
 )
-from .externals import (
+from ._externals import (
     ExternalTable,
     SweepReport,
     VerifyReport,

@@ -47,7 +47,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
 
-from .externals.table import EXTERNAL_PREFIX
+from ._externals.table import EXTERNAL_PREFIX
 from .types import HashType, _External, hash_impl, inrow_impl
 
 if TYPE_CHECKING:

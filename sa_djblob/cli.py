@@ -25,9 +25,9 @@ import click
 import sqlalchemy as sa
 
 from . import __version__
-from .config import config
-from .errors import SaDjblobError
-from .externals import ExternalTable, SweepReport, VerifyReport, externals
+from ._config import config
+from ._exceptions import SaDjblobError
+from ._externals import ExternalTable, SweepReport, VerifyReport, externals
 
 __all__ = ["main", "parse_duration"]
 

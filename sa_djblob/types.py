@@ -3,7 +3,7 @@
 In-row values are converted here (pack / unpack, file name + contents). External
 values are packed and uploaded by the write hook that ``djb.install(engine)`` adds;
 the column itself holds the 16-byte content hash, a foreign key to the externals
-table. Reading an external value goes through :mod:`sa_djblob.externals.read`.
+table. Reading an external value goes through :mod:`sa_djblob._externals.read`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.base import SchemaEventTarget
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from . import attach as _attach
-from .codec import pack, unpack
-from .errors import NotInstalledError
+from . import _attach
+from ._codec import pack, unpack
+from ._exceptions import NotInstalledError
 
 __all__ = ["Attach", "Blob", "ExternalRef", "HashType", "hash_impl", "inrow_impl"]
 
@@ -147,7 +147,7 @@ class _External(TypeDecorator[Any]):
 
     def _on_table(self, column: sa.Column[Any], table: Any) -> None:
         if isinstance(table, sa.Table) and self.store is not None and self.foreign_key:
-            from .externals.table import attach_external
+            from ._externals.table import attach_external
 
             attach_external(column, table, self.store, foreign_key=not self._table_copy)
 
@@ -169,7 +169,7 @@ class _External(TypeDecorator[Any]):
     def column_expression(self, colexpr: Any) -> Any:
         if self.store is None:
             return colexpr
-        from .externals.read import external_column_expression
+        from ._externals.read import external_column_expression
 
         return external_column_expression(colexpr, self)
 
@@ -180,7 +180,7 @@ class _External(TypeDecorator[Any]):
             return self.decode_inrow(bytes(value))
         # Reached only when the column expression was not applied (a text() query
         # typed with this type): the hash alone, with the schema the connection uses.
-        from .externals.read import read_external
+        from ._externals.read import read_external
 
         return read_external(self.kind, self.store, None, bytes(value), dialect)
 

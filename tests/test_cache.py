@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 import sa_djblob as djb
-from sa_djblob.errors import StoreError
-from sa_djblob.layout import content_hash
+from sa_djblob._exceptions import StoreError
+from sa_djblob._layout import content_hash
 from sa_djblob.stores import Cache, get_cache
 
 

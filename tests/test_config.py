@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import sa_djblob as djb
-from sa_djblob.config import Config
+from sa_djblob._config import Config
 
 
 def test_defaults_and_mapping_protocol() -> None:

@@ -18,7 +18,7 @@ from conftest import Database
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sa_djblob as djb
-from sa_djblob.layout import content_hash, object_path
+from sa_djblob._layout import content_hash, object_path
 
 
 def make_models(schema: str | None = None) -> tuple[type[Any], sa.MetaData]:
@@ -260,7 +260,7 @@ def test_not_installed_raises_with_the_fix(engine: sa.Engine, shared_store: dict
 
 
 def test_install_is_idempotent_and_uninstall_removes(engine: sa.Engine) -> None:
-    from sa_djblob.externals import installed
+    from sa_djblob._externals import installed
 
     djb.install(engine)
     djb.install(engine)

@@ -67,7 +67,7 @@ def test_import_registers_nothing() -> None:
         "import sqlalchemy as sa, sqlalchemy.event as ev\n"
         "import sa_djblob\n"
         "e = sa.create_engine('sqlite://')\n"
-        "from sa_djblob.externals.write import _before_execute\n"
+        "from sa_djblob._externals.write import _before_execute\n"
         "print(ev.contains(e, 'before_execute', _before_execute))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from helpers.common import make_table, store_paths, value
 
 import sa_djblob as djb
-from sa_djblob.externals.sweep import _is_retryable
+from sa_djblob._externals.sweep import _is_retryable
 
 DURATION = 6.0  # seconds of racing per backend and store
 WRITERS = 4

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from helpers.common import backdate, make_table, store_paths, value
 
 import sa_djblob as djb
-from sa_djblob.layout import content_hash, object_path
+from sa_djblob._layout import content_hash, object_path
 
 HOUR = datetime.timedelta(hours=1)
 ZERO = datetime.timedelta(0)
@@ -204,7 +204,7 @@ def test_unreadable_referencing_table_deletes_nothing(
     real = djb.ExternalTable.references
 
     def with_ghost(self: djb.ExternalTable, conn: Any = None) -> list[Any]:
-        from sa_djblob.externals import Reference
+        from sa_djblob._externals import Reference
 
         return [*real(self, conn), Reference(None, "no_such_table", "b")]
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sa_djblob as djb
-from sa_djblob import attach as djattach
+from sa_djblob import _attach as djattach
 
 
 class Base(DeclarativeBase):

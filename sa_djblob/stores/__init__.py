@@ -10,7 +10,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import config, validate_store_spec
+from .._config import config, validate_store_spec
 from .base import ObjectInfo, Store
 from .cache import Cache
 from .file import FileStore

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import StoreError
-from ..layout import cache_path, content_hash, hash_stream
+from .._exceptions import StoreError
+from .._layout import cache_path, content_hash, hash_stream
 from .base import COPY_CHUNK, is_temp_name, temp_name
 
 __all__ = ["Cache"]

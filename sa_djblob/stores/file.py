@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TypeVar
 
-from ..errors import MissingPayloadError, StoreError
+from .._exceptions import MissingPayloadError, StoreError
 from .base import COPY_CHUNK, ObjectInfo, Store, is_temp_name, temp_name
 
 __all__ = ["FileStore"]

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, ClassVar
 
-from ..errors import MissingPayloadError
+from .._exceptions import MissingPayloadError
 from .base import COPY_CHUNK, ObjectInfo, Store
 
 __all__ = ["MemoryStore"]

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ..config import config
-from ..errors import MissingPayloadError, StoreError
+from .._config import config
+from .._exceptions import MissingPayloadError, StoreError
 from .base import ObjectInfo, Store
 
 if TYPE_CHECKING:

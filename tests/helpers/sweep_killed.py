@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 import sqlalchemy as sa
 
 import sa_djblob as djb
-from sa_djblob.externals import sweep as sweep_mod
+from sa_djblob._externals import sweep as sweep_mod
 
 
 def _stop(phase: str, removed: list[PurePosixPath]) -> None:

@@ -28,11 +28,11 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
-from .. import attach as _attach
+from .. import _attach
 from .._pool import run_all
-from ..codec import unpack
-from ..errors import IntegrityError, MissingPayloadError, SaDjblobError
-from ..layout import (
+from .._codec import unpack
+from .._exceptions import IntegrityError, MissingPayloadError, SaDjblobError
+from .._layout import (
     HASH_CHUNK,
     attachment_prefix,
     content_hash,

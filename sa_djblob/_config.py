@@ -35,7 +35,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ._exceptions import ConfigError
 
 __all__ = ["CONFIG_ENV", "Config", "config", "validate_store_spec"]
 
@@ -196,7 +196,7 @@ class Config(MutableMapping[str, Any]):
 
     def store_spec(self, name: str) -> dict[str, Any]:
         """The validated settings of store *name*."""
-        from .errors import StoreNotConfiguredError
+        from ._exceptions import StoreNotConfiguredError
 
         stores = self["stores"]
         if name not in stores:

@@ -4,7 +4,7 @@ Pure functions, no I/O. The writer produces DataJoint 0.14's bytes; the reader a
 everything DataJoint and MATLAB's mym write, and treats its input as hostile: every
 count is checked against the bytes that remain before anything is allocated,
 decompression is bounded, nesting is capped, and every violation is a
-:class:`~sa_djblob.errors.BlobFormatError` that says what went wrong and where.
+:class:`~sa_djblob._exceptions.BlobFormatError` that says what went wrong and where.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any, NoReturn
 import numpy as np
 from numpy.typing import NDArray
 
-from .config import config
-from .errors import BlobFormatError, UnsupportedTypeError
+from ._config import config
+from ._exceptions import BlobFormatError, UnsupportedTypeError
 
 __all__ = ["MatCell", "MatStruct", "pack", "unpack"]
 

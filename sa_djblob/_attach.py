@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import BlobFormatError
+from ._exceptions import BlobFormatError
 
 __all__ = [
     "attachment_name",
@@ -100,7 +100,7 @@ def write_download(
     ``fill(f)`` writes the contents into the open binary file *f*.
     """
     if folder is None:
-        from .config import config
+        from ._config import config
 
         folder = config["download_path"]
     base = Path(os.fspath(folder))

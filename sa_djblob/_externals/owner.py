@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import MissingPayloadError, StoreError
+from .._exceptions import MissingPayloadError, StoreError
 from ..stores import Store
 
 __all__ = ["check_owner", "database_identity", "owner_marker"]

@@ -70,8 +70,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .._pool import run_all
-from ..errors import MissingPayloadError, SaDjblobError, StoreError
-from ..layout import attachment_prefix, hash_stream, object_path
+from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
+from .._layout import attachment_prefix, hash_stream, object_path
 from ..stores import Store
 from ..stores.base import ObjectInfo, is_temp_name
 from .maintenance import Reference, SweepReport, VerifyReport

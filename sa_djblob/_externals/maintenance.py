@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..config import config
-from ..errors import SaDjblobError
-from ..layout import object_path
+from .._config import config
+from .._exceptions import SaDjblobError
+from .._layout import object_path
 from ..stores import Store, get_store
 from .table import external_table, external_table_name
 from .write import sync_engine

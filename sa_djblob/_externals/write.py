@@ -26,11 +26,11 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from .. import attach as _attach
+from .. import _attach
 from .._pool import run_all
-from ..codec import pack
-from ..errors import SaDjblobError, StoreError
-from ..layout import attachment_prefix, content_hash, hash_stream, object_path
+from .._codec import pack
+from .._exceptions import SaDjblobError, StoreError
+from .._layout import attachment_prefix, content_hash, hash_stream, object_path
 from ..stores import Store, get_store
 from ..types import ExternalRef, _External
 from .owner import check_owner
