@@ -22,7 +22,12 @@ from typing import Any
 import pytest
 
 import sa_djblob as djb
-from sa_djblob._exceptions import ConfigError, MissingPayloadError, StoreError, StoreNotConfiguredError
+from sa_djblob._exceptions import (
+    ConfigError,
+    MissingPayloadError,
+    StoreError,
+    StoreNotConfiguredError,
+)
 from sa_djblob._layout import object_path
 from sa_djblob.stores import (
     FileStore,

@@ -29,7 +29,6 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from .. import _attach
-from .._pool import run_all
 from .._codec import unpack
 from .._exceptions import IntegrityError, MissingPayloadError, SaDjblobError
 from .._layout import (
@@ -40,6 +39,7 @@ from .._layout import (
     new_hasher,
     object_path,
 )
+from .._pool import run_all
 from ..stores import Store, get_cache, get_store
 
 __all__ = ["ExternalResult", "external_column_expression", "read_external"]

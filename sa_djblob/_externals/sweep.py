@@ -69,9 +69,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .._pool import run_all
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
 from .._layout import attachment_prefix, hash_stream, object_path
+from .._pool import run_all
 from ..stores import Store
 from ..stores.base import ObjectInfo, is_temp_name
 from .maintenance import Reference, SweepReport, VerifyReport

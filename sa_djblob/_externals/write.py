@@ -27,10 +27,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from .. import _attach
-from .._pool import run_all
 from .._codec import pack
 from .._exceptions import SaDjblobError, StoreError
 from .._layout import attachment_prefix, content_hash, hash_stream, object_path
+from .._pool import run_all
 from ..stores import Store, get_store
 from ..types import ExternalRef, _External
 from .owner import check_owner
