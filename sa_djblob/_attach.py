@@ -13,16 +13,18 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import stat
 import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ._exceptions import BlobFormatError
+from ._exceptions import BlobFormatError, UnsupportedTypeError
 
 __all__ = [
     "attachment_name",
+    "check_name",
     "decode_inrow",
     "encode_inrow",
     "safe_name",
@@ -40,6 +42,35 @@ def attachment_name(path: str | os.PathLike[str]) -> str:
     if not name:
         raise ValueError(f"attachment {os.fspath(path)!r} has no file name")
     return name
+
+
+def check_name(name: str, *, max_object_name: int | None = None) -> None:
+    """Refuse a name that the read path would refuse, or that the store cannot hold.
+
+    The same rule on both paths: a name that is stored can always be read back.
+    *max_object_name* is the store's limit on an object's file name, which is
+    ``<32 hex digits>.<name>``.
+    """
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise UnsupportedTypeError(
+            f"attachment name {name[:60]!r} is not a plain file name (it must not be empty,"
+            " '.' or '..', or hold '/', '\\' or NUL): rename the file"
+        )
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UnsupportedTypeError(
+            f"attachment name {name.encode('utf-8', 'surrogateescape')[:60]!r} is not valid"
+            " UTF-8 (the externals table and DataJoint store names as UTF-8): rename the file"
+        ) from None
+    limit = _MAX_NAME_BYTES
+    if max_object_name is not None:
+        limit = min(limit, max_object_name - 33)
+    if size > limit:
+        raise UnsupportedTypeError(
+            f"attachment name {name[:40]!r}... is {size} bytes long; this store holds names of"
+            f" at most {limit} bytes (its objects are named <hash>.<name>): rename the file"
+        )
 
 
 def safe_name(name: str) -> str:
@@ -107,9 +138,9 @@ def write_download(
     base.mkdir(parents=True, exist_ok=True)
     target = base / safe_name(name)
     for candidate in _aliases(target):
-        if not candidate.exists():
+        if not os.path.lexists(candidate):
             break
-        if is_same(candidate):
+        if _reusable(candidate) and is_same(candidate):
             return candidate
     fd, tmp = tempfile.mkstemp(dir=base, prefix=".djb-download-")
     try:
@@ -120,12 +151,21 @@ def write_download(
                 os.link(tmp, candidate)
                 return candidate
             except FileExistsError:
-                if is_same(candidate):
+                if _reusable(candidate) and is_same(candidate):
                     return candidate
         raise AssertionError("unreachable")  # pragma: no cover
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _reusable(path: Path) -> bool:
+    """Only a regular file of the folder itself is returned as a download: never a
+    symbolic link (which may point anywhere outside the folder)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def same_bytes(data: bytes | memoryview) -> Callable[[Path], bool]:

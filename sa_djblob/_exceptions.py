@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import DontWrapMixin
+
 __all__ = [
     "BlobFormatError",
     "ConfigError",
@@ -11,12 +13,18 @@ __all__ = [
     "SaDjblobError",
     "StoreError",
     "StoreNotConfiguredError",
+    "UnsupportedDialectError",
     "UnsupportedTypeError",
 ]
 
 
-class SaDjblobError(Exception):
-    """Root of every error raised by sa_djblob."""
+class SaDjblobError(DontWrapMixin, Exception):
+    """Root of every error raised by sa_djblob.
+
+    SQLAlchemy passes these through as they are (``DontWrapMixin``) when they are raised
+    while a statement's values are converted, so ``except djb.UnsupportedTypeError``
+    catches them there too, not a ``sqlalchemy.exc.StatementError`` around them.
+    """
 
 
 class BlobFormatError(SaDjblobError, ValueError):
@@ -49,3 +57,7 @@ class IntegrityError(StoreError):
 
 class NotInstalledError(SaDjblobError):
     """An external value reached the database on an engine without ``djb.install``."""
+
+
+class UnsupportedDialectError(SaDjblobError):
+    """A database that sa_djblob has no SQL for (external values need its row locks)."""

@@ -76,6 +76,7 @@ def object_path(
     key: uuid.UUID,
     attachment_name: str | None = None,
     subfolding: Sequence[int] = (2, 2),
+    protocol: str = "file",
 ) -> PurePosixPath:
     """``<location>/<schema>/<h0h1>/<h2h3>/<hex>[.<attachment_name>]``."""
     name = key.hex

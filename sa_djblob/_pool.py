@@ -67,3 +67,8 @@ def run_all(fn: Callable[[T], R], items: Iterable[T], *, serial: bool = False) -
     if error is not None:
         raise error
     return results
+
+
+def call(fn: Callable[..., R], *args: object) -> R:
+    """``fn(*args)``: one blocking store request of the write or read path."""
+    return fn(*args)

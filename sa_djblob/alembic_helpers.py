@@ -48,7 +48,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
 
 from ._externals.table import EXTERNAL_PREFIX
-from .types import HashType, _External, hash_impl, inrow_impl
+from .types import ExternalType, HashType
 
 if TYPE_CHECKING:
     from alembic.autogenerate.api import AutogenContext
@@ -79,7 +79,7 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
         return _render_external_fk(obj, autogen_context)
     if type_ != "type":
         return False
-    if isinstance(obj, _External):
+    if isinstance(obj, ExternalType):
         autogen_context.imports.add(_IMPORT)
         if obj.store is None:
             return f"sa_djblob.{type(obj).__name__}()"
@@ -135,10 +135,9 @@ def _render_external_fk(fk: Any, autogen_context: AutogenContext) -> str | Liter
 
 def expected_type(type_: TypeEngine[Any], dialect: Dialect) -> TypeEngine[Any] | None:
     """The database column type of an sa_djblob type on *dialect*; None for other types."""
-    if isinstance(type_, _External):
-        return inrow_impl(dialect) if type_.store is None else hash_impl(dialect)
-    if isinstance(type_, HashType):
-        return hash_impl(dialect)
+    if isinstance(type_, ExternalType | HashType):
+        impl: TypeEngine[Any] = type_.load_dialect_impl(dialect)
+        return impl
     return None
 
 

@@ -127,10 +127,9 @@ def test_bad_store_name() -> None:
 def test_unsupported_value_is_clear(tables: sa.Engine) -> None:
     with Session(tables) as s:
         s.add(Item(id=1, b={"a": [1, 2, np.float16(1)]}))
-        with pytest.raises(sa.exc.StatementError) as info:
+        # the documented class itself, not a StatementError around it
+        with pytest.raises(djb.UnsupportedTypeError, match="float16"):
             s.commit()
-    assert isinstance(info.value.orig, djb.UnsupportedTypeError)
-    assert "float16" in str(info.value.orig)
 
 
 # -- attachments on disk -------------------------------------------------------
@@ -211,7 +210,7 @@ def test_attach_without_separator_is_format_error(tables: sa.Engine) -> None:
 def test_attach_rejects_non_paths(tables: sa.Engine) -> None:
     with Session(tables) as s:
         s.add(Item(id=1, a=12))  # type: ignore[arg-type]
-        with pytest.raises(sa.exc.StatementError, match="file paths"):
+        with pytest.raises(djb.UnsupportedTypeError, match="file paths"):
             s.commit()
 
 

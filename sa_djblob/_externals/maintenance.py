@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from .._area import Area, resolve_schema
 from .._config import config
-from .._exceptions import SaDjblobError
-from .._layout import object_path
+from .._exceptions import StoreNotConfiguredError
+from .._kinds import KINDS
 from ..stores import Store, get_store
-from .table import external_table, external_table_name
+from .table import external_store, external_table, external_table_name
 from .write import sync_engine
 
 if TYPE_CHECKING:
@@ -66,64 +67,106 @@ class VerifyReport:
 
 
 class ExternalTable:
-    """The externals table of one store in one schema."""
+    """The externals table of one store in one schema, and its upkeep.
 
-    def __init__(self, engine: Engine | AsyncEngine, store: str, schema: str | None = None) -> None:
+    *metadata*: tables whose external columns point at this store are references too
+    (besides every column with a foreign key to the externals table, and every column
+    whose DataJoint comment names the store), so a table whose foreign key the database
+    dropped (MyISAM) still protects its payloads from the sweep.
+    """
+
+    def __init__(
+        self,
+        engine: Engine | AsyncEngine,
+        store: str,
+        schema: str | None = None,
+        metadata: sa.MetaData | None = None,
+    ) -> None:
         self.engine = sync_engine(engine)
         self.store_name = store
         self._schema = schema
+        self._metadata = metadata
+        self._resolved: str | None = None
         self.table = external_table(sa.MetaData(), store, schema)
 
     def __repr__(self) -> str:
-        return f"ExternalTable(store={self.store_name!r}, schema={self.schema!r})"
+        return f"ExternalTable(store={self.store_name!r}, schema={self._schema!r})"
 
     @property
     def store(self) -> Store:
         return get_store(self.store_name)
 
+    def resolve(self, conn: Connection) -> str:
+        """The schema whose payloads this table tracks (resolved once)."""
+        if self._resolved is None:
+            self._resolved = resolve_schema(conn, self._schema, self.name)
+        return self._resolved
+
     @property
     def schema(self) -> str:
         """The schema whose objects this table tracks (the default schema if none given)."""
-        if self._schema:
-            return self._schema
-        with self.engine.connect() as conn:
-            name = conn.dialect.default_schema_name
-        if not name:
-            raise SaDjblobError("cannot tell the connection's default schema")
-        return str(name)
+        if self._resolved is None:
+            with self.engine.connect() as conn:
+                self.resolve(conn)
+        assert self._resolved is not None
+        return self._resolved
+
+    def area(self, conn: Connection | None = None) -> Area:
+        """The store area of this table's payloads."""
+        if conn is not None:
+            self.resolve(conn)
+        return Area(self.store, self.schema)
 
     @property
     def name(self) -> str:
         return external_table_name(self.store_name)
 
+    def _reflected_schema(self, conn: Connection) -> str | None:
+        translate = conn.get_execution_options().get("schema_translate_map") or {}
+        found = translate.get(self._schema, self._schema)
+        return None if found is None else str(found)
+
     def exists(self, conn: Connection | None = None) -> bool:
         if conn is None:
             with self.engine.connect() as c:
                 return self.exists(c)
-        return sa.inspect(conn).has_table(self.name, schema=self._schema)
+        return sa.inspect(conn).has_table(self.name, schema=self._reflected_schema(conn))
 
     def object_path(self, key: uuid.UUID, attachment_name: str | None = None) -> PurePosixPath:
-        store = self.store
-        return object_path(store.location, self.schema, key, attachment_name, store.subfolding)
+        return self.area().path(key, attachment_name)
 
     # -- the references -----------------------------------------------------
     def references(self, conn: Connection | None = None) -> list[Reference]:
-        """Every column of the schema with a foreign key to this externals table."""
+        """Every column of the schema that references this externals table: by a foreign
+        key, by DataJoint's column comment, or as an external column of *metadata*."""
         if conn is None:
             with self.engine.connect() as c:
                 return self.references(c)
+        schema = self._reflected_schema(conn)
         insp = sa.inspect(conn)
         default = conn.dialect.default_schema_name
-        mine = self._schema or default
-        found: list[Reference] = []
-        for tname in insp.get_table_names(schema=self._schema):
-            for fk in insp.get_foreign_keys(tname, schema=self._schema):
+        mine = schema or default
+        names = [n for n in insp.get_table_names(schema=schema) if n != self.name]
+        found: dict[tuple[str, str], None] = {}
+        for tname in names:
+            for fk in insp.get_foreign_keys(tname, schema=schema):
                 target_schema = fk.get("referred_schema") or mine
                 if fk["referred_table"] == self.name and target_schema in (mine, None):
-                    found.extend(
-                        Reference(self._schema, tname, col) for col in fk["constrained_columns"]
-                    )
-        return found
+                    found.update(dict.fromkeys((tname, c) for c in fk["constrained_columns"]))
+        tags = tuple(f":{k}@{self.store_name}:" for k in KINDS)
+        for tname in names:
+            for col in insp.get_columns(tname, schema=schema):
+                if str(col.get("comment") or "").startswith(tags):
+                    found[(tname, col["name"])] = None
+        if self._metadata is not None:
+            existing = set(names)
+            for table in self._metadata.tables.values():
+                if table.schema != self._schema or table.name not in existing:
+                    continue
+                for column in table.columns:
+                    if external_store(column) == self.store_name:
+                        found[(table.name, column.name)] = None
+        return [Reference(schema, t, c) for t, c in found]
 
     def _referenced_clause(self, refs: list[Reference]) -> list[sa.ColumnElement[bool]]:
         clauses: list[sa.ColumnElement[bool]] = []
@@ -141,23 +184,15 @@ class ExternalTable:
         return sa.and_(*(sa.not_(c) for c in clauses)) if clauses else sa.true()
 
     # -- DataJoint's queries ----------------------------------------------------
-    def _rows(self, where: sa.ColumnElement[bool] | None = None) -> Iterator[Any]:
-        with self.engine.connect() as conn:
-            if not self.exists(conn):
-                return
-            q = sa.select(self.table.c.hash, self.table.c.attachment_name)
-            if where is not None:
-                q = q.where(where)
-            yield from conn.execute(q.order_by(self.table.c.hash))
-
     def paths(self) -> list[tuple[uuid.UUID, PurePosixPath]]:
         """``(hash, object path)`` of every entry (DataJoint's ``fetch_external_paths``)."""
-        store = self.store
-        schema = self.schema
-        return [
-            (h, object_path(store.location, schema, h, name, store.subfolding))
-            for h, name in self._rows()
-        ]
+        with self.engine.connect() as conn:
+            if not self.exists(conn):
+                return []
+            area = self.area(conn)
+            q = sa.select(self.table.c.hash, self.table.c.attachment_name)
+            rows = conn.execute(q.order_by(self.table.c.hash)).all()
+        return [(h, area.path(h, name)) for h, name in rows]
 
     def _hashes(self, used: bool) -> list[uuid.UUID]:
         with self.engine.connect() as conn:
@@ -187,9 +222,23 @@ class ExternalTable:
         return verify(self, **kw)
 
 
+class _Externals(dict[str, ExternalTable]):
+    def __missing__(self, key: str) -> ExternalTable:
+        raise StoreNotConfiguredError(
+            f"store {key!r} is not configured (configured: {', '.join(sorted(self)) or 'none'}):"
+            f" set djb.config['stores'][{key!r}]"
+        )
+
+
 def externals(
-    engine: Engine | AsyncEngine, schema: str | None = None
+    engine: Engine | AsyncEngine,
+    schema: str | None = None,
+    *,
+    metadata: sa.MetaData | None = None,
 ) -> Mapping[str, ExternalTable]:
     """One :class:`ExternalTable` per configured store, for *schema* (default: the
-    connection's default schema)."""
-    return {name: ExternalTable(engine, name, schema) for name in config["stores"]}
+    connection's default schema); *metadata* adds its tables' external columns to the
+    references the sweep respects."""
+    return _Externals(
+        {name: ExternalTable(engine, name, schema, metadata) for name in config["stores"]}
+    )

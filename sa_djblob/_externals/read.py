@@ -3,22 +3,24 @@
 A column with an external type selects, through its ``column_expression``, the
 16-byte hash and (for attachments) the stored file name from a correlated scalar
 subquery on the externals table: one SELECT, no query per row. The result type
-carries the store name and the table's schema, so the object path can be built.
+carries the kind, the store and the table's declared schema.
 
-Payloads come from the local cache (remote stores) or the store, and are verified
-against their hash on every read from a store. On installed engines, a result whose
-columns hold payloads of remote stores is fetched whole and its payloads prefetched
-concurrently before the rows are handed out.
+On installed engines, ``after_cursor_execute`` resolves each external column's area
+once per statement (the declared schema through the statement's
+``schema_translate_map``, or where the database finds the unqualified externals
+table) and makes the result fetch its rows in chunks: the references of a chunk are
+located in their areas and the payloads of remote stores are fetched concurrently
+before the chunk's rows are handed out. A plain result is one chunk; with
+``yield_per`` / ``stream_results`` / ``partitions()`` a chunk is a partition, so
+memory stays bounded by the partition size. Payloads are verified against their hash
+on every read from a store.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import uuid
-from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -28,65 +30,68 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
-from .. import _attach
-from .._codec import unpack
+from .._area import Area, resolve_schema
+from .._dialects import find_support
+from .._dialects.base import INTERNAL
 from .._exceptions import IntegrityError, MissingPayloadError, SaDjblobError
-from .._layout import (
-    HASH_CHUNK,
-    attachment_prefix,
-    content_hash,
-    hash_stream,
-    new_hasher,
-    object_path,
-)
+from .._kinds import Kind, kind
 from .._pool import run_all
-from ..stores import Store, get_cache, get_store
+from .._sa_internals import RowTransformingStrategy, install_strategy, result_columns
+from ..stores import get_store
+from .table import external_table, external_table_name
 
-__all__ = ["ExternalResult", "external_column_expression", "read_external"]
+__all__ = [
+    "ExternalResult",
+    "Located",
+    "external_column_expression",
+    "install_reader",
+    "read_external",
+    "uninstall_reader",
+]
 
 
 class ExternalResult(TypeDecorator[Any]):
-    """The result type of an external column: knows the store and the schema."""
+    """The result type of an external column: knows the kind, store and declared schema."""
 
-    impl = sa.LargeBinary
+    impl = sa.types.NullType
     cache_ok = True
 
-    def __init__(self, kind: str, store: str, schema: str | None = None) -> None:
+    def __init__(
+        self,
+        kind_name: str,
+        store: str,
+        schema: str | None = None,
+        options: tuple[tuple[str, Any], ...] = (),
+    ) -> None:
         super().__init__()
-        self.kind = kind
+        self.kind_name = kind_name
         self.store = store
         self.schema = schema
+        self.options = options
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
-        return read_external(self.kind, self.store, self.schema, bytes(value), dialect)
+        options = dict(self.options)
+        if isinstance(value, Located):
+            return value.value(options)
+        return read_external(kind(self.kind_name), self.store, self.schema, value, dialect, options)
 
 
 class _attach_ref(FunctionElement[Any]):
-    """``hash || attachment_name`` as bytes, per dialect."""
+    """``hash || attachment_name`` as bytes (each dialect spells it)."""
 
     inherit_cache = True
     name = "djb_attach_ref"
 
 
 @compiles(_attach_ref)
-def _attach_ref_default(element: _attach_ref, compiler: SQLCompiler, **kw: Any) -> str:
+def _compile_attach_ref(element: _attach_ref, compiler: SQLCompiler, **kw: Any) -> str:
     h, name = (compiler.process(c, **kw) for c in element.clauses.clauses)
-    return f"CAST({h} || {name} AS BLOB)"
-
-
-@compiles(_attach_ref, "mysql")
-@compiles(_attach_ref, "mariadb")
-def _attach_ref_mysql(element: _attach_ref, compiler: SQLCompiler, **kw: Any) -> str:
-    h, name = (compiler.process(c, **kw) for c in element.clauses.clauses)
-    return f"CONCAT({h}, CAST({name} AS BINARY))"
-
-
-@compiles(_attach_ref, "postgresql")
-def _attach_ref_pg(element: _attach_ref, compiler: SQLCompiler, **kw: Any) -> str:
-    h, name = (compiler.process(c, **kw) for c in element.clauses.clauses)
-    return f"({h} || convert_to({name}, 'UTF8'))"
+    support = find_support(compiler.dialect)
+    if support is None:  # str(statement): SQLAlchemy's generic dialect
+        return f"({h} || {name})"
+    return support.attachment_ref_sql(h, name)
 
 
 def _base_table(colexpr: Any) -> sa.Table | None:
@@ -102,12 +107,11 @@ def _base_table(colexpr: Any) -> sa.Table | None:
 
 def external_column_expression(colexpr: Any, typ: Any) -> Any:
     """The SELECT expression of an external column (see the module docstring)."""
-    from .table import external_table
-
     table = _base_table(colexpr)
     schema = table.schema if table is not None else None
-    result = ExternalResult(typ.kind, typ.store, schema)
-    if typ.kind != "attach":
+    options = tuple(sorted(typ.read_options().items()))
+    result = ExternalResult(typ.kind.name, typ.store, schema, options)
+    if typ.kind.name != "attach":
         return sa.type_coerce(colexpr, result)
     if table is None:
         raise SaDjblobError(
@@ -120,224 +124,126 @@ def external_column_expression(colexpr: Any, typ: Any) -> Any:
     return expr
 
 
-# -- fetching payloads ---------------------------------------------------------
-
-_prefetched = threading.local()
-
-
-def _prefetch_map() -> dict[tuple[str, PurePosixPath], list[Any]]:
-    m: dict[tuple[str, PurePosixPath], list[Any]] | None = getattr(_prefetched, "map", None)
-    if m is None:
-        m = _prefetched.map = {}
-    return m
-
-
-def _take_prefetched(store: str, path: PurePosixPath) -> Any:
-    m = _prefetch_map()
-    entry = m.get((store, path))
-    if entry is None:
-        return None
-    entry[1] -= 1
-    if entry[1] <= 0:
-        del m[(store, path)]
-    return entry[0]
-
-
-def _verify(store: Store, key: uuid.UUID, path: PurePosixPath, data: bytes) -> bytes:
-    if content_hash(data, algorithm=store.hash) != key:
-        raise IntegrityError(
-            f"payload {key} in store {store.name!r} at {path} does not match its hash"
-            f" ({store.hash}): it was changed or corrupted"
-        )
-    return data
-
-
-def fetch_bytes(store: Store, key: uuid.UUID, path: PurePosixPath) -> bytes:
-    """The verified bytes of a payload, through the cache for remote stores."""
-    cache = get_cache() if store.is_remote else None
-    if cache is not None:
-        hit = cache.get(key, store.hash)
-        if hit is not None:
-            return hit
-    data = _verify(store, key, path, store.get(path))
-    if cache is not None:
-        cache.put(key, data)
-    return data
-
-
-def _file_matches(path: Path, prefix: bytes, key: uuid.UUID, algorithm: str) -> bool:
+def _split(k: Kind, raw: Any) -> tuple[uuid.UUID, str | None]:
+    """The key and attachment name of a selected reference."""
+    raw = bytes(raw)
+    if len(raw) < 16:
+        raise SaDjblobError(f"external {k.name} reference of {len(raw)} bytes: expected 16")
+    key = uuid.UUID(bytes=raw[:16])
+    if k.name != "attach" or len(raw) == 16:
+        return key, None
     try:
-        with path.open("rb") as f:
-            return hash_stream(f, prefix=prefix, algorithm=algorithm)[0] == key
-    except OSError:
-        return False
+        return key, raw[16:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise SaDjblobError(f"attachment name of {key} is not valid UTF-8") from None
 
 
-@contextlib.contextmanager
-def _open_payload(
-    store: Store, key: uuid.UUID, path: PurePosixPath, prefix: bytes
-) -> Iterator[BinaryIO]:
-    cache = get_cache() if store.is_remote else None
-    if cache is not None:
-        cached = cache.get_file(key, store.hash, prefix=prefix)
-        if cached is not None:
-            with cached.open("rb") as f:
-                yield f
-            return
-    with store.open(path) as f:
-        yield f
+_NOTHING: Any = object()
 
 
-def fetch_attachment(store: Store, key: uuid.UUID, path: PurePosixPath, name: str) -> Path:
-    """Write a verified external attachment into ``download_path``; return its path."""
-    prefix = attachment_prefix(name)
+@dataclass
+class Located:
+    """A reference of a result row, located in its area, maybe with its payload loaded."""
 
-    def fill(out: BinaryIO) -> None:
-        h = new_hasher(store.hash)
-        h.update(prefix)
-        with _open_payload(store, key, path, prefix) as src:
-            while chunk := src.read(HASH_CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-        if uuid.UUID(bytes=h.digest()[:16]) != key:
-            raise IntegrityError(
-                f"attachment {key} in store {store.name!r} at {path} does not match its hash"
-                f" ({store.hash}): it was changed or corrupted"
-            )
-        out.flush()
+    kind: Kind
+    area: Area
+    key: uuid.UUID
+    name: str | None
+    loaded: Any = _NOTHING
 
-    result = _attach.write_download(name, lambda p: _file_matches(p, prefix, key, store.hash), fill)
-    cache = get_cache() if store.is_remote else None
-    if cache is not None and cache.path(key) is None:
-        cache.put_file(key, result)
-    return result
+    def load(self) -> None:
+        try:
+            self.loaded = self.kind.load(self.area, self.key, self.name)
+        except (MissingPayloadError, IntegrityError) as exc:
+            self.loaded = exc  # raised when its row is read
 
-
-def check_attachment_name(key: uuid.UUID, name: str) -> None:
-    """Refuse a stored attachment name that would leave the object's folder."""
-    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
-        raise SaDjblobError(
-            f"refusing the attachment name {name[:60]!r} of {key} in the externals table:"
-            " it is not a plain file name"
-        )
+    def value(self, options: dict[str, Any]) -> Any:
+        if self.loaded is _NOTHING:
+            return self.kind.finish(self.kind.load(self.area, self.key, self.name), options)
+        if isinstance(self.loaded, BaseException):
+            raise self.loaded
+        return self.kind.finish(self.loaded, options)
 
 
 def read_external(
-    kind: str, store_name: str, schema: str | None, raw: bytes, dialect: Dialect
+    k: Kind,
+    store_name: str,
+    schema: str | None,
+    raw: Any,
+    dialect: Dialect,
+    options: dict[str, Any],
 ) -> Any:
-    """Turn a selected hash (and attachment name) back into the value."""
-    if len(raw) < 16:
-        raise SaDjblobError(f"external {kind} reference of {len(raw)} bytes: expected 16")
-    key = uuid.UUID(bytes=raw[:16])
-    store = get_store(store_name)
+    """A selected reference read without the reader (an engine without ``install``)."""
+    key, name = _split(k, raw)
     schema = schema or dialect.default_schema_name
     if not schema:
         raise SaDjblobError("cannot tell the schema of an external value's object path")
-    if kind == "attach":
-        if len(raw) == 16:
-            raise SaDjblobError(
-                f"external attachment {key} was selected without its name: select the column"
-                " through its table (the name comes from the externals table)"
-            )
-        try:
-            name = raw[16:].decode("utf-8")
-        except UnicodeDecodeError:
-            raise SaDjblobError(f"attachment name of {key} is not valid UTF-8") from None
-        check_attachment_name(key, name)
-        path = object_path(store.location, schema, key, name, store.subfolding)
-        got = _take_prefetched(store.name, path)
-        if isinstance(got, Path):
-            return got
-        if isinstance(got, BaseException):
-            raise got
-        return fetch_attachment(store, key, path, name)
-    path = object_path(store.location, schema, key, None, store.subfolding)
-    got = _take_prefetched(store.name, path)
-    if isinstance(got, BaseException):
-        raise got
-    data = got if isinstance(got, bytes) else fetch_bytes(store, key, path)
-    return unpack(data)
+    return k.finish(k.load(Area(get_store(store_name), str(schema)), key, name), options)
 
 
-# -- prefetch of remote payloads -------------------------------------------------
+# -- the reader ------------------------------------------------------------------
 
 
-def _remote_columns(context: Any) -> list[tuple[int, ExternalResult]]:
-    compiled = getattr(context, "compiled", None)
-    columns = getattr(compiled, "_result_columns", None)
+def _locator(conn: Connection, context: Any) -> Any:
+    """A function that locates (and preloads) the external references of raw rows."""
+    columns = [(i, t) for i, t in result_columns(context) if isinstance(t, ExternalResult)]
     if not columns:
-        return []
-    found = []
-    for i, entry in enumerate(columns):
-        typ = entry[3]
-        if isinstance(typ, ExternalResult):
-            try:
-                if get_store(typ.store).is_remote:
-                    found.append((i, typ))
-            except SaDjblobError:
-                continue
-    return found
+        return None
+    options = context.execution_options
+    areas: dict[tuple[str, str | None], Area] = {}
+    plan: list[tuple[int, Kind, Area]] = []
+    for i, typ in columns:
+        where = (typ.store, typ.schema)
+        if where not in areas:
+            schema = resolve_schema(conn, typ.schema, external_table_name(typ.store), options)
+            areas[where] = Area(get_store(typ.store), schema)
+        plan.append((i, kind(typ.kind_name), areas[where]))
+
+    def locate(rows: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        remote: dict[tuple[str, str, uuid.UUID, str | None], Located] = {}
+        for row in rows:
+            cells = list(row)
+            for i, k, area in plan:
+                raw = cells[i]
+                if raw is None:
+                    continue
+                key, name = _split(k, raw)
+                located = Located(k, area, key, name)
+                if area.store.is_remote:
+                    # one fetch for each payload, however many rows use it
+                    located = remote.setdefault((k.name, area.store.name, key, name), located)
+                cells[i] = located
+            out.append(tuple(cells))
+        if len(remote) > 1:
+            run_all(Located.load, list(remote.values()))
+        return out
+
+    return locate
 
 
 def _after_cursor_execute(
     conn: Connection, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool
 ) -> None:
-    if cursor.description is None or executemany:
+    if cursor.description is None or executemany or context is None:
         return
-    cols = _remote_columns(context)
-    if not cols:
+    options = context.execution_options
+    if options.get(INTERNAL):
         return
-    # Whatever an earlier result left unread is dropped: entries live for one result.
-    target = _prefetch_map()
-    target.clear()
-    from sqlalchemy.engine.cursor import FullyBufferedCursorFetchStrategy
-
-    rows = cursor.fetchall()
-    context.cursor_fetch_strategy = FullyBufferedCursorFetchStrategy(
-        cursor, cursor.description, rows
-    )
-    jobs: dict[tuple[str, PurePosixPath], tuple[str, Store, uuid.UUID, str | None]] = {}
-    uses: dict[tuple[str, PurePosixPath], int] = {}
-    for row in rows:
-        for i, typ in cols:
-            raw = row[i]
-            if raw is None or len(raw) < 16:
-                continue
-            raw = bytes(raw)
-            key = uuid.UUID(bytes=raw[:16])
-            store = get_store(typ.store)
-            schema = str(typ.schema or conn.dialect.default_schema_name)
-            name = raw[16:].decode("utf-8", "replace") if typ.kind == "attach" else None
-            if typ.kind == "attach" and not name:
-                continue
-            path = object_path(store.location, schema, key, name, store.subfolding)
-            jobs[(store.name, path)] = (typ.kind, store, key, name)
-            uses[(store.name, path)] = uses.get((store.name, path), 0) + 1
-    if len(jobs) < 2:
+    locate = _locator(conn, context)
+    if locate is None:
         return
-
-    def run(
-        item: tuple[tuple[str, PurePosixPath], tuple[str, Store, uuid.UUID, str | None]],
-    ) -> Any:
-        (_, path), (kind, store, key, name) = item
-        try:
-            if kind == "attach":
-                assert name is not None
-                return fetch_attachment(store, key, path, name)
-            return fetch_bytes(store, key, path)
-        except (MissingPayloadError, IntegrityError) as exc:
-            return exc
-
-    results = run_all(run, list(jobs.items()))
-    for k, v in zip(jobs, results, strict=True):
-        target[k] = [v, uses[k]]
+    chunk = options.get("yield_per")
+    if chunk is None and options.get("stream_results"):
+        chunk = options.get("max_row_buffer", 1000)
+    install_strategy(context, RowTransformingStrategy(locate, chunk))
 
 
-def install_prefetch(engine: Engine) -> None:
+def install_reader(engine: Engine) -> None:
     if not event.contains(engine, "after_cursor_execute", _after_cursor_execute):
         event.listen(engine, "after_cursor_execute", _after_cursor_execute)
 
 
-def uninstall_prefetch(engine: Engine) -> None:
+def uninstall_reader(engine: Engine) -> None:
     if event.contains(engine, "after_cursor_execute", _after_cursor_execute):
         event.remove(engine, "after_cursor_execute", _after_cursor_execute)

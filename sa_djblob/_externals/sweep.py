@@ -69,13 +69,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from .._area import Area, check_owner
+from .._dialects import dialect_support
+from .._dialects.base import INTERNAL
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
-from .._layout import attachment_prefix, hash_stream, object_path
+from .._layout import attachment_prefix, hash_stream
 from .._pool import run_all
 from ..stores import Store
 from ..stores.base import ObjectInfo, is_temp_name
 from .maintenance import Reference, SweepReport, VerifyReport
-from .owner import check_owner
 
 if TYPE_CHECKING:
     from .maintenance import ExternalTable
@@ -85,7 +87,7 @@ __all__ = ["DEFAULT_BATCH", "DEFAULT_GRACE", "sweep", "verify"]
 DEFAULT_BATCH = 1000
 DEFAULT_GRACE = datetime.timedelta(hours=1)
 _ATTEMPTS = 5
-_NAME = re.compile(r"^([0-9a-f]{32})(?:\.(.+))?$")
+_NAME = re.compile(r"([0-9a-f]{32})(?:\.(.+))?", re.DOTALL)
 
 # A test hook: called after a batch's payloads were removed, before its commit.
 _after_remove: Callable[[str, list[PurePosixPath]], None] | None = None
@@ -124,33 +126,6 @@ def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
         yield seq[i : i + n]
 
 
-def _is_retryable(exc: BaseException) -> bool:
-    """Deadlocks, lock timeouts, serialization failures, SQLite's busy database, also
-    behind a later error (MySQL ends the whole transaction on a deadlock, so rolling back
-    to a savepoint then fails with "SAVEPOINT does not exist")."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if _retryable_one(cur):
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
-
-
-def _retryable_one(exc: BaseException) -> bool:
-    orig = getattr(exc, "orig", None)
-    if orig is None:
-        return False
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if sqlstate in ("40001", "40P01", "55P03"):
-        return True
-    args = getattr(orig, "args", ())
-    if args and args[0] in (1205, 1213):
-        return True
-    return "database is locked" in str(orig)
-
-
 class _Sweeper:
     def __init__(
         self,
@@ -168,29 +143,28 @@ class _Sweeper:
         self.ext = ext
         self.table = ext.table
         self.engine = ext.engine
-        self.dialect = self.engine.dialect.name
+        self.dialect = dialect_support(self.engine.dialect)
         self.store: Store = ext.store
-        self.schema = ext.schema
         self.grace = grace
         self.progress = progress
         self.batch = batch
         self.report = SweepReport(dry_run=dry_run)
-        self.area = PurePosixPath(self.store.location, self.schema)
+        self.area: Area = ext.area()
+        self.prefix = self.area.prefix
 
     # -- connections ---------------------------------------------------------
     def connect(self) -> Connection:
-        conn = self.engine.connect()
-        if self.dialect in ("mysql", "mariadb", "postgresql"):
-            conn = conn.execution_options(isolation_level="READ COMMITTED")
+        conn = self.engine.connect().execution_options(**{INTERNAL: True})
+        if self.dialect.sweep_isolation:
+            conn = conn.execution_options(isolation_level=self.dialect.sweep_isolation)
         return conn
 
     def _write_lock(self, conn: Connection) -> None:
-        """SQLite: take the database's write lock now (a write starts the write transaction)."""
-        if self.dialect == "sqlite":
-            conn.execute(sa.delete(self.table).where(self.table.c.hash.is_(None)))
+        """Where rows cannot be locked (SQLite), take the database's write lock now."""
+        self.dialect.begin_write(conn, self.table)
 
     def path(self, key: uuid.UUID, name: str | None) -> PurePosixPath:
-        return object_path(self.store.location, self.schema, key, name, self.store.subfolding)
+        return self.area.path(key, name)
 
     # -- phase 0 ---------------------------------------------------------------
     def check_references(self, conn: Connection) -> list[Reference] | None:
@@ -215,29 +189,29 @@ class _Sweeper:
         """Whether this database owns ``<location>/<schema>/``: only then are payloads
         there that it does not know orphans (see :mod:`.owner`)."""
         try:
-            check_owner(conn, self.store, self.schema, claim=claim)
-        except StoreError as exc:  # another database's area, or an unreadable marker
-            self.report.errors.append(f"{exc}; orphans kept")
+            check_owner(conn, self.area, claim=claim)
+        except StoreError as exc:  # another owner's area, or an unreadable marker
+            self.report.errors.append(f"{exc}; nothing deleted")
             return False
         return True
 
     def probe_store(self) -> bool:
         """Whether the store's listing can be read (one request), before deleting anything."""
         try:
-            next(iter(self.store.list(self.area)), None)
+            next(iter(self.store.list(self.prefix)), None)
         except Exception as exc:  # a failed listing aborts the sweep: reported
             self.report.errors.append(
-                f"cannot list {self.area} in store {self.store.name!r}: {exc}; nothing deleted"
+                f"cannot list {self.prefix} in store {self.store.name!r}: {exc}; nothing deleted"
             )
             return False
         return True
 
     def list_store(self) -> list[ObjectInfo] | None:
         try:
-            return [o for o in self.store.list(self.area) if not is_temp_name(o.path.name)]
+            return [o for o in self.store.list(self.prefix) if not is_temp_name(o.path.name)]
         except Exception as exc:  # a failed listing aborts the sweep: reported
             self.report.errors.append(
-                f"cannot list {self.area} in store {self.store.name!r}: {exc}; nothing deleted"
+                f"cannot list {self.prefix} in store {self.store.name!r}: {exc}; nothing deleted"
             )
             return None
 
@@ -266,7 +240,7 @@ class _Sweeper:
                             break
                         except sa.exc.DBAPIError as exc:
                             conn.rollback()
-                            if attempt + 1 == _ATTEMPTS or not _is_retryable(exc):
+                            if attempt + 1 == _ATTEMPTS or not self.dialect.is_retryable(exc):
                                 raise
                     removed.update(went)
                     bar.update(len(went))
@@ -335,7 +309,7 @@ class _Sweeper:
         for info in listing:
             if info.path in exclude:
                 continue
-            m = _NAME.match(info.path.name)
+            m = _NAME.fullmatch(info.path.name)
             if m is None:
                 continue
             key = uuid.UUID(hex=m.group(1))
@@ -370,7 +344,7 @@ class _Sweeper:
                             break
                         except sa.exc.DBAPIError as exc:
                             conn.rollback()
-                            if attempt + 1 == _ATTEMPTS or not _is_retryable(exc):
+                            if attempt + 1 == _ATTEMPTS or not self.dialect.is_retryable(exc):
                                 raise
                     bar.update(len(chunk))
                     if self.report.errors and not went:
@@ -379,16 +353,7 @@ class _Sweeper:
             bar.close()
 
     def _insert_ignore(self, conn: Connection, values: list[dict[str, Any]]) -> None:
-        t = self.table
-        if self.dialect in ("mysql", "mariadb"):
-            conn.execute(sa.insert(t).prefix_with("IGNORE"), values)
-            return
-        ins: Any
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as ins
-        else:
-            from sqlalchemy.dialects.sqlite import insert as ins
-        conn.execute(ins(t).on_conflict_do_nothing(index_elements=[t.c.hash]), values)
+        self.dialect.insert_missing(conn, self.table, values)
 
     def _orphan_batch(self, conn: Connection, chunk: Sequence[_Orphan]) -> int:
         t = self.table
@@ -438,8 +403,10 @@ class _Sweeper:
             if not self.ext.exists(conn):
                 return rep
             refs = self.check_references(conn)
-        if refs is None:
-            return rep
+            # Nothing is deleted from an area this (database, store) does not own: its
+            # rows' payloads may be another store's or another database's too.
+            if refs is None or not self.owns_area(conn, claim=not rep.dry_run):
+                return rep
         if not self.probe_store():
             return rep
         if rep.dry_run:
@@ -450,8 +417,6 @@ class _Sweeper:
                 rep.rows_deleted, rep.bytes_freed = self.count_unused(conn, refs)
                 rep.payloads_deleted = rep.rows_deleted
                 orphans = self.orphan_candidates(conn, listing, set())
-                if orphans and not self.owns_area(conn, claim=False):
-                    orphans = []
             rep.orphans_deleted = len(orphans)
             rep.bytes_freed += sum(o[2].size for o in orphans)
             return rep
@@ -464,15 +429,13 @@ class _Sweeper:
             return rep
         with self.connect() as conn:
             orphans = self.orphan_candidates(conn, listing, removed)
-            if orphans and not self.owns_area(conn, claim=True):
-                orphans = []
         if orphans:
             self.sweep_orphans(orphans)
         if removed or rep.orphans_deleted:
             try:
-                self.store.cleanup(self.area)
+                self.store.cleanup(self.prefix)
             except Exception as exc:  # only empty folders are at stake: reported
-                rep.errors.append(f"cannot remove empty folders below {self.area}: {exc}")
+                rep.errors.append(f"cannot remove empty folders below {self.prefix}: {exc}")
         return rep
 
 
@@ -519,16 +482,13 @@ def verify(
         if not include_unused:
             q = q.where(ext.used_clause(ext.references(conn)))
         rows = conn.execute(q.order_by(t.c.hash)).all()
-    try:
-        store = ext.store
-        schema = ext.schema
-    except SaDjblobError as exc:
-        report.errors.append(str(exc))
-        return report
-    items = [
-        (h, name, object_path(store.location, schema, h, name, store.subfolding))
-        for h, name in rows
-    ]
+        try:
+            area = ext.area(conn)
+        except SaDjblobError as exc:
+            report.errors.append(str(exc))
+            return report
+    store = area.store
+    items = [(h, name, area.path(h, name)) for h, name in rows]
     bar = _bar(progress, len(items), f"verify {ext.name}")
     try:
         for part in _chunks(items, chunk):

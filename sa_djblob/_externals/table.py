@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from ..types import HashType
+from .._dialects import dialect_support, find_support
+from .._sa_internals import type_bound_foreign_key, type_bound_index
 
 __all__ = [
     "EXTERNAL_PREFIX",
+    "HashType",
     "attach_external",
-    "external_columns",
+    "external_store",
     "external_table",
     "external_table_name",
 ]
@@ -27,6 +32,35 @@ _HASH_COMMENT = (
 )
 
 
+class HashType(TypeDecorator[uuid.UUID]):
+    """A 16-byte content hash, a ``uuid.UUID`` in Python (the externals table's key)."""
+
+    impl = sa.LargeBinary
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        support = find_support(dialect)
+        impl = sa.LargeBinary(16) if support is None else support.hash_type()
+        return dialect.type_descriptor(impl)
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
+        if value is None:
+            return None
+        if isinstance(value, uuid.UUID):
+            return value.bytes
+        if isinstance(value, bytes | bytearray | memoryview) and len(value) == 16:
+            return bytes(value)
+        return uuid.UUID(str(value)).bytes
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> uuid.UUID | None:
+        if value is None:
+            return None
+        return uuid.UUID(bytes=bytes(value))
+
+    def __repr__(self) -> str:
+        return "HashType()"
+
+
 def external_table_name(store: str) -> str:
     return f"{EXTERNAL_PREFIX}{store}"
 
@@ -38,7 +72,7 @@ def external_table(metadata: sa.MetaData, store: str, schema: str | None = None)
     existing = metadata.tables.get(key)
     if existing is not None:
         return existing
-    return sa.Table(
+    table = sa.Table(
         name,
         metadata,
         sa.Column("hash", HashType(), primary_key=True, comment=_HASH_COMMENT),
@@ -79,6 +113,13 @@ def external_table(metadata: sa.MetaData, store: str, schema: str | None = None)
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
+    sa.event.listen(table, "before_create", _refuse_unsupported)
+    return table
+
+
+def _refuse_unsupported(target: sa.Table, connection: Any, **kw: Any) -> None:
+    """``create_all`` of an externals table on a database without support: refused."""
+    dialect_support(connection.dialect)
 
 
 def _index_name(table: sa.Table, column: sa.Column[Any]) -> str:
@@ -101,9 +142,7 @@ def attach_external(
         # Type-bound, like the CHECK constraint of a Boolean: a copy of the column
         # (Table.to_metadata, Alembic's operations) makes it anew, so copies skip it.
         table.append_constraint(
-            sa.ForeignKeyConstraint(
-                [column], [ext.c.hash], onupdate="RESTRICT", ondelete="RESTRICT", _type_bound=True
-            )
+            type_bound_foreign_key([column], [ext.c.hash], onupdate="RESTRICT", ondelete="RESTRICT")
         )
     indexed = (
         column.primary_key
@@ -114,18 +153,10 @@ def attach_external(
     if not indexed:
         # Flagged like the index of ``Column(index=True)``: table copies skip it, since the
         # type makes it again on the copied column.
-        sa.Index(_index_name(table, column), column, _column_flag=True)
+        type_bound_index(_index_name(table, column), column)
 
 
-def external_columns(table: Any) -> list[tuple[str, sa.Column[Any], Any]]:
-    """``(key, column, type)`` of every column of *table* with an external type."""
-    from ..types import _External
-
-    cols = getattr(table, "columns", None)
-    if cols is None:
-        return []
-    return [
-        (c.key, c, c.type)
-        for c in cols
-        if isinstance(c.type, _External) and c.type.store is not None
-    ]
+def external_store(column: Any) -> str | None:
+    """The store of a column with an external type (``Blob(store=...)`` ...), else None."""
+    store = getattr(getattr(column, "type", None), "sa_djblob_store", None)
+    return store if isinstance(store, str) else None

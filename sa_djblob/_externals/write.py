@@ -1,99 +1,86 @@
-"""The write path: ``install`` hooks a Connection ``before_execute`` listener that turns
-external values of INSERT / UPDATE parameter rows into content hashes, after making
-sure each payload is in its store, following DESIGN.md's locking protocol:
+"""The write path of external values, following the locking protocol (docs/design.md):
 
-1. pack (blob) or stream-hash (attach) the value: key H;
-2. upsert the externals row for H and hold a shared lock on it;
-3. upload the payload if this transaction created the row, else upload it if absent;
-4. the user's statement carries H; the foreign key makes the database enforce it.
+1. pack (blob) or stream-hash (attach) the value: key H. This happens where SQLAlchemy
+   converts the statement's values (the type's bind processing), so every statement
+   form that binds a value reaches it: ``values()`` and multi-row ``values([...])``,
+   executemany parameters, ``bindparam()``, upserts' ``set_``, ORM flushes and ORM
+   bulk statements;
+2. before the statement is sent (``before_cursor_execute``), for each store: insert
+   the externals rows that are missing and hold a shared lock on all of them;
+3. upload the payloads whose row this transaction created, and those found missing
+   (or of the wrong size) in the store;
+4. the statement carries H; the foreign key makes the database enforce it.
 
-All of it runs on the caller's connection, inside the caller's transaction. ORM
-flushes (add, merge, attribute changes, bulk inserts) reach the same listener.
+All of it runs on the caller's connection, inside the caller's transaction, with the
+statement's own execution options (a ``schema_translate_map`` reaches the externals
+table and the object paths alike). ``install(engine)`` adds the listeners.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from .. import _attach
-from .._codec import pack
-from .._exceptions import SaDjblobError, StoreError
-from .._layout import attachment_prefix, content_hash, hash_stream, object_path
-from .._pool import run_all
+from .._area import Area, check_owner, resolve_schema
+from .._dialects import dialect_support
+from .._dialects.base import INTERNAL
+from .._exceptions import NotInstalledError, SaDjblobError, StoreError
+from .._kinds import Kind, Payload
+from .._pool import call, run_all
 from ..stores import Store, get_store
-from ..types import ExternalRef, _External
-from .owner import check_owner
-from .table import external_columns, external_table
+from .table import external_table
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["Payload", "claim_rows", "install", "installed", "prepare_payload", "uninstall"]
+__all__ = ["bind_external", "claim_rows", "install", "installed", "sync_engine", "uninstall"]
 
 log = logging.getLogger("sa_djblob")
 
 _BATCH = 500
 _CLAIM_ATTEMPTS = 50
+_PARALLEL_BYTES = 4 << 20
 
 
 @dataclass
-class Payload:
-    """One value to keep in a store."""
+class _Statement:
+    """A statement executing on an installed engine, and the external values it binds."""
 
-    store: Store
-    key: uuid.UUID
-    path: PurePosixPath
-    size: int
-    attachment_name: str | None = None
-    data: bytes | None = None
-    file: Path | None = None
-
-    def upload(self) -> None:
-        if self.data is not None:
-            self.store.put(self.path, self.data)
-            return
-        assert self.file is not None
-        if not self.file.is_file():
-            raise StoreError(f"cannot read attachment {self.file}: it is gone")
-        self.store.upload_file(self.path, self.file)
+    conn: Connection
+    table: sa.Table | None
+    options: dict[str, Any]
+    writes: bool
+    payloads: dict[str, dict[uuid.UUID, Payload]] = field(default_factory=dict)
 
 
-def prepare_payload(kind: str, value: Any, store: Store, schema: str) -> Payload:
-    """Pack or hash one external value."""
-    if kind == "blob":
-        data = pack(value)
-        key = content_hash(data, algorithm=store.hash)
-        path = object_path(store.location, schema, key, None, store.subfolding)
-        return Payload(store, key, path, len(data), data=data)
-    if not isinstance(value, str | os.PathLike):
-        raise TypeError(
-            f"Attach values are file paths (str or PathLike), got {type(value).__name__}"
+_current: contextvars.ContextVar[_Statement | None] = contextvars.ContextVar(
+    "sa_djblob_statement", default=None
+)
+
+
+def bind_external(kind: Kind, store_name: str, value: Any) -> bytes:
+    """Step 1 for one value of a statement: its key, which the column will hold."""
+    st = _current.get()
+    if st is None:
+        raise NotInstalledError(
+            f"an external {kind.name} value for store {store_name!r} reached the database"
+            " without the sa_djblob write path: call sa_djblob.install(engine) once for"
+            " the engine (or AsyncEngine) the session or connection uses"
         )
-    file = Path(os.fspath(value))
-    name = _attach.attachment_name(file)
-    if len(name) > 255:
-        raise ValueError(f"attachment name {name[:40]!r}... is longer than 255 characters")
-    try:
-        with file.open("rb") as f:
-            key, total = hash_stream(f, prefix=attachment_prefix(name), algorithm=store.hash)
-    except OSError as exc:
-        raise FileNotFoundError(
-            exc.errno, f"cannot read attachment: {exc.strerror}", str(file)
-        ) from None
-    size = total - len(name.encode("utf-8")) - 1
-    path = object_path(store.location, schema, key, name, store.subfolding)
-    return Payload(store, key, path, size, attachment_name=name, file=file)
+    store = get_store(store_name)
+    payload = call(kind.prepare, value, store)
+    if st.writes:
+        st.payloads.setdefault(store_name, {}).setdefault(payload.key, payload)
+    return payload.key.bytes
 
 
 # -- step 2: upsert and lock the externals rows ------------------------------
@@ -119,49 +106,32 @@ def _check_stored_name(ext: sa.Table, key: uuid.UUID, wanted: Any, stored: Any) 
 
 
 def claim_rows(
-    conn: Connection, ext: sa.Table, rows: Mapping[uuid.UUID, Mapping[str, Any]]
+    conn: Connection,
+    ext: sa.Table,
+    rows: Mapping[uuid.UUID, Mapping[str, Any]],
+    options: Mapping[str, Any] | None = None,
 ) -> set[uuid.UUID]:
     """Make sure an externals row exists for every key and hold a shared lock on it.
 
     *rows* maps each key to the row's other columns. Returns the keys whose row this
     call inserted (their payloads need no existence check before upload).
     """
-    name = conn.dialect.name
-    is_mysql = name in ("mysql", "mariadb")
+    dialect = dialect_support(conn.dialect)
+    opts = {**(options or {}), INTERNAL: True}
     created: set[uuid.UUID] = set()
     pending = sorted(rows)  # one order for every writer: fewer deadlocks
     for _ in range(_CLAIM_ATTEMPTS):
         for chunk in _chunks(pending, _BATCH):
             values = [{"hash": k, **rows[k]} for k in chunk]
-            if is_mysql:
-                # executemany: PyMySQL sends one multi-row INSERT and reports the rows added.
-                # All of them new: this call created them all; otherwise check them all.
-                stmt = sa.insert(ext).prefix_with("IGNORE")
-                if conn.execute(stmt, values).rowcount == len(chunk):
-                    created.update(chunk)
-            else:
-                dialect_insert: Any
-                if name == "postgresql":
-                    from sqlalchemy.dialects.postgresql import insert as dialect_insert
-                else:
-                    from sqlalchemy.dialects.sqlite import insert as dialect_insert
-                stmt = (
-                    dialect_insert(ext)
-                    .on_conflict_do_nothing(index_elements=[ext.c.hash])
-                    .returning(ext.c.hash)
-                )
-                # executemany with RETURNING: SQLAlchemy batches it ("insertmanyvalues")
-                created.update(conn.scalars(stmt, values))
-        if name == "sqlite":
+            created.update(dialect.insert_missing(conn, ext, values, **opts) or ())
+        if not dialect.row_locks:
             return created  # the write transaction already excludes sweepers
         locked: set[uuid.UUID] = set()
         for chunk in _chunks(pending, _BATCH):
-            q = (
-                sa.select(ext.c.hash, ext.c.attachment_name)
-                .where(ext.c.hash.in_(chunk))
-                .with_for_update(read=True)
+            q = dialect.lock_shared(
+                sa.select(ext.c.hash, ext.c.attachment_name).where(ext.c.hash.in_(chunk))
             )
-            for key, stored_name in conn.execute(q):
+            for key, stored_name in conn.execute(q, execution_options=opts):
                 _check_stored_name(ext, key, rows[key].get("attachment_name"), stored_name)
                 locked.add(key)
         # A row that a sweeper deleted between our insert and our lock: insert it again.
@@ -178,33 +148,49 @@ def claim_rows(
 # -- step 3: make sure the payloads are in their stores ------------------------
 
 
-def _local_and_small(payloads: list[Payload]) -> bool:
+def _serial(items: list[tuple[Area, Payload]]) -> bool:
     """Local stores answer in microseconds: threads only pay off for large payloads."""
-    if any(p.store.is_remote for p in payloads):
+    if any(area.store.is_remote for area, _ in items):
         return False
-    return sum(p.size for p in payloads) < _PARALLEL_BYTES
+    return sum(p.size for _, p in items) < _PARALLEL_BYTES
 
 
-def _ensure_payloads(
-    conn: Connection, table: sa.Table, payloads: dict[str, dict[uuid.UUID, Payload]]
-) -> None:
-    upload: list[Payload] = []
-    check: list[Payload] = []
+def _present(item: tuple[Area, Payload]) -> bool:
+    area, p = item
+    size = area.store.size(area.path(p.key, p.attachment_name))
+    # a payload of the wrong size (a torn or tampered file) is written again
+    return size is not None and (size < 0 or size == p.size)
+
+
+def _upload(item: tuple[Area, Payload]) -> None:
+    item[1].upload(item[0])
+
+
+def _flush(st: _Statement, payloads: dict[str, dict[uuid.UUID, Payload]]) -> None:
+    conn = st.conn
+    _require_transaction(conn)
+    metadata = st.table.metadata if st.table is not None else sa.MetaData()
+    table_schema = st.table.schema if st.table is not None else None
+    upload: list[tuple[Area, Payload]] = []
+    check: list[tuple[Area, Payload]] = []
     for store_name, items in payloads.items():
-        ext = external_table(table.metadata, store_name, table.schema)
-        created = claim_rows(
-            conn,
-            ext,
-            {k: {"size": p.size, "attachment_name": p.attachment_name} for k, p in items.items()},
-        )
+        store: Store = get_store(store_name)
+        ext = external_table(metadata, store_name, table_schema)
+        area = Area(store, resolve_schema(conn, ext.schema, ext.name, st.options))
+        check_owner(conn, area)
+        try:
+            created = claim_rows(conn, ext, {k: p.row() for k, p in items.items()}, st.options)
+        except sa.exc.DBAPIError as exc:
+            _explain_missing_table(conn, ext, st.options, exc)
+            raise
         for key, p in items.items():
-            (upload if key in created else check).append(p)
+            (upload if key in created else check).append((area, p))
     if check:
-        present = run_all(lambda p: p.store.exists(p.path), check, serial=_local_and_small(check))
-        upload.extend(p for p, ok in zip(check, present, strict=True) if not ok)
+        present = run_all(_present, check, serial=_serial(check))
+        upload.extend(item for item, ok in zip(check, present, strict=True) if not ok)
     if upload:
         try:
-            run_all(Payload.upload, upload, serial=_local_and_small(upload))
+            run_all(_upload, upload, serial=_serial(upload))
         except SaDjblobError:
             raise
         except Exception as exc:
@@ -212,28 +198,32 @@ def _ensure_payloads(
         log.debug("uploaded %d payload(s)", len(upload))
 
 
-# -- the listener ----------------------------------------------------------
+def _explain_missing_table(
+    conn: Connection, ext: sa.Table, options: Mapping[str, Any], exc: BaseException
+) -> None:
+    """Turn the database's "no such table" into what to do about it."""
+    translate = (options or {}).get("schema_translate_map") or {}
+    schema = translate.get(ext.schema, ext.schema)
+    if not _table_exists(conn, ext.name, schema):
+        where = f" in schema {schema!r}" if schema else ""
+        raise SaDjblobError(
+            f"the externals table {ext.name!r} does not exist{where}: create it with"
+            " metadata.create_all(engine) (it is on the MetaData of every table with an"
+            " external column) or run your Alembic migrations"
+        ) from exc
 
 
-def _default_schema(conn: Connection) -> str:
-    schema = conn.dialect.default_schema_name
-    if not schema:
-        raise SaDjblobError("cannot tell the connection's default schema for the object paths")
-    return str(schema)
-
-
-_PARALLEL_BYTES = 4 << 20
-
-
-def _approx_size(value: Any) -> int:
-    """A cheap estimate of a value's packed size (files count as large)."""
-    if isinstance(value, np.ndarray):
-        return int(value.nbytes)
-    if isinstance(value, bytes | bytearray | str):
-        return len(value)
-    if isinstance(value, str | os.PathLike):
-        return _PARALLEL_BYTES
-    return 64
+def _table_exists(conn: Connection, name: str, schema: str | None) -> bool:
+    try:
+        with conn.begin_nested():
+            return sa.inspect(conn).has_table(name, schema=schema)
+    except Exception:
+        pass
+    try:
+        with conn.engine.connect() as other:
+            return sa.inspect(other).has_table(name, schema=schema)
+    except Exception:  # cannot tell: say nothing more than the database did
+        return True
 
 
 def _require_transaction(conn: Connection) -> None:
@@ -254,69 +244,7 @@ def _require_transaction(conn: Connection) -> None:
         )
 
 
-def _rewrite_rows(
-    conn: Connection,
-    table: sa.Table,
-    cols: list[tuple[str, Any, Any]],
-    rows: Sequence[Mapping[str, Any]],
-) -> list[dict[str, Any]] | None:
-    todo: list[tuple[int, str, _External, Any]] = []
-    for i, row in enumerate(rows):
-        for key, _col, typ in cols:
-            value = row.get(key)
-            if value is not None and not isinstance(value, ExternalRef):
-                todo.append((i, key, typ, value))
-    if not todo:
-        return None
-    _require_transaction(conn)
-    schema = table.schema or _default_schema(conn)
-    stores = {str(typ.store): get_store(str(typ.store)) for _, _, typ, _ in todo}
-    # Packing and hashing hold the GIL for small values: threads only pay off for big ones.
-    big = sum(_approx_size(v) for *_, v in todo) > _PARALLEL_BYTES
-    prepared = run_all(
-        lambda t: prepare_payload(t[2].kind, t[3], stores[str(t[2].store)], schema),
-        todo,
-        serial=not big,
-    )
-    for store in stores.values():
-        check_owner(conn, store, schema)
-    payloads: dict[str, dict[uuid.UUID, Payload]] = {}
-    new_rows = [dict(r) for r in rows]
-    for (i, key, typ, _), p in zip(todo, prepared, strict=True):
-        assert typ.store is not None
-        payloads.setdefault(typ.store, {}).setdefault(p.key, p)
-        new_rows[i][key] = ExternalRef(bytes=p.key.bytes)
-    _ensure_payloads(conn, table, payloads)
-    return new_rows
-
-
-def _rewrite_values(conn: Connection, stmt: Any, cols: list[tuple[str, Any, Any]]) -> Any:
-    """``insert(t).values(col=value)``: the values are inside the statement."""
-    values = getattr(stmt, "_values", None)
-    if not values:
-        return stmt
-    by_key = {key: typ for key, _, typ in cols}
-    inline: dict[str, Any] = {}
-    for k, v in values.items():
-        key = k if isinstance(k, str) else getattr(k, "key", None)
-        if key in by_key and isinstance(v, sa.BindParameter):
-            inline[key] = v.value
-    if not inline:
-        return stmt
-    new = _rewrite_rows(conn, stmt.table, cols, [inline])
-    return stmt if new is None else stmt.values(**new[0])
-
-
-def _raise_if_too_big(size: int, limit: int) -> None:
-    # PyMySQL sends binary values escaped inside the SQL text; allow for that.
-    wire = 2 * size + 1024
-    if wire > limit:
-        raise SaDjblobError(
-            f"a value of {size:,} bytes would exceed the MySQL server's max_allowed_packet"
-            f" of {limit:,} bytes on the wire (PyMySQL sends binary values escaped, up to"
-            " twice their size): keep large values in an external store"
-            " (djb.Blob(store=...)) or raise max_allowed_packet on the server"
-        )
+# -- the listeners -------------------------------------------------------------
 
 
 def _before_execute(
@@ -324,32 +252,48 @@ def _before_execute(
     clauseelement: Any,
     multiparams: Any,
     params: Any,
-    execution_options: Any,
-) -> tuple[Any, Any, Any]:
-    if not isinstance(clauseelement, sa.Insert | sa.Update):
-        return clauseelement, multiparams, params
-    table = clauseelement.table
-    if not isinstance(table, sa.Table):
-        return clauseelement, multiparams, params
-    cols = external_columns(table)
-    if not cols:
-        return clauseelement, multiparams, params
-    clauseelement = _rewrite_values(conn, clauseelement, cols)
-    if multiparams:
-        new = _rewrite_rows(conn, table, cols, multiparams)
-        if new is not None:
-            multiparams = new
-    elif params:
-        new = _rewrite_rows(conn, table, cols, [params])
-        if new is not None:
-            params = new[0]
-    return clauseelement, multiparams, params
+    execution_options: Mapping[str, Any],
+) -> None:
+    if execution_options.get(INTERNAL):
+        return
+    table = getattr(clauseelement, "table", None)
+    dml = isinstance(clauseelement, sa.Insert | sa.Update)
+    writes = dml or isinstance(clauseelement, sa.TextClause)
+    _current.set(
+        _Statement(
+            conn,
+            table if dml and isinstance(table, sa.Table) else None,
+            dict(execution_options),
+            writes,
+        )
+    )
 
 
-def _sqlite_fk(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+def _before_cursor_execute(
+    conn: Connection, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool
+) -> None:
+    st = _current.get()
+    if st is None or st.conn is not conn or not st.payloads:
+        return
+    if context is not None and context.execution_options.get(INTERNAL):
+        return
+    payloads, st.payloads = st.payloads, {}
+    _flush(st, payloads)
+
+
+def _after_execute(
+    conn: Connection, clauseelement: Any, multiparams: Any, params: Any, options: Any, result: Any
+) -> None:
+    if not options.get(INTERNAL):
+        _current.set(None)
+
+
+def _handle_error(context: Any) -> None:
+    st = _current.get()
+    if st is not None and st.conn is context.connection:
+        ctx = context.execution_context
+        if ctx is None or not ctx.execution_options.get(INTERNAL):
+            _current.set(None)
 
 
 def sync_engine(engine: Engine | AsyncEngine) -> Engine:
@@ -360,78 +304,45 @@ def sync_engine(engine: Engine | AsyncEngine) -> Engine:
     return sync
 
 
-_LISTENERS: list[tuple[str, Any, dict[str, Any]]] = [
-    ("before_execute", _before_execute, {"retval": True}),
+_LISTENERS: list[tuple[str, Any]] = [
+    ("before_execute", _before_execute),
+    ("before_cursor_execute", _before_cursor_execute),
+    ("after_execute", _after_execute),
+    ("handle_error", _handle_error),
 ]
 
 
 def install(engine: Engine | AsyncEngine) -> None:
     """Activate the write path of external values on *engine* (idempotent).
 
-    On SQLite it also turns foreign keys on for every connection; on MySQL it reads
-    the server's ``max_allowed_packet`` so oversized in-row values fail before sending.
+    Refuses a database sa_djblob has no SQL for. On SQLite it also turns foreign keys
+    on for every connection; on MySQL it reads the server's ``max_allowed_packet`` so
+    oversized in-row values fail before sending.
     """
     sync = sync_engine(engine)
-    for name, fn, kw in _LISTENERS:
+    dialect = dialect_support(sync.dialect)
+    for name, fn in _LISTENERS:
         if not event.contains(sync, name, fn):
-            event.listen(sync, name, fn, **kw)
-    name = sync.dialect.name
-    if name == "sqlite" and not event.contains(sync.pool, "checkout", _sqlite_checkout):
-        event.listen(sync.pool, "checkout", _sqlite_checkout)
-    mysql = name in ("mysql", "mariadb")
-    if mysql and not event.contains(sync, "before_cursor_execute", _mysql_before_cursor):
-        event.listen(sync, "before_cursor_execute", _mysql_before_cursor)
-    from .read import install_prefetch
+            event.listen(sync, name, fn)
+    dialect.install(sync)
+    from .read import install_reader
 
-    install_prefetch(sync)
+    install_reader(sync)
 
 
 def uninstall(engine: Engine | AsyncEngine) -> None:
     """Remove everything ``install`` added to *engine* (idempotent)."""
     sync = sync_engine(engine)
-    for name, fn, _kw in _LISTENERS:
+    for name, fn in _LISTENERS:
         if event.contains(sync, name, fn):
             event.remove(sync, name, fn)
-    if event.contains(sync.pool, "checkout", _sqlite_checkout):
-        event.remove(sync.pool, "checkout", _sqlite_checkout)
-    if event.contains(sync, "before_cursor_execute", _mysql_before_cursor):
-        event.remove(sync, "before_cursor_execute", _mysql_before_cursor)
-    from .read import uninstall_prefetch
+    with contextlib.suppress(SaDjblobError):
+        dialect_support(sync.dialect).uninstall(sync)
+    from .read import uninstall_reader
 
-    uninstall_prefetch(sync)
+    uninstall_reader(sync)
 
 
 def installed(engine: Engine | AsyncEngine) -> bool:
     """Whether ``install`` is active on *engine*."""
     return event.contains(sync_engine(engine), "before_execute", _before_execute)
-
-
-def _sqlite_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
-    _sqlite_fk(dbapi_conn, _record)
-
-
-_PACKET_KEY = "sa_djblob.max_allowed_packet"
-
-
-def _mysql_before_cursor(
-    conn: Connection, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool
-) -> None:
-    info = conn.connection.info  # the pooled DBAPI connection's info: lives as long as it
-    limit = info.get(_PACKET_KEY)
-    if limit is None:
-        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cur.execute("SELECT @@max_allowed_packet")
-            row = cur.fetchone()
-            limit = info[_PACKET_KEY] = int(row[0]) if row else 1 << 30
-        finally:
-            cur.close()
-    if parameters is None:
-        return
-    rows = parameters if executemany else [parameters]
-    for row in rows:
-        values = row.values() if isinstance(row, Mapping) else row
-        if isinstance(values, Iterable) and not isinstance(values, str | bytes):
-            size = sum(len(v) for v in values if isinstance(v, bytes | bytearray | memoryview))
-            if size:
-                _raise_if_too_big(size, limit)

@@ -47,6 +47,8 @@ class Store(abc.ABC):
     """A place that keeps payloads by path."""
 
     protocol: str = ""
+    #: the longest object file name the store can hold (bytes), if it has a limit
+    max_object_name: int | None = None
 
     def __init__(
         self,
@@ -82,6 +84,21 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def open(self, path: PurePosixPath) -> BinaryIO:
         """A readable binary stream of the payload (close it); ``MissingPayloadError`` if absent."""
+
+    def create(self, path: PurePosixPath, data: bytes) -> bool:
+        """Store *data* at *path* only if nothing is there; return whether it did.
+
+        Atomic where the store can do it (a file store, S3's conditional write); this
+        default checks and then writes.
+        """
+        if self.exists(path):
+            return False
+        self.put(path, data)
+        return True
+
+    def size(self, path: PurePosixPath) -> int | None:
+        """The size of the payload at *path*, None if absent, -1 if present but unknown."""
+        return -1 if self.exists(path) else None
 
     @abc.abstractmethod
     def exists(self, path: PurePosixPath) -> bool:

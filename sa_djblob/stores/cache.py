@@ -70,6 +70,33 @@ class Cache:
         self._touch(entry)
         return data
 
+    def open_verified(
+        self, key: uuid.UUID, algorithm: str = "md5", prefix: bytes = b""
+    ) -> BinaryIO | None:
+        """The entry *key* opened for reading after verifying it by a streaming hash, or
+        None. The open file stays readable even if the entry is evicted meanwhile."""
+        entry = self._entry(key)
+        try:
+            f = open(entry, "rb")  # noqa: SIM115 - handed to the caller
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("cache entry %s unreadable: %s", entry, exc.strerror)
+            return None
+        try:
+            got, _ = hash_stream(f, prefix=prefix, algorithm=algorithm)
+            f.seek(0)
+        except OSError as exc:
+            f.close()
+            log.warning("cache entry %s unreadable: %s", entry, exc.strerror)
+            return None
+        if got != key:
+            f.close()
+            self._drop_corrupt(entry)
+            return None
+        self._touch(entry)
+        return f
+
     def get_file(self, key: uuid.UUID, algorithm: str = "md5", prefix: bytes = b"") -> Path | None:
         """The file of entry *key* after verifying it by a streaming hash, or None."""
         entry = self._entry(key)

@@ -7,6 +7,7 @@ import datetime
 import errno
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TypeVar
@@ -28,6 +29,7 @@ class FileStore(Store):
     """
 
     protocol = "file"
+    max_object_name = 255
 
     def __init__(self, name: str, *, location: str = "", **settings: Any) -> None:
         super().__init__(name, location=location, **settings)
@@ -81,6 +83,22 @@ class FileStore(Store):
 
         self._write_atomic(path, write)
 
+    def create(self, path: PurePosixPath, data: bytes) -> bool:
+        dest = Path(path)
+        tmp = dest.with_name(temp_name(dest.name))
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "xb") as f:
+                f.write(data)
+            os.link(tmp, dest)  # fails if the name exists: an atomic create-if-absent
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise self._error("write", path, exc) from None
+        finally:
+            _discard(tmp)
+        return True
+
     def put_file(self, path: PurePosixPath, src: BinaryIO, size: int | None = None) -> None:
         self._write_atomic(path, lambda f: shutil.copyfileobj(src, f, COPY_CHUNK))
 
@@ -109,6 +127,15 @@ class FileStore(Store):
         except OSError as exc:
             _discard(Path(dest))
             raise self._error("copy", path, exc) from None
+
+    def size(self, path: PurePosixPath) -> int | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._error("check", path, exc) from None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def exists(self, path: PurePosixPath) -> bool:
         try:

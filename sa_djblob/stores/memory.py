@@ -65,6 +65,11 @@ class MemoryStore(Store):
         with self._space.lock:
             self._space.objects[_key(path)] = value
 
+    def create(self, path: PurePosixPath, data: bytes) -> bool:
+        value = (bytes(data), datetime.datetime.now(datetime.UTC))
+        with self._space.lock:
+            return self._space.objects.setdefault(_key(path), value) is value
+
     def put_file(self, path: PurePosixPath, src: BinaryIO, size: int | None = None) -> None:
         buf = bytearray()
         while chunk := src.read(COPY_CHUNK):
@@ -80,6 +85,11 @@ class MemoryStore(Store):
 
     def open(self, path: PurePosixPath) -> BinaryIO:
         return io.BytesIO(self.get(path))
+
+    def size(self, path: PurePosixPath) -> int | None:
+        with self._space.lock:
+            found = self._space.objects.get(_key(path))
+        return None if found is None else len(found[0])
 
     def exists(self, path: PurePosixPath) -> bool:
         with self._space.lock:

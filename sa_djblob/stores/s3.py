@@ -295,6 +295,17 @@ class S3Store(Store):
         except Exception as exc:
             raise self._wrap(exc, "write", path) from None
 
+    def create(self, path: PurePosixPath, data: bytes) -> bool:
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.key(path), Body=data, IfNoneMatch="*"
+            )
+        except Exception as exc:
+            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise self._wrap(exc, "write", path) from None
+        return True
+
     def put_file(self, path: PurePosixPath, src: BinaryIO, size: int | None = None) -> None:
         try:
             self.client.upload_fileobj(
@@ -348,6 +359,15 @@ class S3Store(Store):
             if _code(exc) in _MISSING_CODES:
                 raise self._missing(path) from None
             raise self._wrap(exc, "read", path) from None
+
+    def size(self, path: PurePosixPath) -> int | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key(path))
+        except Exception as exc:
+            if _code(exc) in _MISSING_CODES:
+                return None
+            raise self._wrap(exc, "check", path) from None
+        return int(head.get("ContentLength", -1))
 
     def exists(self, path: PurePosixPath) -> bool:
         try:

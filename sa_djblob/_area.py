@@ -1,0 +1,151 @@
+"""A store area: one store's payloads of one database schema, ``<location>/<schema>/``.
+
+Every object path of the write path, the read path and the sweep is built here, from
+the schema a statement actually writes to or reads from (``resolve_schema``: the
+table's schema through the connection's ``schema_translate_map``, or, for an
+unqualified table, the schema the database resolves it to, e.g. through PostgreSQL's
+``search_path``). The schema is resolved once per statement.
+
+An area has one owner, a (database, store) pair: a sweep takes the payloads of its area
+that its externals table does not know for orphans, so neither another database (two
+SQLite files both call their schema ``main``) nor another store name configured on the
+same location may write there. The first writer or sweep records the owner in a marker
+beside the area, ``<location>/.sa_djblob-owner/<schema>``, created only if absent (an
+atomic create where the store has one); other writers and sweeps stop with a
+``StoreError`` that says how to fix it. Deleting the marker hands the area over.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+
+from ._dialects import dialect_support
+from ._dialects.base import INTERNAL
+from ._exceptions import MissingPayloadError, SaDjblobError, StoreError
+from ._layout import object_path
+from .stores import Store
+
+__all__ = ["Area", "check_owner", "database_identity", "resolve_schema"]
+
+_identities: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+_owned: set[tuple[str, str, str, str]] = set()
+_lock = threading.Lock()
+_ZERO = uuid.UUID(int=0)
+
+
+@dataclass(frozen=True)
+class Area:
+    """The payloads of *store* for database schema *schema*."""
+
+    store: Store
+    schema: str
+
+    def path(self, key: uuid.UUID, attachment_name: str | None = None) -> PurePosixPath:
+        """The object path of a payload (DataJoint's layout)."""
+        store = self.store
+        return object_path(
+            store.location,
+            self.schema,
+            key,
+            attachment_name,
+            store.subfolding,
+            protocol=store.protocol,
+        )
+
+    @property
+    def prefix(self) -> PurePosixPath:
+        """The folder (key prefix) that holds every payload of the area."""
+        store = self.store
+        return object_path(
+            store.location, self.schema, _ZERO, None, (), protocol=store.protocol
+        ).parent
+
+    @property
+    def marker(self) -> PurePosixPath:
+        """Where the owner of the area is recorded (outside the area)."""
+        return self.prefix.parent / ".sa_djblob-owner" / self.schema
+
+    def __str__(self) -> str:
+        return f"{self.prefix} of store {self.store.name!r}"
+
+
+def resolve_schema(
+    conn: Connection,
+    table_schema: str | None,
+    table_name: str,
+    options: Mapping[str, Any] | None = None,
+) -> str:
+    """The schema a statement on table *table_name* (declared in *table_schema*) reaches.
+
+    *options* are the statement's execution options (with the connection's): a
+    ``schema_translate_map`` applies first; an unqualified table is looked up where
+    the database finds it.
+    """
+    opts = dict(conn.get_execution_options())
+    if options:
+        opts.update(options)
+    translate = opts.get("schema_translate_map") or {}
+    schema = translate.get(table_schema, table_schema)
+    if schema:
+        return str(schema)
+    found = dialect_support(conn.dialect).table_schema(conn, table_name, **{INTERNAL: True})
+    if not found:
+        raise SaDjblobError(
+            f"the externals table {table_name!r} does not exist in the schemas this connection"
+            " searches: create it with metadata.create_all(engine) (it is on the MetaData of"
+            " every table with an external column) or run your Alembic migrations"
+        )
+    return found
+
+
+def database_identity(conn: Connection) -> str:
+    """Which database *conn* talks to (cached per engine)."""
+    engine = conn.engine
+    found = _identities.get(engine)
+    if found is None:
+        found = _identities[engine] = dialect_support(conn.dialect).database_identity(conn)
+    return found
+
+
+def _owner_line(identity: str, store: Store) -> str:
+    return f"{identity} store={store.name}"
+
+
+def check_owner(conn: Connection, area: Area, *, claim: bool = True) -> None:
+    """Raise ``StoreError`` unless this (database, store) owns *area*; claim it if unclaimed
+    (with *claim*). Checked once per process for each area and database."""
+    me = database_identity(conn)
+    store = area.store
+    key = (repr(store), area.schema, store.name, me)
+    if key in _owned:
+        return
+    mine = _owner_line(me, store)
+    try:
+        recorded = store.get(area.marker).decode("utf-8", "replace").strip()
+    except MissingPayloadError:
+        if not claim:
+            return
+        try:
+            created = store.create(area.marker, mine.encode("utf-8") + b"\n")
+        except StoreError as exc:
+            raise StoreError(f"cannot record the owner of {area} in {area.marker}: {exc}") from None
+        # not created: somebody else claimed it just now
+        recorded = mine if created else store.get(area.marker).decode("utf-8", "replace").strip()
+    # markers written before the store was part of the owner name the database alone
+    if recorded not in (mine, me):
+        raise StoreError(
+            f"{area} belongs to another owner ({recorded}; this is {mine}): each database"
+            " and each store name needs its own store location (two store names on one"
+            " location would delete each other's payloads in a sweep); give this one its own"
+            f" 'location', or delete {area.marker} to hand the area over"
+        )
+    with _lock:
+        _owned.add(key)

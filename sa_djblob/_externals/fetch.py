@@ -1,0 +1,87 @@
+"""Reading payloads: through the local cache for remote stores, verified on every read."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from .. import _attach
+from .._exceptions import IntegrityError
+from .._kinds import verify
+from .._layout import HASH_CHUNK, attachment_prefix, hash_stream, new_hasher
+from .._pool import call
+from ..stores import get_cache
+
+if TYPE_CHECKING:
+    from .._area import Area
+
+__all__ = ["fetch_attachment", "fetch_bytes", "open_payload"]
+
+
+def fetch_bytes(area: Area, key: uuid.UUID) -> bytes:
+    """The verified bytes of a blob payload, through the cache for remote stores."""
+    store = area.store
+    cache = get_cache() if store.is_remote else None
+    if cache is not None:
+        hit = cache.get(key, store.hash)
+        if hit is not None:
+            return hit
+    path = area.path(key)
+    data = verify(store, key, path, call(store.get, path))
+    if cache is not None:
+        cache.put(key, data)
+    return data
+
+
+def _file_matches(path: Path, prefix: bytes, key: uuid.UUID, algorithm: str) -> bool:
+    try:
+        with path.open("rb") as f:
+            return hash_stream(f, prefix=prefix, algorithm=algorithm)[0] == key
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def open_payload(area: Area, key: uuid.UUID, name: str | None) -> Iterator[BinaryIO]:
+    """A readable stream of a payload (not verified: the caller hashes what it reads)."""
+    store = area.store
+    cache = get_cache() if store.is_remote else None
+    if cache is not None:
+        prefix = b"" if name is None else attachment_prefix(name)
+        cached = cache.open_verified(key, store.hash, prefix=prefix)
+        if cached is not None:
+            with cached:
+                yield cached
+            return
+    with call(store.open, area.path(key, name)) as f:
+        yield f
+
+
+def fetch_attachment(area: Area, key: uuid.UUID, name: str) -> Path:
+    """Write a verified external attachment into ``download_path``; return its path."""
+    _attach.check_name(name)
+    store = area.store
+    prefix = attachment_prefix(name)
+
+    def fill(out: BinaryIO) -> None:
+        h = new_hasher(store.hash)
+        h.update(prefix)
+        with open_payload(area, key, name) as src:
+            while chunk := src.read(HASH_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+        if uuid.UUID(bytes=h.digest()[:16]) != key:
+            raise IntegrityError(
+                f"attachment {key} in store {store.name!r} at {area.path(key, name)} does not"
+                f" match its hash ({store.hash}): it was changed or corrupted"
+            )
+        out.flush()
+
+    result = _attach.write_download(name, lambda p: _file_matches(p, prefix, key, store.hash), fill)
+    cache = get_cache() if store.is_remote else None
+    if cache is not None and cache.path(key) is None:
+        cache.put_file(key, result)
+    return result

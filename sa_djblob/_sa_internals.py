@@ -1,0 +1,150 @@
+"""The few places where sa_djblob relies on SQLAlchemy internals, all in this module.
+
+Each has no public equivalent in SQLAlchemy 2.0-2.1; ``tests/test_sa_internals.py``
+checks every one of them on the installed SQLAlchemy, so an upgrade that changes
+one fails there, loudly, not somewhere in a user's result.
+
+- ``result_columns``: the types of a compiled SELECT's result columns, by position
+  (``SQLCompiler._result_columns``), so the read path knows which raw cells are
+  external references before the result is built.
+- ``RowTransformingStrategy``: a ``CursorFetchStrategy`` (set as the execution
+  context's ``cursor_fetch_strategy`` in ``after_cursor_execute``) that hands the
+  result its rows in chunks after a function has seen each chunk: the read path
+  prefetches a chunk's payloads concurrently, a partition at a time for
+  ``yield_per`` / ``stream_results``.
+- ``type_bound_foreign_key`` and ``type_bound_index``: a column type's own foreign
+  key and index, flagged as SQLAlchemy flags the CHECK constraint of a ``Boolean``
+  and the index of ``Column(index=True)``, so table copies (``Table.to_metadata``,
+  Alembic's batch mode) do not double them.
+- ``SchemaEventType``: ``TypeDecorator._set_parent``, the hook SQLAlchemy's own
+  schema types (``Enum``, ``Boolean``) use to act when their column joins a table.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine.cursor import CursorFetchStrategy
+from sqlalchemy.sql.base import SchemaEventTarget
+
+__all__ = [
+    "RowTransformingStrategy",
+    "SchemaEventType",
+    "install_strategy",
+    "result_columns",
+    "type_bound_foreign_key",
+    "type_bound_index",
+]
+
+
+def result_columns(context: Any) -> list[tuple[int, Any]]:
+    """``(position, type)`` of each result column of the statement *context* executed."""
+    compiled = getattr(context, "compiled", None)
+    columns = getattr(compiled, "_result_columns", None)
+    if not columns:
+        return []
+    return [(i, entry[3]) for i, entry in enumerate(columns)]
+
+
+Transform = Callable[[list[Any]], list[Any]]
+
+
+class RowTransformingStrategy(CursorFetchStrategy):
+    """Fetch rows from the DBAPI cursor in chunks and pass each chunk through a function.
+
+    *chunk* is how many rows to fetch at a time (None: all at once); ``yield_per``
+    changes it. Rows transformed but not yet handed out wait in a buffer.
+    """
+
+    __slots__ = ("_buffer", "_chunk", "_done", "_transform")
+
+    def __init__(self, transform: Transform, chunk: int | None) -> None:
+        self._transform = transform
+        self._chunk = chunk
+        self._buffer: collections.deque[Any] = collections.deque()
+        self._done = False
+
+    def _fill(self, result: Any, dbapi_cursor: Any, want: int | None) -> None:
+        if self._done:
+            return
+        try:
+            if want is None:
+                raw = dbapi_cursor.fetchall()
+                self._done = True
+            else:
+                raw = dbapi_cursor.fetchmany(want)
+                if len(raw) < want:
+                    self._done = True
+        except BaseException as e:
+            self.handle_exception(result, dbapi_cursor, e)
+        if raw:
+            self._buffer.extend(self._transform(list(raw)))
+
+    def soft_close(self, result: Any, dbapi_cursor: Any) -> None:
+        self._buffer.clear()
+        super().soft_close(result, dbapi_cursor)
+
+    def hard_close(self, result: Any, dbapi_cursor: Any) -> None:
+        self._buffer.clear()
+        super().hard_close(result, dbapi_cursor)
+
+    def yield_per(self, result: Any, dbapi_cursor: Any, num: int) -> None:
+        self._chunk = num
+
+    def fetchone(self, result: Any, dbapi_cursor: Any, hard_close: bool = False) -> Any:
+        if not self._buffer:
+            self._fill(result, dbapi_cursor, self._chunk)
+        if not self._buffer:
+            result._soft_close(hard=hard_close)
+            return None
+        return self._buffer.popleft()
+
+    def fetchmany(self, result: Any, dbapi_cursor: Any, size: int | None = None) -> Any:
+        if size is None:
+            size = self._chunk or getattr(dbapi_cursor, "arraysize", 1) or 1
+        while len(self._buffer) < size and not self._done:
+            self._fill(result, dbapi_cursor, size - len(self._buffer))
+        rows = [self._buffer.popleft() for _ in range(min(size, len(self._buffer)))]
+        if not rows:
+            result._soft_close()
+        return rows
+
+    def fetchall(self, result: Any, dbapi_cursor: Any) -> Any:
+        self._fill(result, dbapi_cursor, None)
+        rows = list(self._buffer)
+        self._buffer.clear()
+        result._soft_close()
+        return rows
+
+
+def install_strategy(context: Any, strategy: RowTransformingStrategy) -> None:
+    """Make the result of *context* fetch its rows through *strategy*."""
+    context.cursor_fetch_strategy = strategy
+
+
+def type_bound_foreign_key(
+    columns: Sequence[sa.Column[Any]], refcolumns: Sequence[sa.Column[Any]], **kw: Any
+) -> sa.ForeignKeyConstraint:
+    """A foreign key made by a column's type: table copies do not copy it (the type
+    makes it again on the copy)."""
+    return sa.ForeignKeyConstraint(columns, refcolumns, _type_bound=True, **kw)
+
+
+def type_bound_index(name: str, column: sa.Column[Any]) -> sa.Index:
+    """An index made by a column's type, flagged like ``Column(index=True)``'s index."""
+    return sa.Index(name, column, _column_flag=True)
+
+
+class SchemaEventType:
+    """Mixin for a TypeDecorator that acts when its column is attached (``on_column``)."""
+
+    def _set_parent(self, parent: SchemaEventTarget, outer: bool = False, **kw: Any) -> None:
+        super()._set_parent(parent, outer=outer, **kw)  # type: ignore[misc]
+        if isinstance(parent, sa.Column):
+            self.on_column(parent)
+
+    def on_column(self, column: sa.Column[Any]) -> None:
+        """Called when a column of this type is created."""
