@@ -157,7 +157,7 @@ def test_foreign_key_false_adds_no_foreign_key_index_or_externals_table(kind: An
     assert table.foreign_key_constraints == set()
     assert table.indexes == set()
     assert list(md.tables) == ["t"]
-    assert table.c.x.comment == f":{kind.kind}@shared:"  # DataJoint's type comment stays
+    assert table.c.x.comment == f":{kind.kind_name}@shared:"  # DataJoint's type comment stays
     # A copy (Table.to_metadata, Alembic's batch mode) keeps the keyword.
     copy = table.to_metadata(sa.MetaData())
     assert isinstance(copy.c.x.type, kind) and copy.c.x.type.foreign_key is False
