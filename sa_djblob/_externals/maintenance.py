@@ -104,7 +104,14 @@ class ExternalTable:
 
     def object_path(self, key: uuid.UUID, attachment_name: str | None = None) -> PurePosixPath:
         store = self.store
-        return object_path(store.location, self.schema, key, attachment_name, store.subfolding)
+        return object_path(
+            store.location,
+            self.schema,
+            key,
+            attachment_name,
+            store.subfolding,
+            protocol=store.protocol,
+        )
 
     # -- the references -----------------------------------------------------
     def references(self, conn: Connection | None = None) -> list[Reference]:
@@ -155,7 +162,12 @@ class ExternalTable:
         store = self.store
         schema = self.schema
         return [
-            (h, object_path(store.location, schema, h, name, store.subfolding))
+            (
+                h,
+                object_path(
+                    store.location, schema, h, name, store.subfolding, protocol=store.protocol
+                ),
+            )
             for h, name in self._rows()
         ]
 

@@ -244,14 +244,16 @@ def read_external(
         except UnicodeDecodeError:
             raise SaDjblobError(f"attachment name of {key} is not valid UTF-8") from None
         check_attachment_name(key, name)
-        path = object_path(store.location, schema, key, name, store.subfolding)
+        path = object_path(
+            store.location, schema, key, name, store.subfolding, protocol=store.protocol
+        )
         got = _take_prefetched(store.name, path)
         if isinstance(got, Path):
             return got
         if isinstance(got, BaseException):
             raise got
         return fetch_attachment(store, key, path, name)
-    path = object_path(store.location, schema, key, None, store.subfolding)
+    path = object_path(store.location, schema, key, None, store.subfolding, protocol=store.protocol)
     got = _take_prefetched(store.name, path)
     if isinstance(got, BaseException):
         raise got
@@ -310,7 +312,9 @@ def _after_cursor_execute(
             name = raw[16:].decode("utf-8", "replace") if typ.kind == "attach" else None
             if typ.kind == "attach" and not name:
                 continue
-            path = object_path(store.location, schema, key, name, store.subfolding)
+            path = object_path(
+                store.location, schema, key, name, store.subfolding, protocol=store.protocol
+            )
             jobs[(store.name, path)] = (typ.kind, store, key, name)
             uses[(store.name, path)] = uses.get((store.name, path), 0) + 1
     if len(jobs) < 2:

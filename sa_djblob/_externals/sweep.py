@@ -70,7 +70,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
-from .._layout import attachment_prefix, hash_stream, object_path
+from .._layout import attachment_prefix, hash_stream, object_path, store_root
 from .._pool import run_all
 from ..stores import Store
 from ..stores.base import ObjectInfo, is_temp_name
@@ -175,7 +175,7 @@ class _Sweeper:
         self.progress = progress
         self.batch = batch
         self.report = SweepReport(dry_run=dry_run)
-        self.area = PurePosixPath(self.store.location, self.schema)
+        self.area = store_root(self.store.location, self.store.protocol) / self.schema
 
     # -- connections ---------------------------------------------------------
     def connect(self) -> Connection:
@@ -190,7 +190,14 @@ class _Sweeper:
             conn.execute(sa.delete(self.table).where(self.table.c.hash.is_(None)))
 
     def path(self, key: uuid.UUID, name: str | None) -> PurePosixPath:
-        return object_path(self.store.location, self.schema, key, name, self.store.subfolding)
+        return object_path(
+            self.store.location,
+            self.schema,
+            key,
+            name,
+            self.store.subfolding,
+            protocol=self.store.protocol,
+        )
 
     # -- phase 0 ---------------------------------------------------------------
     def check_references(self, conn: Connection) -> list[Reference] | None:
@@ -526,7 +533,11 @@ def verify(
         report.errors.append(str(exc))
         return report
     items = [
-        (h, name, object_path(store.location, schema, h, name, store.subfolding))
+        (
+            h,
+            name,
+            object_path(store.location, schema, h, name, store.subfolding, protocol=store.protocol),
+        )
         for h, name in rows
     ]
     bar = _bar(progress, len(items), f"verify {ext.name}")

@@ -74,7 +74,9 @@ def prepare_payload(kind: str, value: Any, store: Store, schema: str) -> Payload
     if kind == "blob":
         data = pack(value)
         key = content_hash(data, algorithm=store.hash)
-        path = object_path(store.location, schema, key, None, store.subfolding)
+        path = object_path(
+            store.location, schema, key, None, store.subfolding, protocol=store.protocol
+        )
         return Payload(store, key, path, len(data), data=data)
     if not isinstance(value, str | os.PathLike):
         raise TypeError(
@@ -92,7 +94,7 @@ def prepare_payload(kind: str, value: Any, store: Store, schema: str) -> Payload
             exc.errno, f"cannot read attachment: {exc.strerror}", str(file)
         ) from None
     size = total - len(name.encode("utf-8")) - 1
-    path = object_path(store.location, schema, key, name, store.subfolding)
+    path = object_path(store.location, schema, key, name, store.subfolding, protocol=store.protocol)
     return Payload(store, key, path, size, attachment_name=name, file=file)
 
 
