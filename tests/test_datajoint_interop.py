@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from conftest import Database, unavailable
 
 import sa_djblob as djb
+from sa_djblob.datajoint import declare_datajoint_tables
 
 HELPERS = Path(__file__).parent / "helpers"
 sys.path.insert(0, str(HELPERS))
@@ -445,3 +446,64 @@ def test_s3_store_both_directions(
         assert r["a"] == describe_file(inputs[a])
     assert sa_paths() == got["paths"]
     assert {p for _, p in got["paths"]} == _bucket_keys(s3_server, s3_bucket)
+
+
+# -- DataJoint's own tables in a schema sa_djblob made ---------------------------------
+
+
+@pytest.mark.backends("mysql")
+def test_datajoint_deletes_in_a_schema_sa_djblob_made(
+    setup: dict[str, Any], engine: sa.Engine, tmp_path: Path
+) -> None:
+    """DataJoint's delete() needs its ``~log``: it fails without, and works (with external
+    cleanup) once ``declare_datajoint_tables`` made it; sa_djblob reads what is left."""
+    values, contents = blob_values(), attachment_contents()
+    inputs = write_attachments(tmp_path / "sa-inputs")
+    names, fnames = sorted(values), sorted(inputs)
+    md = sa.MetaData()
+    item = item_table(md, "sa_del")
+    md.create_all(engine)
+    djb.install(engine)
+    written = {i: (names[i], fnames[i % len(fnames)]) for i in range(6)}
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(item),
+            [
+                dict(item_id=i, b0=values[b], b1=values[b], a0=inputs[a], a1=inputs[a])
+                for i, (b, a) in written.items()
+            ],
+        )
+    before = _paths(engine)
+    assert len(before) == 6 + len(fnames)
+
+    # Without DataJoint's ~log, DataJoint's delete fails and deletes nothing.
+    out = run_dj(setup["python"], "delete", setup["cfg"], setup["io"])
+    assert out["deleted"] is False
+    assert "Cannot declare new tables inside a transaction" in out["error"]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(item)).scalar() == 6
+
+    assert declare_datajoint_tables(engine) == ["~log"]
+    assert declare_datajoint_tables(engine) == []  # idempotent
+
+    out = run_dj(setup["python"], "delete", setup["cfg"], setup["io"])
+    assert out["deleted"] is True, out.get("error")
+    assert out["errors"] == []
+    assert out["remaining"] == [3, 4, 5]
+    assert any(e.startswith("DELETE FROM") for e in out["log"]), out["log"]
+
+    with engine.connect() as conn:
+        rows = {r.item_id: r for r in conn.execute(sa.select(item))}
+    assert sorted(rows) == [3, 4, 5]
+    for i, row in rows.items():
+        b, a = written[i]
+        assert describe(row.b0) == describe(values[b]) == describe(row.b1)
+        assert row.a1.name == a and row.a1.read_bytes() == contents[a]
+    after = _paths(engine)
+    assert after == out["paths"]
+    kept = {p for _, p in after}
+    gone = {p for _, p in before} - kept
+    assert len(after) == 3 + len(fnames) and len(gone) == 3  # three blobs; attachments shared
+    assert all(not Path(p).exists() for p in gone)
+    assert all(Path(p).is_file() for p in kept)
+    assert djb.externals(engine)["local"].unused() == []

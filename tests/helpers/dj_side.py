@@ -281,6 +281,25 @@ def path_rules(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"paths": out}
 
 
+def delete(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Delete rows of sa_djblob's ``sa_del`` (item_id < 3), then clean up the store."""
+    schema = connect(cfg)
+    vm = dj.VirtualModule("vm", cfg["database"])
+    try:
+        (vm.SaDel & "item_id < 3").delete()
+    except Exception as exc:  # reported to the test, which expects it without ~log
+        return {"deleted": False, "error": f"{type(exc).__name__}: {exc}"}
+    errors = schema.external["local"].delete(delete_external_files=True, display_progress=False)
+    events = dj.conn().query(f"SELECT event FROM `{cfg['database']}`.`~log` ORDER BY id")
+    return {
+        "deleted": True,
+        "errors": [str(e) for e in errors],
+        "remaining": sorted(int(k) for k in vm.SaDel.fetch("item_id")),
+        "paths": paths(schema),
+        "log": [e[0] for e in events.fetchall()],
+    }
+
+
 def pack(cfg: dict[str, Any]) -> dict[str, Any]:
     """DataJoint's packed bytes of every value (no database needed)."""
     from datajoint.blob import pack as dj_pack
@@ -300,6 +319,7 @@ def main() -> None:
         "s3-write": s3_write,
         "s3-read": s3_read,
         "path-rules": path_rules,
+        "delete": delete,
     }[command](cfg)
     result["datajoint"] = dj.__version__
     result["numpy"] = np.__version__
