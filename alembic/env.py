@@ -6,7 +6,9 @@ The database URL comes from ``alembic -x url=...``, then the environment variabl
 
 sa_djblob takes part through :mod:`sa_djblob.alembic_helpers`: ``render_item`` writes its
 types into migrations (and ``import sa_djblob``), and its autogenerate plugin (Alembic >=
-1.18; the ``compare_type`` hook before that) compares them with what the database reports.
+1.18; the ``compare_type`` hook before that) compares them with what the database reports;
+its ``process_revision_directives`` orders the generated drops so that downgrades (and
+table removals) run on MySQL / MariaDB too.
 The externals tables ``~external_<store>`` are ordinary tables of the models' MetaData.
 """
 
@@ -51,6 +53,8 @@ def configure_options(dialect_name: str) -> dict[str, Any]:
     opts: dict[str, Any] = {
         "target_metadata": target_metadata,
         "render_item": alembic_helpers.render_item,
+        # drop_index before DROP TABLE / before its foreign key: MySQL error 1553
+        "process_revision_directives": alembic_helpers.process_revision_directives,
         "render_as_batch": dialect_name == "sqlite",
     }
     if alembic_helpers.register_plugin():

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from ._dialects import dialect_support
 from ._dialects.base import INTERNAL
 from ._exceptions import MissingPayloadError, SaDjblobError, StoreError
-from ._layout import object_path
+from ._layout import object_path, store_root
 from .stores import Store
 
 __all__ = ["Area", "check_owner", "database_identity", "resolve_schema"]
@@ -38,7 +38,6 @@ __all__ = ["Area", "check_owner", "database_identity", "resolve_schema"]
 _identities: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 _owned: set[tuple[str, str, str, str]] = set()
 _lock = threading.Lock()
-_ZERO = uuid.UUID(int=0)
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,8 @@ class Area:
     @property
     def marker(self) -> PurePosixPath:
         """Where the owner of the area is recorded (outside the area)."""
-        return self.prefix.parent / ".sa_djblob-owner" / self.schema
+        root = store_root(self.store.location, self.store.protocol)
+        return root / ".sa_djblob-owner" / self.schema
 
     def __str__(self) -> str:
         return f"{self.prefix} of store {self.store.name!r}"

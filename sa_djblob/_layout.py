@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from pathlib import PurePosixPath
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO
+
+from ._exceptions import ConfigError
 
 __all__ = [
     "HASH_CHUNK",
@@ -16,6 +18,7 @@ __all__ = [
     "hash_stream",
     "new_hasher",
     "object_path",
+    "store_root",
     "subfold",
 ]
 
@@ -70,19 +73,61 @@ def subfold(name: str, folds: Sequence[int]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def store_root(location: str, protocol: str = "file") -> PurePosixPath:
+    """The folder (file) or key prefix (S3) that a store's ``location`` stands for.
+
+    DataJoint 0.14's rules (``ExternalTable._make_external_filepath``):
+
+    * ``file`` (and sa_djblob's ``memory``): the location is a POSIX path, kept as is
+      (a leading ``/`` stays; backslashes are ordinary characters; ``""`` and ``"."``
+      mean the current folder).
+    * ``s3``: the location is read as a Windows path (``/`` and ``\\`` both separate);
+      when its first part is a drive or a root (``f:\\``, ``f:``, ``\\``,
+      ``\\\\server\\share\\``) or otherwise holds a ``:``, that part is dropped; the
+      remaining parts are joined with ``/``. So ``/dj``, ``dj/`` and ``\\dj`` all give
+      ``dj``, ``f:\\data\\dj`` gives ``data/dj`` and a key never starts with ``/``.
+
+    (This is DataJoint 0.14.10 on Python <= 3.11, where ``PurePosixPath(PureWindowsPath(
+    "/dj"))`` keeps the ``\\`` root as a part. On Python >= 3.12 pathlib converts it to
+    ``/``, and DataJoint there keeps a leading ``/`` in the keys of a location such as
+    ``/dj``; sa_djblob follows the 0.14 rule as written, independent of the Python version.)
+    """
+    if protocol != "s3":
+        return PurePosixPath(location)
+    parts = PureWindowsPath(location).parts
+    if location and not parts:  # DataJoint fails here (IndexError)
+        raise ConfigError(
+            f"an s3 store location of {location!r} names no folder; DataJoint 0.14 cannot"
+            " use it: set location to '' for the top of the bucket, or to a folder name"
+        )
+    if parts and ("\\" in parts[0] or ":" in parts[0]):
+        parts = parts[1:]
+    return PurePosixPath(*parts)
+
+
 def object_path(
     location: str,
     schema: str,
     key: uuid.UUID,
     attachment_name: str | None = None,
     subfolding: Sequence[int] = (2, 2),
+    *,
     protocol: str = "file",
 ) -> PurePosixPath:
-    """``<location>/<schema>/<h0h1>/<h2h3>/<hex>[.<attachment_name>]``."""
+    """``<root>/<schema>/<h0h1>/<h2h3>/<hex>[.<attachment_name>]``, ``<root>`` being
+    :func:`store_root` of *location* for *protocol*.
+
+    This is the single source of truth for where a payload lives. It equals the path
+    DataJoint 0.14's ``fetch_external_paths()`` reports for the same row, and it is the
+    object itself: for ``file`` a file system path, for ``s3`` the object key DataJoint
+    reads and writes (no leading ``/``, so it is also ``S3Store.key`` of itself).
+    """
     name = key.hex
     if attachment_name is not None:
         name = f"{name}.{attachment_name}"
-    return PurePosixPath(location, schema, *subfold(key.hex, subfolding), name)
+    return PurePosixPath(
+        store_root(location, protocol), schema, *subfold(key.hex, subfolding), name
+    )
 
 
 def cache_path(key: uuid.UUID, subfolding: Sequence[int] = (2, 2)) -> PurePosixPath:

@@ -4,7 +4,10 @@ Wire it into ``env.py``::
 
     from sa_djblob import alembic_helpers
 
-    opts = {"render_item": alembic_helpers.render_item}
+    opts = {
+        "render_item": alembic_helpers.render_item,
+        "process_revision_directives": alembic_helpers.process_revision_directives,
+    }
     if alembic_helpers.register_plugin():  # Alembic >= 1.18: the plugin system
         opts["autogenerate_plugins"] = ["alembic.autogenerate.*", alembic_helpers.PLUGIN_NAME]
     else:  # older Alembic: the compare_type hook
@@ -27,6 +30,19 @@ Type comparison knows that ``Blob()`` is LONGBLOB / BYTEA / BLOB and that an ext
 column (with or without ``foreign_key=False``) or a ``HashType`` is BINARY(16) / BYTEA /
 BLOB; a column that changes between in-row and external storage shows up as a type change
 where the database can tell them apart (MySQL), and through its foreign key everywhere.
+
+Drop order on MySQL / MariaDB: autogenerate drops a table's indexes before the table, and
+an index before the foreign key that uses it; MySQL refuses both (error 1553, "needed in a
+foreign key constraint") and every external column has such a foreign key and index.
+``process_revision_directives`` rewrites the generated operations so they run everywhere:
+a ``drop_index`` of a table that the same migration drops goes (``DROP TABLE`` drops its
+indexes), and a table's foreign-key drops move before its index drops. Pass it to
+``context.configure(process_revision_directives=...)``; to combine it with a hook of your
+own, call it from yours (it only edits ``directives`` in place)::
+
+    def my_directives(context, revision, directives):
+        alembic_helpers.process_revision_directives(context, revision, directives)
+        ...
 
 Registration: Alembic 1.18 added autogenerate plugins, named in ``context.configure(
 autogenerate_plugins=[...])``. This module is such a plugin (its ``setup(plugin)``
@@ -62,6 +78,8 @@ __all__ = [
     "PLUGIN_NAME",
     "compare_type",
     "expected_type",
+    "fix_drop_order",
+    "process_revision_directives",
     "register_plugin",
     "render_item",
     "setup",
@@ -168,6 +186,69 @@ def compare_type(
     """Alembic's ``compare_type`` hook: True / False for sa_djblob types, None for others
     (Alembic then compares them its own way)."""
     return _differs(inspected_type, metadata_type, context.dialect)
+
+
+# -- drop order (MySQL error 1553) ------------------------------------------------------
+
+
+def _is_fk_drop(op: Any) -> bool:
+    from alembic.operations import ops
+
+    return isinstance(op, ops.DropConstraintOp) and op.constraint_type == "foreignkey"
+
+
+def fix_drop_order(container: Any) -> None:
+    """Rewrite the operations of one ``UpgradeOps`` / ``DowngradeOps`` in place: drop the
+    ``drop_index`` of every table that the same operations drop, and move each table's
+    foreign-key drops before its first index drop."""
+    from alembic.operations import ops
+
+    dropped = {
+        (op.schema, op.table_name) for op in container.ops if isinstance(op, ops.DropTableOp)
+    }
+
+    def goes_with_its_table(op: Any) -> bool:
+        return isinstance(op, ops.DropIndexOp) and (op.schema, op.table_name) in dropped
+
+    kept: list[Any] = []
+    for op in container.ops:
+        if goes_with_its_table(op):
+            continue
+        if isinstance(op, ops.ModifyTableOps):
+            op.ops = _fk_drops_first([o for o in op.ops if not goes_with_its_table(o)])
+            if not op.ops:
+                continue
+        kept.append(op)
+    container.ops[:] = _fk_drops_first(kept)
+
+
+def _fk_drops_first(operations: list[Any]) -> list[Any]:
+    """Move foreign-key drops before the first index drop of the same table."""
+    from alembic.operations import ops
+
+    out = list(operations)
+    for fk in [op for op in operations if _is_fk_drop(op)]:
+        table = (fk.schema, fk.table_name)
+        first = next(
+            (
+                i
+                for i, op in enumerate(out)
+                if isinstance(op, ops.DropIndexOp) and (op.schema, op.table_name) == table
+            ),
+            None,
+        )
+        at = out.index(fk)
+        if first is not None and first < at:
+            out.insert(first, out.pop(at))
+    return out
+
+
+def process_revision_directives(context: Any, revision: Any, directives: list[Any]) -> None:
+    """Alembic's ``process_revision_directives`` hook: :func:`fix_drop_order` on the
+    upgrade and downgrade operations of every generated migration."""
+    for script in directives:
+        for container in [*script.upgrade_ops_list, *script.downgrade_ops_list]:
+            fix_drop_order(container)
 
 
 # -- the autogenerate plugin (Alembic >= 1.18) ----------------------------------------

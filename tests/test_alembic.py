@@ -328,6 +328,12 @@ def test_autogenerate_from_empty_database(database: Any, tmp_path: Path) -> None
     assert diffs(database.url, models.metadata) == []
     # Nothing more to generate: a second autogenerate finds no operations.
     command.check(cfg)
+    # The generated downgrade runs as generated, on MySQL / MariaDB too (error 1553 before
+    # process_revision_directives): DROP TABLE takes the table's indexes with it.
+    downgrade = source.split("def downgrade()", 1)[1]
+    assert "drop_index(" not in downgrade
+    command.downgrade(cfg, "base")
+    assert table_names(database.url) == {"alembic_version"}
 
 
 def test_alembic_command_line(tmp_path: Path) -> None:
@@ -371,19 +377,27 @@ def test_new_external_column_on_an_existing_table(database: Any) -> None:
             batch = conn.dialect.name == "sqlite"
             opts = {**context_options("plugin"), "target_metadata": md, "render_as_batch": batch}
             ctx = MigrationContext.configure(conn, opts=opts)
-            upgrade_ops = produce_migrations(ctx, md).upgrade_ops
-            assert upgrade_ops is not None
-            code = render_python_code(
-                upgrade_ops,
-                render_item=alembic_helpers.render_item,
-                migration_context=ctx,
-                render_as_batch=batch,
+            script = produce_migrations(ctx, md)
+            alembic_helpers.process_revision_directives(ctx, None, [script])
+            upgrade_ops, downgrade_ops = script.upgrade_ops, script.downgrade_ops
+            assert upgrade_ops is not None and downgrade_ops is not None
+            code, back = (
+                render_python_code(
+                    ops,
+                    render_item=alembic_helpers.render_item,
+                    migration_context=ctx,
+                    render_as_batch=batch,
+                )
+                for ops in (upgrade_ops, downgrade_ops)
             )
             assert "sa.Column('thumb', sa_djblob.Blob(store='shared', foreign_key=False)" in code
             assert code.count("create_foreign_key(") == 1
             assert code.count("create_index(") == 1
+            # the downgrade drops the foreign key before the index it needs (MySQL: 1553)
+            assert back.index("drop_constraint(") < back.index("drop_index(")
             namespace: dict[str, Any] = {"op": Operations(ctx), "sa": sa, "sa_djblob": djb}
             exec("def upgrade():\n" + code, namespace)
+            exec("def downgrade():\n" + back, namespace)
             namespace["upgrade"]()
         insp = sa.inspect(engine)
         fks = [
@@ -391,6 +405,75 @@ def test_new_external_column_on_an_existing_table(database: Any) -> None:
         ]
         assert [fk["referred_table"] for fk in fks] == ["~external_shared"]
         assert any(ix["column_names"][:1] == ["thumb"] for ix in insp.get_indexes("image"))
+        assert diffs(database.url, md) == []
+        with engine.begin() as conn:
+            namespace["op"] = Operations(MigrationContext.configure(conn))
+            namespace["downgrade"]()
+        assert "thumb" not in {c["name"] for c in sa.inspect(engine).get_columns("image")}
     finally:
         engine.dispose()
-    assert diffs(database.url, md) == []
+    assert diffs(database.url, models.metadata) == []
+
+
+def _ops(*names: str) -> list[Any]:
+    from alembic.operations import ops
+
+    made: dict[str, Any] = {
+        "ix_t": ops.DropIndexOp("ix_t_x", table_name="t"),
+        "fk_t": ops.DropConstraintOp("fk_t_x", "t", type_="foreignkey"),
+        "uq_t": ops.DropConstraintOp("uq_t_y", "t", type_="unique"),
+        "col_t": ops.DropColumnOp("t", "x"),
+        "drop_t": ops.DropTableOp("t"),
+        "ix_u": ops.DropIndexOp("ix_u_x", table_name="u"),
+        "ix_t_s": ops.DropIndexOp("ix_t_x", table_name="t", schema="s"),
+    }
+    return [made[n] for n in names]
+
+
+def _names(container: Any) -> list[str]:
+    out = []
+    for op in container.ops:
+        if hasattr(op, "ops"):
+            out.append([_names(op)])
+        else:
+            name = getattr(op, "index_name", None) or getattr(op, "constraint_name", None)
+            out.append(f"{type(op).__name__}:{op.table_name}:{name or ''}")
+    return out
+
+
+def test_fix_drop_order() -> None:
+    from alembic.operations import ops
+
+    # indexes of a dropped table go (same schema only); other tables' stay
+    down = ops.DowngradeOps(
+        ops=[
+            ops.ModifyTableOps("t", _ops("ix_t")),
+            *_ops("ix_u", "ix_t_s", "drop_t"),
+        ]
+    )
+    alembic_helpers.fix_drop_order(down)
+    assert _names(down) == [
+        "DropIndexOp:u:ix_u_x",
+        "DropIndexOp:t:ix_t_x",  # schema 's': another table
+        "DropTableOp:t:",
+    ]
+    # a foreign key is dropped before the index it needs; the rest keeps its order
+    up = ops.UpgradeOps(ops=[ops.ModifyTableOps("t", _ops("uq_t", "ix_t", "col_t", "fk_t"))])
+    alembic_helpers.fix_drop_order(up)
+    assert _names(up) == [
+        [
+            [
+                "DropConstraintOp:t:uq_t_y",
+                "DropConstraintOp:t:fk_t_x",
+                "DropIndexOp:t:ix_t_x",
+                "DropColumnOp:t:",
+            ]
+        ]
+    ]
+    flat = ops.UpgradeOps(ops=_ops("ix_t", "ix_u", "fk_t"))
+    alembic_helpers.fix_drop_order(flat)
+    assert _names(flat) == [
+        "DropConstraintOp:t:fk_t_x",
+        "DropIndexOp:t:ix_t_x",
+        "DropIndexOp:u:ix_u_x",
+    ]

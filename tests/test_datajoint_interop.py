@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 import venv
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import sqlalchemy as sa
 from conftest import Database, unavailable
 
 import sa_djblob as djb
+from sa_djblob.datajoint import declare_datajoint_tables
 
 HELPERS = Path(__file__).parent / "helpers"
 sys.path.insert(0, str(HELPERS))
@@ -350,3 +352,158 @@ def test_interop_example_on_a_datajoint_schema(setup: dict[str, Any], database: 
         "name": "raw-2.bin",
         "contents": np.arange(1000, dtype=np.int16).tobytes().hex(),
     }
+
+
+# -- object paths and S3 keys -----------------------------------------------------
+
+
+def test_object_paths_match_live_datajoint(dj_python: Path, tmp_path: Path) -> None:
+    """``_layout.object_path`` against DataJoint's own ``_make_uuid_path``, every rule."""
+    from test_layout_dj_paths import DATAJOINT
+
+    from sa_djblob._layout import object_path
+
+    key = uuid.UUID("f0e1d2c3b4a5968778695a4b3c2d1e0f")
+    cases = [[p, loc, key.hex, name] for p, loc in sorted(DATAJOINT) for name in (None, "x.bin")]
+    out = run_dj(dj_python, "path-rules", {"io": str(tmp_path), "cases": cases}, tmp_path)
+    ours = [str(object_path(loc, "main", key, name, protocol=p)) for p, loc, _, name in cases]
+    assert ours == out["paths"]
+
+
+def s3_table(metadata: sa.MetaData, name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("item_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("b", djb.Blob(store="remote"), nullable=False),
+        sa.Column("a", djb.Attach(store="remote"), nullable=False),
+    )
+
+
+def _bucket_keys(s3_server: Any, bucket: str) -> set[str]:
+    """The payload keys in *bucket* (not sa_djblob's area-owner markers)."""
+    pages = s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    keys = {o["Key"] for page in pages for o in page.get("Contents", [])}
+    return {k for k in keys if ".sa_djblob-owner" not in k}
+
+
+@pytest.mark.backends("mysql")
+@pytest.mark.parametrize(("location", "root"), [("f:\\data\\dj", "data/dj/"), ("/dj", "dj/")])
+def test_s3_store_both_directions(
+    setup: dict[str, Any],
+    engine: sa.Engine,
+    database: Database,
+    s3_server: Any,
+    s3_bucket: str,
+    tmp_path: Path,
+    location: str,
+    root: str,
+) -> None:
+    """An S3 store whose location has a drive letter and backslashes, or a leading '/':
+    the same keys on both sides, and ``paths()`` == ``fetch_external_paths()``."""
+    spec = s3_server.store_spec(s3_bucket, location=location)
+    djb.config["stores"] = {"remote": spec}
+    cfg = {**setup["cfg"], "stores": {"remote": spec}}
+    values, contents = blob_values(), attachment_contents()
+    schema = database.url.database
+
+    def sa_paths() -> list[list[str]]:
+        return sorted([str(h), str(p)] for h, p in djb.externals(engine)["remote"].paths())
+
+    # DataJoint writes, sa_djblob reads.
+    out = run_dj(setup["python"], "s3-write", cfg, setup["io"])
+    djb.install(engine)
+    md = sa.MetaData()
+    dj_s3 = s3_table(md, "dj_s3")
+    with engine.connect() as conn:
+        rows = {r.item_id: r for r in conn.execute(sa.select(dj_s3))}
+    assert sorted(rows) == [r["item_id"] for r in out["rows"]]
+    for want in out["rows"]:
+        got = rows[want["item_id"]]
+        assert describe(got.b) == describe(values[want["b"]]), want
+        assert got.a.name == want["a"] and got.a.read_bytes() == contents[want["a"]]
+    assert sa_paths() == out["paths"]
+    keys = _bucket_keys(s3_server, s3_bucket)
+    assert {p for _, p in out["paths"]} == keys
+    assert all(k.startswith(f"{root}{schema}/") for k in keys), sorted(keys)[:3]
+
+    # sa_djblob writes, DataJoint reads.
+    sa_s3 = s3_table(md, "sa_s3")
+    md.create_all(engine, tables=[sa_s3])
+    inputs = write_attachments(tmp_path / "sa-s3-inputs")
+    names, fnames = sorted(values), sorted(inputs)
+    written = {i: (names[(i + 3) % len(names)], fnames[(i + 1) % len(fnames)]) for i in range(5)}
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(sa_s3),
+            [dict(item_id=i, b=values[b], a=inputs[a]) for i, (b, a) in written.items()],
+        )
+    got = run_dj(setup["python"], "s3-read", cfg, setup["io"])
+    assert [r["item_id"] for r in got["rows"]] == sorted(written)
+    for r in got["rows"]:
+        b, a = written[r["item_id"]]
+        assert r["b"] == describe(values[b])
+        assert r["a"] == describe_file(inputs[a])
+    assert sa_paths() == got["paths"]
+    assert {p for _, p in got["paths"]} == _bucket_keys(s3_server, s3_bucket)
+
+
+# -- DataJoint's own tables in a schema sa_djblob made ---------------------------------
+
+
+@pytest.mark.backends("mysql")
+def test_datajoint_deletes_in_a_schema_sa_djblob_made(
+    setup: dict[str, Any], engine: sa.Engine, tmp_path: Path
+) -> None:
+    """DataJoint's delete() needs its ``~log``: it fails without, and works (with external
+    cleanup) once ``declare_datajoint_tables`` made it; sa_djblob reads what is left."""
+    values, contents = blob_values(), attachment_contents()
+    inputs = write_attachments(tmp_path / "sa-inputs")
+    names, fnames = sorted(values), sorted(inputs)
+    md = sa.MetaData()
+    item = item_table(md, "sa_del")
+    md.create_all(engine)
+    djb.install(engine)
+    written = {i: (names[i], fnames[i % len(fnames)]) for i in range(6)}
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(item),
+            [
+                dict(item_id=i, b0=values[b], b1=values[b], a0=inputs[a], a1=inputs[a])
+                for i, (b, a) in written.items()
+            ],
+        )
+    before = _paths(engine)
+    assert len(before) == 6 + len(fnames)
+
+    # Without DataJoint's ~log, DataJoint's delete fails and deletes nothing.
+    out = run_dj(setup["python"], "delete", setup["cfg"], setup["io"])
+    assert out["deleted"] is False
+    assert "Cannot declare new tables inside a transaction" in out["error"]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(item)).scalar() == 6
+
+    assert declare_datajoint_tables(engine) == ["~log"]
+    assert declare_datajoint_tables(engine) == []  # idempotent
+
+    out = run_dj(setup["python"], "delete", setup["cfg"], setup["io"])
+    assert out["deleted"] is True, out.get("error")
+    assert out["errors"] == []
+    assert out["remaining"] == [3, 4, 5]
+    assert any(e.startswith("DELETE FROM") for e in out["log"]), out["log"]
+
+    with engine.connect() as conn:
+        rows = {r.item_id: r for r in conn.execute(sa.select(item))}
+    assert sorted(rows) == [3, 4, 5]
+    for i, row in rows.items():
+        b, a = written[i]
+        assert describe(row.b0) == describe(values[b]) == describe(row.b1)
+        assert row.a1.name == a and row.a1.read_bytes() == contents[a]
+    after = _paths(engine)
+    assert after == out["paths"]
+    kept = {p for _, p in after}
+    gone = {p for _, p in before} - kept
+    assert len(after) == 3 + len(fnames) and len(gone) == 3  # three blobs; attachments shared
+    assert all(not Path(p).exists() for p in gone)
+    assert all(Path(p).is_file() for p in kept)
+    assert djb.externals(engine)["local"].unused() == []

@@ -1,0 +1,87 @@
+"""``_layout.object_path`` builds DataJoint 0.14.10's object paths, for file and S3 stores.
+
+The expected strings were produced by DataJoint 0.14.10 itself (``ExternalTable.
+_make_uuid_path`` with ``database='main'``, on Python 3.11); the interop tests compare
+against the live DataJoint too (``test_object_paths_match_live_datajoint``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import PurePosixPath
+
+import pytest
+
+import sa_djblob as djb
+from sa_djblob._layout import object_path, store_root
+from sa_djblob.stores.s3 import S3Store
+
+KEY = uuid.UUID("0123456789abcdef0123456789abcdef")
+TAIL = "main/01/23/0123456789abcdef0123456789abcdef"
+
+# (protocol, location) -> the folder part DataJoint puts before ``main/01/23/<hex>``
+DATAJOINT = {
+    ("s3", ""): "",
+    ("s3", "/dj"): "dj/",
+    ("s3", "dj"): "dj/",
+    ("s3", "dj/"): "dj/",
+    ("s3", "/dj/sub/"): "dj/sub/",
+    ("s3", "f:\\data\\dj"): "data/dj/",
+    ("s3", "f:/data/dj"): "data/dj/",
+    ("s3", "\\data\\dj"): "data/dj/",
+    ("s3", "f:data"): "data/",
+    ("s3", "//server/share/dj"): "dj/",
+    ("s3", "ab:c/d"): "d/",
+    ("s3", "a\\b"): "a/b/",
+    ("s3", "./x"): "x/",
+    ("file", ""): "",
+    ("file", "/dj"): "/dj/",
+    ("file", "dj"): "dj/",
+    ("file", "dj/"): "dj/",
+    ("file", "/dj/sub/"): "/dj/sub/",
+    ("file", "f:\\data\\dj"): "f:\\data\\dj/",
+    ("file", "f:/data/dj"): "f:/data/dj/",
+    ("file", "\\data\\dj"): "\\data\\dj/",
+    ("file", "f:data"): "f:data/",
+    ("file", "//server/share/dj"): "//server/share/dj/",
+    ("file", "ab:c/d"): "ab:c/d/",
+    ("file", "a\\b"): "a\\b/",
+    ("file", "."): "",
+    ("file", "./x"): "x/",
+}
+
+
+@pytest.mark.parametrize(("protocol", "location"), sorted(DATAJOINT))
+def test_object_path_is_datajoints(protocol: str, location: str) -> None:
+    want = DATAJOINT[(protocol, location)] + TAIL
+    got = object_path(location, "main", KEY, protocol=protocol)
+    assert str(got) == want
+    named = object_path(location, "main", KEY, "notes.txt", (2, 2), protocol=protocol)
+    assert str(named) == want + ".notes.txt"
+    if protocol == "s3":  # the display is the key: S3Store.key leaves it alone
+        assert S3Store.key(got) == str(got)
+        assert not str(got).startswith("/")
+
+
+def test_positional_signature_and_default_protocol_are_the_file_rules() -> None:
+    assert object_path("/dj", "main", KEY, None, (2, 2)) == PurePosixPath("/dj/" + TAIL)
+    assert object_path("f:\\d", "main", KEY) == PurePosixPath("f:\\d/" + TAIL)
+    assert object_path("/dj", "main", KEY, "a.bin", (1, 3)) == PurePosixPath(
+        "/dj/main/0/123/0123456789abcdef0123456789abcdef.a.bin"
+    )
+    # memory stores follow the file rules
+    assert object_path("/dj", "main", KEY, protocol="memory") == PurePosixPath("/dj/" + TAIL)
+
+
+def test_store_root() -> None:
+    assert store_root("f:\\data\\dj", "s3") == PurePosixPath("data/dj")
+    assert store_root("/dj/", "s3") == PurePosixPath("dj")
+    assert store_root("/dj/", "file") == PurePosixPath("/dj")
+    assert store_root("f:\\", "s3") == PurePosixPath(".")
+
+
+@pytest.mark.parametrize("location", [".", "./", "./."])
+def test_s3_location_naming_no_folder_is_refused(location: str) -> None:
+    """DataJoint fails with an IndexError on these; sa_djblob says what to set instead."""
+    with pytest.raises(djb.ConfigError, match="location to ''"):
+        object_path(location, "main", KEY, protocol="s3")
