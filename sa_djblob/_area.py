@@ -62,10 +62,7 @@ class Area:
     @property
     def prefix(self) -> PurePosixPath:
         """The folder (key prefix) that holds every payload of the area."""
-        store = self.store
-        return object_path(
-            store.location, self.schema, _ZERO, None, (), protocol=store.protocol
-        ).parent
+        return store_root(self.store.location, self.store.protocol) / self.schema
 
     @property
     def marker(self) -> PurePosixPath:
