@@ -149,8 +149,18 @@ class _Sweeper:
         self.progress = progress
         self.batch = batch
         self.report = SweepReport(dry_run=dry_run)
-        self.area: Area = ext.area()
-        self.prefix = self.area.prefix
+        self._area: Area | None = None
+
+    @property
+    def area(self) -> Area:
+        """The store area swept (resolved once the externals table is known to exist)."""
+        if self._area is None:
+            self._area = self.ext.area()
+        return self._area
+
+    @property
+    def prefix(self) -> PurePosixPath:
+        return self.area.prefix
 
     # -- connections ---------------------------------------------------------
     def connect(self) -> Connection:

@@ -11,7 +11,9 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from .._config import config
 from .._dialects import dialect_support, find_support
+from .._exceptions import StoreNotConfiguredError
 from .._sa_internals import type_bound_foreign_key, type_bound_index
 
 __all__ = [
@@ -118,8 +120,17 @@ def external_table(metadata: sa.MetaData, store: str, schema: str | None = None)
 
 
 def _refuse_unsupported(target: sa.Table, connection: Any, **kw: Any) -> None:
-    """``create_all`` of an externals table on a database without support: refused."""
+    """``create_all`` of an externals table on a database without support, or for a store
+    that is not configured: refused before anything is created."""
     dialect_support(connection.dialect)
+    store = target.info[_INFO_STORE]
+    configured = config["stores"]
+    if store not in configured:
+        raise StoreNotConfiguredError(
+            f"a column names store {store!r} ({target.name!r} tracks it),"
+            f" which is not configured (configured: {', '.join(sorted(configured)) or 'none'}):"
+            f" set djb.config['stores'][{store!r}] before create_all"
+        )
 
 
 def _index_name(table: sa.Table, column: sa.Column[Any]) -> str:

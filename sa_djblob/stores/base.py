@@ -25,8 +25,12 @@ COPY_CHUNK = 1 << 20
 
 
 def temp_name(name: str) -> str:
-    """A hidden temporary name next to *name*: ``.<name>.tmp-<random>`` (listings skip it)."""
-    return f".{name}.tmp-{secrets.token_hex(6)}"
+    """A hidden temporary name next to *name*: ``.<name>.tmp-<random>`` (listings skip it).
+
+    Only the first 40 characters of *name* are used, so the temporary name is never
+    longer than the longest name a store accepts (``<hash>.<attachment name>``).
+    """
+    return f".{name[:40]}.tmp-{secrets.token_hex(6)}"
 
 
 def is_temp_name(name: str) -> bool:
