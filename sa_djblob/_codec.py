@@ -903,7 +903,13 @@ class _Reader:
 
     # -- arrays ----------------------------------------------------------------------------
     def read_array(self, depth: int) -> Any:
-        return self.array(depth, self.squeeze)
+        result = self.array(depth, self.squeeze)
+        # DataJoint 0.14 reads a 0-d numeric, bool, complex or datetime64 array as a numpy
+        # scalar of its dtype (0-d char and object arrays stay arrays); the writer turns
+        # numpy scalars into exactly such 0-d arrays, so they come back as themselves
+        if type(result) is np.ndarray and result.ndim == 0 and result.dtype.kind in "biufcM":
+            return result[()]
+        return result
 
     def array(self, depth: int, squeeze: bool) -> Any:
         start = self.pos - 1
