@@ -82,6 +82,15 @@ _COMPLEX_PARTS: dict[str, np.dtype[Any]] = {
 }
 _MATLAB_CLASS_NAMES = {0: "unknown", 1: "cell", 2: "struct", 16: "function handle"}
 
+#: memory estimates (bytes) of what the reader builds, for max_expansion (see _Reader.charge)
+_COST_SLOT = 48  # a pointer in a container plus a small object (int, float, str header)
+_COST_SEQ = 64  # an empty list, tuple or dict
+_COST_SET = 216  # an empty set
+_COST_ENTRY = 32  # a set or dict entry (hash table slots, amortized over resizes)
+_COST_ARRAY = 112  # an ndarray header
+#: a dict or set with more keys than this on one hash value is hostile (hash flooding)
+_MAX_SAME_HASH = 16
+
 #: numpy refuses arrays whose nonzero dimensions multiply beyond this (with any itemsize)
 _MAX_ELEMENTS = 1 << 48
 _MAX_NDIM = 64
@@ -651,10 +660,30 @@ _Reader_fn = Callable[["_Reader", int], Any]
 
 
 class _Reader:
-    __slots__ = ("buf", "dim", "dim_size", "end", "max_depth", "pos", "squeeze")
+    __slots__ = (
+        "budget",
+        "buf",
+        "dim",
+        "dim_size",
+        "end",
+        "expansion",
+        "max_depth",
+        "pos",
+        "spent",
+        "squeeze",
+        "stored",
+    )
 
     def __init__(
-        self, buf: bytes, pos: int, *, squeeze: bool, max_depth: int, legacy_u32: bool
+        self,
+        buf: bytes,
+        pos: int,
+        *,
+        squeeze: bool,
+        max_depth: int,
+        legacy_u32: bool,
+        stored: int | None = None,
+        expansion: int = 1 << 62,
     ) -> None:
         self.buf = buf
         self.pos = pos
@@ -663,6 +692,28 @@ class _Reader:
         self.max_depth = max_depth
         self.dim = _U32 if legacy_u32 else _U64
         self.dim_size = 4 if legacy_u32 else 8
+        # memory accounting (see charge): what the reader builds, not the plain buffer
+        # (itself bounded by the same ratio on decompression), so peak memory stays
+        # within about twice max_expansion times the stored size
+        self.stored = len(buf) if stored is None else stored
+        self.expansion = expansion
+        self.budget = self.stored * expansion
+        self.spent = 0
+
+    def charge(self, nbytes: int, pos: int) -> None:
+        """Account for ``nbytes`` of memory about to be allocated; refuse beyond the budget.
+
+        The estimates are those of CPython and numpy objects (see _COST_*); they bound
+        what a hostile blob can make the reader allocate, relative to its stored size.
+        """
+        self.spent += nbytes
+        if self.spent > self.budget:
+            _fail(
+                f"the decoded value needs more than max_expansion={self.expansion} times"
+                f" the blob's {self.stored} stored bytes (about {self.spent} bytes so far);"
+                " if the blob is trusted, raise djb.config['max_expansion']",
+                pos,
+            )
 
     # -- primitives --------------------------------------------------------------------
     def need(self, n: int, what: str) -> int:
@@ -725,6 +776,29 @@ class _Reader:
         except UnicodeDecodeError:
             _fail(f"{what} is not valid UTF-8", pos)
 
+    def check_hashes(self, keys: list[Any], what: str, pos: int) -> None:
+        """Refuse unhashable keys and keys that share one hash value (hash flooding).
+
+        A dict or set of keys with one hash takes quadratic time to build (each insert
+        compares with every earlier key); ints that differ by multiples of 2**61 - 1 do
+        that. Distinct hash values are ints whose own hashes are distinct, so counting
+        them is linear; more than _MAX_SAME_HASH keys on one value is refused.
+        """
+        counts: dict[int, int] = {}
+        for key in keys:
+            try:
+                h = hash(key)
+            except TypeError:
+                _fail(f"unhashable {what} of type {type(key).__name__}", pos)
+            c = counts.get(h, 0) + 1
+            if c > _MAX_SAME_HASH:
+                _fail(
+                    f"more than {_MAX_SAME_HASH} {what}s of this {what.split()[0]} share one"
+                    " hash value: hostile input (hash flooding) is refused",
+                    pos,
+                )
+            counts[h] = c
+
     # -- items -----------------------------------------------------------------------------
     def item(self, depth: int) -> Any:
         pos = self.pos
@@ -786,6 +860,7 @@ class _Reader:
         n: int = _U16.unpack_from(self.buf, pos)[0]
         start = self.need(n + 2, "int")
         self.pos = start + 2 + n
+        self.spent += n
         return int.from_bytes(self.buf[start + 2 : start + 2 + n], "little", signed=True)
 
     def read_float(self, depth: int) -> Any:
@@ -803,6 +878,7 @@ class _Reader:
         n = self.length(f"{what} size")
         pos = self.need(n, what)
         self.pos = pos + n
+        self.spent += n  # checked at the next container or array, and at the end
         return self.buf[pos : pos + n]
 
     def read_str(self, depth: int) -> Any:
@@ -818,6 +894,7 @@ class _Reader:
 
     def read_decimal(self, depth: int) -> Any:
         pos = self.pos - 1
+        self.spent += 64  # a Decimal is larger than _COST_SLOT
         data = self._bytes("Decimal")
         try:
             return Decimal(data.decode("ascii"))
@@ -853,11 +930,13 @@ class _Reader:
     def read_uuid(self, depth: int) -> Any:
         pos = self.need(16, "UUID")
         self.pos = pos + 16
+        self.spent += 48  # a UUID and its int
         return uuid.UUID(bytes=self.buf[pos : pos + 16])
 
     # (the loops are written out in each reader: one Python frame per nesting level)
     def read_tuple(self, depth: int) -> Any:
         n = self.count("tuple length", self.dim_size + 1)
+        self.charge(_COST_SEQ + _COST_SLOT * n, self.pos)
         child = depth + 1
         items = []
         for i in range(n):
@@ -866,6 +945,7 @@ class _Reader:
 
     def read_list(self, depth: int) -> Any:
         n = self.count("list length", self.dim_size + 1)
+        self.charge(_COST_SEQ + _COST_SLOT * n, self.pos)
         child = depth + 1
         items = []
         for i in range(n):
@@ -875,28 +955,42 @@ class _Reader:
     def read_set(self, depth: int) -> Any:
         pos = self.pos
         n = self.count("set length", self.dim_size + 1)
+        self.charge(_COST_SET + (_COST_SLOT + _COST_ENTRY) * n, pos)
         child = depth + 1
         items = []
         for i in range(n):
             items.append(self.sized_item(child, i))
+        if n > _MAX_SAME_HASH:
+            self.check_hashes(items, "set element", pos)
         try:
             return set(items)
         except TypeError as exc:
             _fail(f"unhashable set element ({exc})", pos)
 
     def read_dict(self, depth: int) -> Any:
+        start = self.pos
         n = self.count("dict length", 2 * (self.dim_size + 1))
+        self.charge(_COST_SEQ + (2 * _COST_SLOT + _COST_ENTRY) * n, start)
         child = depth + 1
-        result: dict[Any, Any] = {}
+        if n <= _MAX_SAME_HASH:
+            result: dict[Any, Any] = {}
+            for i in range(n):
+                pos = self.pos
+                key = self.sized_item(child, i, _KEYS)
+                value = self.sized_item(child, key, _VALUE)
+                try:
+                    result[key] = value
+                except TypeError:
+                    _fail(f"unhashable dict key of type {type(key).__name__}", pos)
+            return result
+        keys = []
+        values = []
         for i in range(n):
-            pos = self.pos
             key = self.sized_item(child, i, _KEYS)
-            value = self.sized_item(child, key, _VALUE)
-            try:
-                result[key] = value
-            except TypeError:
-                _fail(f"unhashable dict key of type {type(key).__name__}", pos)
-        return result
+            keys.append(key)
+            values.append(self.sized_item(child, key, _VALUE))
+        self.check_hashes(keys, "dict key", start)
+        return dict(zip(keys, values, strict=True))
 
     def read_sparse(self, depth: int) -> Any:
         _fail("MATLAB sparse arrays ('P' items) are unsupported", self.pos - 1)
@@ -951,6 +1045,7 @@ class _Reader:
         result: Any
         if dtype is not None:
             nbytes = n * dtype.itemsize
+            self.charge(_COST_ARRAY + nbytes * (2 if is_complex else 1), start)
             self.pos = data_at + nbytes * (2 if is_complex else 1)
             if is_complex:
                 result = self._complex(dtype, shape, n, data_at, nbytes)
@@ -962,6 +1057,7 @@ class _Reader:
                 raw = np.frombuffer(self.buf, dtype, n, data_at)
                 result = raw.reshape(shape, order="F").copy(order="K")
         elif class_id == _CHAR:
+            self.charge(_COST_ARRAY + 4 * n, start)
             self.pos = data_at + 2 * n
             low = np.frombuffer(self.buf, "<u2", n, data_at).astype(np.uint8)
             if ndim == 1 or (ndim == 2 and shape[0] == 1):
@@ -969,6 +1065,7 @@ class _Reader:
             else:
                 result = low.astype("<u4").view("<U1").reshape(shape, order="F").copy(order="K")
         else:
+            self.charge(_COST_ARRAY + _COST_SLOT * n, start)
             result = np.empty(shape, dtype=object, order="F")
             flat = result.reshape(-1, order="F")
             child = depth + 1
@@ -991,7 +1088,9 @@ class _Reader:
         return result
 
     def read_cell(self, depth: int) -> Any:
+        start = self.pos - 1
         shape, n = self.shape(self.dim_size + 1)
+        self.charge(_COST_ARRAY + _COST_SLOT * n, start)
         result = MatCell(shape, dtype=object, order="F")
         flat = result.reshape(-1, order="F")
         child = depth + 1
@@ -1027,6 +1126,7 @@ class _Reader:
                 f" remaining {self.end - self.pos} bytes can hold",
                 start,
             )
+        self.charge(_COST_ARRAY + _COST_SLOT * n * n_fields, start)
         try:
             dtype = np.dtype([(name, object) for name in names])
         except (ValueError, TypeError) as exc:
@@ -1084,6 +1184,7 @@ class _Reader:
                 k += 1
             common = common[:k]
         depth_of = len(common)
+        self.charge(_COST_ARRAY + sum(column.nbytes for column in columns), start)
         try:
             dtype = np.dtype(
                 [
@@ -1132,7 +1233,7 @@ del _code, _fn
 _MAX_INFLATE_RATIO = 1040
 
 
-def _decompress(buf: bytes, max_size: int, legacy_u32: bool) -> bytes:
+def _decompress(buf: bytes, max_size: int, legacy_u32: bool, max_expansion: int) -> bytes:
     dim, dim_size = (_U32, 4) if legacy_u32 else (_U64, 8)
     head = len(ZL123) + dim_size
     if len(buf) < head:
@@ -1146,6 +1247,12 @@ def _decompress(buf: bytes, max_size: int, legacy_u32: bool) -> bytes:
             " (raise djb.config['max_blob_size'] to read it)"
         )
     stream = memoryview(buf)[head:]
+    if size > len(buf) * max_expansion:
+        raise BlobFormatError(
+            f"compressed blob of {len(buf)} bytes declares {size} bytes, more than"
+            f" max_expansion={max_expansion} times its size (if the blob is trusted,"
+            " raise djb.config['max_expansion'])"
+        )
     if size > len(stream) * _MAX_INFLATE_RATIO + 1024:
         raise BlobFormatError(
             f"compressed blob declares {size} bytes, more than its {len(stream)}-byte"
@@ -1184,23 +1291,32 @@ def unpack(
     data: bytes | bytearray | memoryview,
     *,
     squeeze: bool = False,
-    legacy_u32: bool = False,
+    legacy_u32: bool | None = None,
     max_size: int | None = None,
     max_depth: int | None = None,
+    max_expansion: int | None = None,
 ) -> Any:
     """Deserialize DataJoint blob bytes (``mYm`` or ``dj0``, plain or ``ZL123``-compressed).
 
     ``squeeze`` drops singleton dimensions of arrays (and turns 0-d arrays into
     scalars), as DataJoint's ``squeeze=True``. ``legacy_u32`` reads blobs of old 32-bit
-    mym builds (lengths and dimensions as u32). ``max_size`` (bytes of the plain blob)
-    and ``max_depth`` default to ``djb.config["max_blob_size"]`` and
-    ``djb.config["max_depth"]``. Every problem with the bytes raises
-    :class:`BlobFormatError`; returned arrays are writable and owned by the caller.
+    mym builds (lengths and dimensions as u32); ``None`` means
+    ``djb.config["legacy_u32"]``. ``max_size`` (bytes of the plain blob), ``max_depth``
+    and ``max_expansion`` (memory of the result, counting the decompressed bytes, as a
+    multiple of ``len(data)``) default to ``djb.config["max_blob_size"]``,
+    ``djb.config["max_depth"]`` and ``djb.config["max_expansion"]``. Every problem with
+    the bytes raises :class:`BlobFormatError`; returned arrays are writable and owned by
+    the caller. A 0-d numeric, bool, complex or datetime64 array reads back as the numpy
+    scalar of its dtype (``np.float64(3.0)``), as in DataJoint 0.14.
     """
     if max_size is None:
         max_size = int(config["max_blob_size"])
     if max_depth is None:
         max_depth = int(config["max_depth"])
+    if max_expansion is None:
+        max_expansion = int(config["max_expansion"])
+    if legacy_u32 is None:
+        legacy_u32 = bool(config["legacy_u32"])
     if isinstance(data, bytes):
         buf = data
     elif isinstance(data, bytearray | memoryview):
@@ -1209,9 +1325,10 @@ def unpack(
         raise BlobFormatError(
             f"a blob must be bytes, bytearray or memoryview, not {type(data).__name__}"
         )
+    stored = len(buf)
     compressed = buf.startswith(ZL123)
     if compressed:
-        buf = _decompress(buf, max_size, legacy_u32)
+        buf = _decompress(buf, max_size, legacy_u32, max_expansion)
     elif len(buf) > max_size:
         raise BlobFormatError(
             f"blob of {len(buf)} bytes is larger than max_size={max_size}"
@@ -1224,11 +1341,20 @@ def unpack(
             f"unknown blob header {header!r} at byte 0{where} (expected b'mYm\\x00' or"
             " b'dj0\\x00', or b'ZL123\\x00' framing)"
         )
-    reader = _Reader(buf, 4, squeeze=squeeze, max_depth=max_depth, legacy_u32=legacy_u32)
+    reader = _Reader(
+        buf,
+        4,
+        squeeze=squeeze,
+        max_depth=max_depth,
+        legacy_u32=legacy_u32,
+        stored=stored,
+        expansion=max_expansion,
+    )
     try:
         value = reader.item(0)
         if reader.pos != len(buf):
             _fail(f"{len(buf) - reader.pos} trailing bytes after the value", reader.pos)
+        reader.charge(0, reader.pos)
     except _ReadError as exc:
         inside = f" (in {_path_str(exc.path)})" if exc.path else ""
         raise BlobFormatError(f"{exc.message} at byte {exc.offset}{where}{inside}") from None
