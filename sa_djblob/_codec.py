@@ -97,13 +97,28 @@ _MAX_NDIM = 64
 
 
 def _dtype_phrase(dt: np.dtype[Any]) -> str:
-    if dt.byteorder == ">":
-        return (
-            f"big-endian {dt.newbyteorder('=').name} arrays are not supported"
-            " (convert with arr.astype(arr.dtype.newbyteorder('<')))"
-        )
     if dt.kind == "S":
-        return f"byte-string arrays of dtype {dt.str[1:]} are not supported (only S1 char arrays)"
+        return (
+            f"byte-string arrays of dtype {dt.str[1:]} are not supported (only S1 char"
+            " arrays): store a unicode array, or an object array of bytes"
+        )
+    if dt.kind == "M":
+        return (
+            f"{dt} arrays are not supported (only the units Y, M, W, D, h, m, s, ms, us, ns,"
+            " ps, fs, as without multiples): convert with arr.astype('datetime64[us]')"
+        )
+    if dt.kind == "m":
+        return (
+            f"{dt} arrays are not supported: store arr.astype('int64') and the unit, or"
+            " datetime.timedelta values converted to seconds"
+        )
+    if dt.kind == "f" and dt.itemsize == 2:
+        return "float16 arrays are not supported: convert with arr.astype(np.float32)"
+    if dt.kind in "fc" and dt.itemsize > (8 if dt.kind == "f" else 16):
+        return (
+            f"{dt.name} arrays are not supported (the format holds float64 at most):"
+            " convert with arr.astype(np.float64) if the precision can go"
+        )
     if dt.kind == "V":
         return f"arrays of dtype {dt} are not supported"
     return f"{dt.name} arrays are not supported"
@@ -111,6 +126,97 @@ def _dtype_phrase(dt: np.dtype[Any]) -> str:
 
 # --------------------------------------------------------------------------------------
 # writer
+
+
+#: ndarray types whose whole state is their data: np.matrix reads back as a 2-D
+#: ndarray, np.memmap as an ndarray, np.recarray as itself (with fields) or an ndarray
+_PLAIN_ARRAY_TYPES = (np.ndarray, np.matrix, np.memmap, np.recarray)
+#: key types that never hold a set (the usual case, checked without recursion)
+_FLAT_KEYS = frozenset({int, str, float, bool, bytes, complex, type(None), Decimal, uuid.UUID})
+
+
+def _subclass_phrase(arr: Any) -> str:
+    if isinstance(arr, np.ma.MaskedArray):
+        return (
+            "masked arrays are not supported (the mask would be lost): store"
+            " arr.filled(fill_value), or the data and the mask separately"
+            " (arr.data and np.ma.getmaskarray(arr))"
+        )
+    kind = type(arr)
+    return (
+        f"ndarray subclass {kind.__module__}.{kind.__qualname__} is not supported (what it"
+        " adds to the array would be lost): store np.asarray(value) if the plain array is"
+        " what you mean"
+    )
+
+
+def _tz_phrase(obj: datetime.date | datetime.time) -> str:
+    if isinstance(obj, datetime.datetime):
+        return (
+            f"timezone-aware datetime (tzinfo={obj.tzinfo}) is not supported (the format has"
+            " no time zone): convert to UTC and drop tzinfo,"
+            " value.astimezone(datetime.timezone.utc).replace(tzinfo=None)"
+        )
+    return (
+        f"timezone-aware time (tzinfo={getattr(obj, 'tzinfo', None)}) is not supported (the"
+        " format has no time zone): convert it to the zone you mean and drop tzinfo,"
+        " value.replace(tzinfo=None)"
+    )
+
+
+def _surrogate_phrase(text: str, exc: UnicodeEncodeError) -> str:
+    return (
+        f"str with a lone surrogate {text[exc.start : exc.end]!r} at index {exc.start} is not"
+        " valid UTF-8: store value.encode('utf-8', 'surrogatepass') as bytes instead"
+    )
+
+
+def _set_key_phrase(what: str) -> str:
+    return (
+        f"a {what} that holds a frozenset is not supported (a frozenset reads back as a"
+        " set, which cannot be a key): use a sorted tuple instead"
+    )
+
+
+def _holds_a_set(key: Any) -> bool:
+    """Whether a hashable key holds a set somewhere: it would read back unhashable."""
+    if isinstance(key, abc.Set):
+        return True
+    if isinstance(key, tuple):
+        return any(type(k) not in _FLAT_KEYS and _holds_a_set(k) for k in key)
+    return False
+
+
+def _check_record_layout(arr: NDArray[Any]) -> None:
+    """Refuse structured arrays that would read back with another shape or dtype.
+
+    The reader rebuilds the array's shape as the longest common prefix of the field
+    columns' shapes (FORMAT.md, ``F``); sub-array fields that share leading dimensions
+    would extend it. Byte-string fields would read back as one string per column.
+    """
+    shapes = []
+    for name in arr.dtype.names or ():
+        field = arr.dtype.fields[name][0]  # type: ignore[index]
+        base = field.base if field.subdtype is not None else field
+        if base.kind == "S":
+            raise _PackError(
+                f"byte-string field {name!r} ({base.str[1:]}) in a structured array is not"
+                " supported (it reads back as one string): use a unicode field or an object"
+                " field of bytes"
+            )
+        shapes.append(arr.shape + field.shape)
+    common = shapes[0]
+    for shape in shapes[1:]:
+        k = 0
+        while k < min(len(common), len(shape)) and common[k] == shape[k]:
+            k += 1
+        common = common[:k]
+    if common != arr.shape:
+        raise _PackError(
+            f"a structured array of shape {arr.shape} whose fields all have sub-array shapes"
+            f" starting with {common[len(arr.shape) :]} is not supported (it would read back"
+            f" with shape {common}): store its fields separately, e.g. in a dict"
+        )
 
 
 class _PackError(Exception):
@@ -195,6 +301,8 @@ class _Packer:
             return self.cell(obj, depth)
         if isinstance(obj, MatStruct):
             return self.struct_array(obj, depth)
+        if isinstance(obj, np.ndarray) and type(obj) not in _PLAIN_ARRAY_TYPES:
+            raise _PackError(_subclass_phrase(obj))
         if isinstance(obj, np.ndarray) and obj.dtype.names is None:
             return self.array(obj, depth)
         self.dj0 = True
@@ -225,12 +333,16 @@ class _Packer:
             return self.string(obj, depth)
         if isinstance(obj, bytes | bytearray):
             return self.bytes_(obj, depth)
+        if isinstance(obj, memoryview):
+            raise _PackError(
+                "memoryview values are not supported (store bytes(view) or np.asarray(view))"
+            )
         if isinstance(obj, abc.MutableSequence):
             return self.sequence(obj, depth, b"\x02")
         if isinstance(obj, abc.Sequence):
             return self.sequence(obj, depth, b"\x01")
         if isinstance(obj, abc.Set):
-            return self.sequence(obj, depth, b"\x03")
+            return self.set_(obj, depth)
         if obj is None:
             return self.none(obj, depth)
         kind = type(obj)
@@ -272,7 +384,10 @@ class _Packer:
 
     def string(self, obj: Any, depth: int) -> int:
         self.dj0 = True
-        data = str.encode(obj, "utf-8", "surrogatepass")
+        try:
+            data = str.encode(obj, "utf-8")
+        except UnicodeEncodeError as exc:
+            raise _PackError(_surrogate_phrase(obj, exc)) from None
         self.out.append(b"\x05" + _U64.pack(len(data)) + data)
         return 9 + len(data)
 
@@ -292,6 +407,13 @@ class _Packer:
         self.dj0 = True
         date: datetime.date | None
         time: datetime.time | None
+        if getattr(obj, "tzinfo", None) is not None:
+            raise _PackError(_tz_phrase(obj))
+        if getattr(obj, "nanosecond", 0):  # e.g. pandas.Timestamp
+            raise _PackError(
+                f"{type(obj).__name__} with nanoseconds is not supported (the format holds"
+                " microseconds): round it, or store np.datetime64(value, 'ns')"
+            )
         if isinstance(obj, datetime.datetime):
             date, time = obj.date(), obj.time()
         elif isinstance(obj, datetime.date):
@@ -340,6 +462,11 @@ class _Packer:
         return self.sequence(obj, depth, b"\x01")
 
     def set_(self, obj: Any, depth: int) -> int:
+        for i, element in enumerate(obj):
+            if type(element) not in _FLAT_KEYS and _holds_a_set(element):
+                exc = _PackError(_set_key_phrase("set element"))
+                exc.path.append(f"[{i}]")
+                raise exc
         return self.sequence(obj, depth, b"\x03")
 
     def mapping(self, obj: Any, depth: int) -> int:
@@ -350,6 +477,10 @@ class _Packer:
         total = 9
         child = depth + 1
         for i, (key, value) in enumerate(pairs):
+            if type(key) not in _FLAT_KEYS and _holds_a_set(key):
+                exc = _PackError(_set_key_phrase("dict key"))
+                exc.path.append(f".keys()[{i}]")
+                raise exc
             slot = len(out)
             out.append(b"")
             try:
@@ -390,6 +521,9 @@ class _Packer:
     def array(self, arr: NDArray[Any], depth: int) -> int:
         arr = np.asarray(arr)
         dt = arr.dtype
+        if dt.byteorder == ">":  # the values, written little-endian like every array
+            arr = arr.astype(dt.newbyteorder("<"))
+            dt = arr.dtype
         key = dt.str
         real = _COMPLEX_PARTS.get(key)
         if real is not None:
@@ -448,7 +582,10 @@ class _Packer:
         for name in names:
             if "\0" in name:
                 raise _PackError(f"field name {name!r} contains a NUL character")
-        return b"".join(name.encode("utf-8") + b"\0" for name in names)
+        try:
+            return b"".join(name.encode("utf-8") + b"\0" for name in names)
+        except UnicodeEncodeError as exc:
+            raise _PackError(f"a field name is not valid UTF-8 ({exc.reason})") from None
 
     def struct_array(self, arr: NDArray[Any], depth: int) -> int:
         names = arr.dtype.names or ()
@@ -488,6 +625,7 @@ class _Packer:
         self.out.append(head)
         total = len(head)
         plain = np.asarray(arr)
+        _check_record_layout(plain)
         child = depth + 1
         for name in names:
             column = plain[name]
