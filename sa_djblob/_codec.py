@@ -82,19 +82,43 @@ _COMPLEX_PARTS: dict[str, np.dtype[Any]] = {
 }
 _MATLAB_CLASS_NAMES = {0: "unknown", 1: "cell", 2: "struct", 16: "function handle"}
 
+#: memory estimates (bytes) of what the reader builds, for max_expansion (see _Reader.charge)
+_COST_SLOT = 48  # a pointer in a container plus a small object (int, float, str header)
+_COST_SEQ = 64  # an empty list, tuple or dict
+_COST_SET = 216  # an empty set
+_COST_ENTRY = 32  # a set or dict entry (hash table slots, amortized over resizes)
+_COST_ARRAY = 112  # an ndarray header
+#: a dict or set with more keys than this on one hash value is hostile (hash flooding)
+_MAX_SAME_HASH = 16
+
 #: numpy refuses arrays whose nonzero dimensions multiply beyond this (with any itemsize)
 _MAX_ELEMENTS = 1 << 48
 _MAX_NDIM = 64
 
 
 def _dtype_phrase(dt: np.dtype[Any]) -> str:
-    if dt.byteorder == ">":
-        return (
-            f"big-endian {dt.newbyteorder('=').name} arrays are not supported"
-            " (convert with arr.astype(arr.dtype.newbyteorder('<')))"
-        )
     if dt.kind == "S":
-        return f"byte-string arrays of dtype {dt.str[1:]} are not supported (only S1 char arrays)"
+        return (
+            f"byte-string arrays of dtype {dt.str[1:]} are not supported (only S1 char"
+            " arrays): store a unicode array, or an object array of bytes"
+        )
+    if dt.kind == "M":
+        return (
+            f"{dt} arrays are not supported (only the units Y, M, W, D, h, m, s, ms, us, ns,"
+            " ps, fs, as without multiples): convert with arr.astype('datetime64[us]')"
+        )
+    if dt.kind == "m":
+        return (
+            f"{dt} arrays are not supported: store arr.astype('int64') and the unit, or"
+            " datetime.timedelta values converted to seconds"
+        )
+    if dt.kind == "f" and dt.itemsize == 2:
+        return "float16 arrays are not supported: convert with arr.astype(np.float32)"
+    if dt.kind in "fc" and dt.itemsize > (8 if dt.kind == "f" else 16):
+        return (
+            f"{dt.name} arrays are not supported (the format holds float64 at most):"
+            " convert with arr.astype(np.float64) if the precision can go"
+        )
     if dt.kind == "V":
         return f"arrays of dtype {dt} are not supported"
     return f"{dt.name} arrays are not supported"
@@ -102,6 +126,97 @@ def _dtype_phrase(dt: np.dtype[Any]) -> str:
 
 # --------------------------------------------------------------------------------------
 # writer
+
+
+#: ndarray types whose whole state is their data: np.matrix reads back as a 2-D
+#: ndarray, np.memmap as an ndarray, np.recarray as itself (with fields) or an ndarray
+_PLAIN_ARRAY_TYPES = (np.ndarray, np.matrix, np.memmap, np.recarray)
+#: key types that never hold a set (the usual case, checked without recursion)
+_FLAT_KEYS = frozenset({int, str, float, bool, bytes, complex, type(None), Decimal, uuid.UUID})
+
+
+def _subclass_phrase(arr: Any) -> str:
+    if isinstance(arr, np.ma.MaskedArray):
+        return (
+            "masked arrays are not supported (the mask would be lost): store"
+            " arr.filled(fill_value), or the data and the mask separately"
+            " (arr.data and np.ma.getmaskarray(arr))"
+        )
+    kind = type(arr)
+    return (
+        f"ndarray subclass {kind.__module__}.{kind.__qualname__} is not supported (what it"
+        " adds to the array would be lost): store np.asarray(value) if the plain array is"
+        " what you mean"
+    )
+
+
+def _tz_phrase(obj: datetime.date | datetime.time) -> str:
+    if isinstance(obj, datetime.datetime):
+        return (
+            f"timezone-aware datetime (tzinfo={obj.tzinfo}) is not supported (the format has"
+            " no time zone): convert to UTC and drop tzinfo,"
+            " value.astimezone(datetime.timezone.utc).replace(tzinfo=None)"
+        )
+    return (
+        f"timezone-aware time (tzinfo={getattr(obj, 'tzinfo', None)}) is not supported (the"
+        " format has no time zone): convert it to the zone you mean and drop tzinfo,"
+        " value.replace(tzinfo=None)"
+    )
+
+
+def _surrogate_phrase(text: str, exc: UnicodeEncodeError) -> str:
+    return (
+        f"str with a lone surrogate {text[exc.start : exc.end]!r} at index {exc.start} is not"
+        " valid UTF-8: store value.encode('utf-8', 'surrogatepass') as bytes instead"
+    )
+
+
+def _set_key_phrase(what: str) -> str:
+    return (
+        f"a {what} that holds a frozenset is not supported (a frozenset reads back as a"
+        " set, which cannot be a key): use a sorted tuple instead"
+    )
+
+
+def _holds_a_set(key: Any) -> bool:
+    """Whether a hashable key holds a set somewhere: it would read back unhashable."""
+    if isinstance(key, abc.Set):
+        return True
+    if isinstance(key, tuple):
+        return any(type(k) not in _FLAT_KEYS and _holds_a_set(k) for k in key)
+    return False
+
+
+def _check_record_layout(arr: NDArray[Any]) -> None:
+    """Refuse structured arrays that would read back with another shape or dtype.
+
+    The reader rebuilds the array's shape as the longest common prefix of the field
+    columns' shapes (FORMAT.md, ``F``); sub-array fields that share leading dimensions
+    would extend it. Byte-string fields would read back as one string per column.
+    """
+    shapes = []
+    for name in arr.dtype.names or ():
+        field = arr.dtype.fields[name][0]  # type: ignore[index]
+        base = field.base if field.subdtype is not None else field
+        if base.kind == "S":
+            raise _PackError(
+                f"byte-string field {name!r} ({base.str[1:]}) in a structured array is not"
+                " supported (it reads back as one string): use a unicode field or an object"
+                " field of bytes"
+            )
+        shapes.append(arr.shape + field.shape)
+    common = shapes[0]
+    for shape in shapes[1:]:
+        k = 0
+        while k < min(len(common), len(shape)) and common[k] == shape[k]:
+            k += 1
+        common = common[:k]
+    if common != arr.shape:
+        raise _PackError(
+            f"a structured array of shape {arr.shape} whose fields all have sub-array shapes"
+            f" starting with {common[len(arr.shape) :]} is not supported (it would read back"
+            f" with shape {common}): store its fields separately, e.g. in a dict"
+        )
 
 
 class _PackError(Exception):
@@ -186,6 +301,8 @@ class _Packer:
             return self.cell(obj, depth)
         if isinstance(obj, MatStruct):
             return self.struct_array(obj, depth)
+        if isinstance(obj, np.ndarray) and type(obj) not in _PLAIN_ARRAY_TYPES:
+            raise _PackError(_subclass_phrase(obj))
         if isinstance(obj, np.ndarray) and obj.dtype.names is None:
             return self.array(obj, depth)
         self.dj0 = True
@@ -216,12 +333,16 @@ class _Packer:
             return self.string(obj, depth)
         if isinstance(obj, bytes | bytearray):
             return self.bytes_(obj, depth)
+        if isinstance(obj, memoryview):
+            raise _PackError(
+                "memoryview values are not supported (store bytes(view) or np.asarray(view))"
+            )
         if isinstance(obj, abc.MutableSequence):
             return self.sequence(obj, depth, b"\x02")
         if isinstance(obj, abc.Sequence):
             return self.sequence(obj, depth, b"\x01")
         if isinstance(obj, abc.Set):
-            return self.sequence(obj, depth, b"\x03")
+            return self.set_(obj, depth)
         if obj is None:
             return self.none(obj, depth)
         kind = type(obj)
@@ -263,7 +384,10 @@ class _Packer:
 
     def string(self, obj: Any, depth: int) -> int:
         self.dj0 = True
-        data = str.encode(obj, "utf-8", "surrogatepass")
+        try:
+            data = str.encode(obj, "utf-8")
+        except UnicodeEncodeError as exc:
+            raise _PackError(_surrogate_phrase(obj, exc)) from None
         self.out.append(b"\x05" + _U64.pack(len(data)) + data)
         return 9 + len(data)
 
@@ -283,6 +407,13 @@ class _Packer:
         self.dj0 = True
         date: datetime.date | None
         time: datetime.time | None
+        if getattr(obj, "tzinfo", None) is not None:
+            raise _PackError(_tz_phrase(obj))
+        if getattr(obj, "nanosecond", 0):  # e.g. pandas.Timestamp
+            raise _PackError(
+                f"{type(obj).__name__} with nanoseconds is not supported (the format holds"
+                " microseconds): round it, or store np.datetime64(value, 'ns')"
+            )
         if isinstance(obj, datetime.datetime):
             date, time = obj.date(), obj.time()
         elif isinstance(obj, datetime.date):
@@ -331,6 +462,11 @@ class _Packer:
         return self.sequence(obj, depth, b"\x01")
 
     def set_(self, obj: Any, depth: int) -> int:
+        for i, element in enumerate(obj):
+            if type(element) not in _FLAT_KEYS and _holds_a_set(element):
+                exc = _PackError(_set_key_phrase("set element"))
+                exc.path.append(f"[{i}]")
+                raise exc
         return self.sequence(obj, depth, b"\x03")
 
     def mapping(self, obj: Any, depth: int) -> int:
@@ -341,6 +477,10 @@ class _Packer:
         total = 9
         child = depth + 1
         for i, (key, value) in enumerate(pairs):
+            if type(key) not in _FLAT_KEYS and _holds_a_set(key):
+                exc = _PackError(_set_key_phrase("dict key"))
+                exc.path.append(f".keys()[{i}]")
+                raise exc
             slot = len(out)
             out.append(b"")
             try:
@@ -381,6 +521,9 @@ class _Packer:
     def array(self, arr: NDArray[Any], depth: int) -> int:
         arr = np.asarray(arr)
         dt = arr.dtype
+        if dt.byteorder == ">":  # the values, written little-endian like every array
+            arr = arr.astype(dt.newbyteorder("<"))
+            dt = arr.dtype
         key = dt.str
         real = _COMPLEX_PARTS.get(key)
         if real is not None:
@@ -439,7 +582,10 @@ class _Packer:
         for name in names:
             if "\0" in name:
                 raise _PackError(f"field name {name!r} contains a NUL character")
-        return b"".join(name.encode("utf-8") + b"\0" for name in names)
+        try:
+            return b"".join(name.encode("utf-8") + b"\0" for name in names)
+        except UnicodeEncodeError as exc:
+            raise _PackError(f"a field name is not valid UTF-8 ({exc.reason})") from None
 
     def struct_array(self, arr: NDArray[Any], depth: int) -> int:
         names = arr.dtype.names or ()
@@ -479,6 +625,7 @@ class _Packer:
         self.out.append(head)
         total = len(head)
         plain = np.asarray(arr)
+        _check_record_layout(plain)
         child = depth + 1
         for name in names:
             column = plain[name]
@@ -651,10 +798,30 @@ _Reader_fn = Callable[["_Reader", int], Any]
 
 
 class _Reader:
-    __slots__ = ("buf", "dim", "dim_size", "end", "max_depth", "pos", "squeeze")
+    __slots__ = (
+        "budget",
+        "buf",
+        "dim",
+        "dim_size",
+        "end",
+        "expansion",
+        "max_depth",
+        "pos",
+        "spent",
+        "squeeze",
+        "stored",
+    )
 
     def __init__(
-        self, buf: bytes, pos: int, *, squeeze: bool, max_depth: int, legacy_u32: bool
+        self,
+        buf: bytes,
+        pos: int,
+        *,
+        squeeze: bool,
+        max_depth: int,
+        legacy_u32: bool,
+        stored: int | None = None,
+        expansion: int = 1 << 62,
     ) -> None:
         self.buf = buf
         self.pos = pos
@@ -663,6 +830,28 @@ class _Reader:
         self.max_depth = max_depth
         self.dim = _U32 if legacy_u32 else _U64
         self.dim_size = 4 if legacy_u32 else 8
+        # memory accounting (see charge): what the reader builds, not the plain buffer
+        # (itself bounded by the same ratio on decompression), so peak memory stays
+        # within about twice max_expansion times the stored size
+        self.stored = len(buf) if stored is None else stored
+        self.expansion = expansion
+        self.budget = self.stored * expansion
+        self.spent = 0
+
+    def charge(self, nbytes: int, pos: int) -> None:
+        """Account for ``nbytes`` of memory about to be allocated; refuse beyond the budget.
+
+        The estimates are those of CPython and numpy objects (see _COST_*); they bound
+        what a hostile blob can make the reader allocate, relative to its stored size.
+        """
+        self.spent += nbytes
+        if self.spent > self.budget:
+            _fail(
+                f"the decoded value needs more than max_expansion={self.expansion} times"
+                f" the blob's {self.stored} stored bytes (about {self.spent} bytes so far);"
+                " if the blob is trusted, raise djb.config['max_expansion']",
+                pos,
+            )
 
     # -- primitives --------------------------------------------------------------------
     def need(self, n: int, what: str) -> int:
@@ -725,6 +914,29 @@ class _Reader:
         except UnicodeDecodeError:
             _fail(f"{what} is not valid UTF-8", pos)
 
+    def check_hashes(self, keys: list[Any], what: str, pos: int) -> None:
+        """Refuse unhashable keys and keys that share one hash value (hash flooding).
+
+        A dict or set of keys with one hash takes quadratic time to build (each insert
+        compares with every earlier key); ints that differ by multiples of 2**61 - 1 do
+        that. Distinct hash values are ints whose own hashes are distinct, so counting
+        them is linear; more than _MAX_SAME_HASH keys on one value is refused.
+        """
+        counts: dict[int, int] = {}
+        for key in keys:
+            try:
+                h = hash(key)
+            except TypeError:
+                _fail(f"unhashable {what} of type {type(key).__name__}", pos)
+            c = counts.get(h, 0) + 1
+            if c > _MAX_SAME_HASH:
+                _fail(
+                    f"more than {_MAX_SAME_HASH} {what}s of this {what.split()[0]} share one"
+                    " hash value: hostile input (hash flooding) is refused",
+                    pos,
+                )
+            counts[h] = c
+
     # -- items -----------------------------------------------------------------------------
     def item(self, depth: int) -> Any:
         pos = self.pos
@@ -786,6 +998,7 @@ class _Reader:
         n: int = _U16.unpack_from(self.buf, pos)[0]
         start = self.need(n + 2, "int")
         self.pos = start + 2 + n
+        self.spent += n
         return int.from_bytes(self.buf[start + 2 : start + 2 + n], "little", signed=True)
 
     def read_float(self, depth: int) -> Any:
@@ -803,6 +1016,7 @@ class _Reader:
         n = self.length(f"{what} size")
         pos = self.need(n, what)
         self.pos = pos + n
+        self.spent += n  # checked at the next container or array, and at the end
         return self.buf[pos : pos + n]
 
     def read_str(self, depth: int) -> Any:
@@ -818,6 +1032,7 @@ class _Reader:
 
     def read_decimal(self, depth: int) -> Any:
         pos = self.pos - 1
+        self.spent += 64  # a Decimal is larger than _COST_SLOT
         data = self._bytes("Decimal")
         try:
             return Decimal(data.decode("ascii"))
@@ -853,11 +1068,13 @@ class _Reader:
     def read_uuid(self, depth: int) -> Any:
         pos = self.need(16, "UUID")
         self.pos = pos + 16
+        self.spent += 48  # a UUID and its int
         return uuid.UUID(bytes=self.buf[pos : pos + 16])
 
     # (the loops are written out in each reader: one Python frame per nesting level)
     def read_tuple(self, depth: int) -> Any:
         n = self.count("tuple length", self.dim_size + 1)
+        self.charge(_COST_SEQ + _COST_SLOT * n, self.pos)
         child = depth + 1
         items = []
         for i in range(n):
@@ -866,6 +1083,7 @@ class _Reader:
 
     def read_list(self, depth: int) -> Any:
         n = self.count("list length", self.dim_size + 1)
+        self.charge(_COST_SEQ + _COST_SLOT * n, self.pos)
         child = depth + 1
         items = []
         for i in range(n):
@@ -875,35 +1093,55 @@ class _Reader:
     def read_set(self, depth: int) -> Any:
         pos = self.pos
         n = self.count("set length", self.dim_size + 1)
+        self.charge(_COST_SET + (_COST_SLOT + _COST_ENTRY) * n, pos)
         child = depth + 1
         items = []
         for i in range(n):
             items.append(self.sized_item(child, i))
+        if n > _MAX_SAME_HASH:
+            self.check_hashes(items, "set element", pos)
         try:
             return set(items)
         except TypeError as exc:
             _fail(f"unhashable set element ({exc})", pos)
 
     def read_dict(self, depth: int) -> Any:
+        start = self.pos
         n = self.count("dict length", 2 * (self.dim_size + 1))
+        self.charge(_COST_SEQ + (2 * _COST_SLOT + _COST_ENTRY) * n, start)
         child = depth + 1
-        result: dict[Any, Any] = {}
+        if n <= _MAX_SAME_HASH:
+            result: dict[Any, Any] = {}
+            for i in range(n):
+                pos = self.pos
+                key = self.sized_item(child, i, _KEYS)
+                value = self.sized_item(child, key, _VALUE)
+                try:
+                    result[key] = value
+                except TypeError:
+                    _fail(f"unhashable dict key of type {type(key).__name__}", pos)
+            return result
+        keys = []
+        values = []
         for i in range(n):
-            pos = self.pos
             key = self.sized_item(child, i, _KEYS)
-            value = self.sized_item(child, key, _VALUE)
-            try:
-                result[key] = value
-            except TypeError:
-                _fail(f"unhashable dict key of type {type(key).__name__}", pos)
-        return result
+            keys.append(key)
+            values.append(self.sized_item(child, key, _VALUE))
+        self.check_hashes(keys, "dict key", start)
+        return dict(zip(keys, values, strict=True))
 
     def read_sparse(self, depth: int) -> Any:
         _fail("MATLAB sparse arrays ('P' items) are unsupported", self.pos - 1)
 
     # -- arrays ----------------------------------------------------------------------------
     def read_array(self, depth: int) -> Any:
-        return self.array(depth, self.squeeze)
+        result = self.array(depth, self.squeeze)
+        # DataJoint 0.14 reads a 0-d numeric, bool, complex or datetime64 array as a numpy
+        # scalar of its dtype (0-d char and object arrays stay arrays); the writer turns
+        # numpy scalars into exactly such 0-d arrays, so they come back as themselves
+        if type(result) is np.ndarray and result.ndim == 0 and result.dtype.kind in "biufcM":
+            return result[()]
+        return result
 
     def array(self, depth: int, squeeze: bool) -> Any:
         start = self.pos - 1
@@ -945,6 +1183,7 @@ class _Reader:
         result: Any
         if dtype is not None:
             nbytes = n * dtype.itemsize
+            self.charge(_COST_ARRAY + nbytes * (2 if is_complex else 1), start)
             self.pos = data_at + nbytes * (2 if is_complex else 1)
             if is_complex:
                 result = self._complex(dtype, shape, n, data_at, nbytes)
@@ -956,6 +1195,7 @@ class _Reader:
                 raw = np.frombuffer(self.buf, dtype, n, data_at)
                 result = raw.reshape(shape, order="F").copy(order="K")
         elif class_id == _CHAR:
+            self.charge(_COST_ARRAY + 4 * n, start)
             self.pos = data_at + 2 * n
             low = np.frombuffer(self.buf, "<u2", n, data_at).astype(np.uint8)
             if ndim == 1 or (ndim == 2 and shape[0] == 1):
@@ -963,6 +1203,7 @@ class _Reader:
             else:
                 result = low.astype("<u4").view("<U1").reshape(shape, order="F").copy(order="K")
         else:
+            self.charge(_COST_ARRAY + _COST_SLOT * n, start)
             result = np.empty(shape, dtype=object, order="F")
             flat = result.reshape(-1, order="F")
             child = depth + 1
@@ -985,7 +1226,9 @@ class _Reader:
         return result
 
     def read_cell(self, depth: int) -> Any:
+        start = self.pos - 1
         shape, n = self.shape(self.dim_size + 1)
+        self.charge(_COST_ARRAY + _COST_SLOT * n, start)
         result = MatCell(shape, dtype=object, order="F")
         flat = result.reshape(-1, order="F")
         child = depth + 1
@@ -1021,6 +1264,7 @@ class _Reader:
                 f" remaining {self.end - self.pos} bytes can hold",
                 start,
             )
+        self.charge(_COST_ARRAY + _COST_SLOT * n * n_fields, start)
         try:
             dtype = np.dtype([(name, object) for name in names])
         except (ValueError, TypeError) as exc:
@@ -1078,6 +1322,7 @@ class _Reader:
                 k += 1
             common = common[:k]
         depth_of = len(common)
+        self.charge(_COST_ARRAY + sum(column.nbytes for column in columns), start)
         try:
             dtype = np.dtype(
                 [
@@ -1126,7 +1371,7 @@ del _code, _fn
 _MAX_INFLATE_RATIO = 1040
 
 
-def _decompress(buf: bytes, max_size: int, legacy_u32: bool) -> bytes:
+def _decompress(buf: bytes, max_size: int, legacy_u32: bool, max_expansion: int) -> bytes:
     dim, dim_size = (_U32, 4) if legacy_u32 else (_U64, 8)
     head = len(ZL123) + dim_size
     if len(buf) < head:
@@ -1140,6 +1385,12 @@ def _decompress(buf: bytes, max_size: int, legacy_u32: bool) -> bytes:
             " (raise djb.config['max_blob_size'] to read it)"
         )
     stream = memoryview(buf)[head:]
+    if size > len(buf) * max_expansion:
+        raise BlobFormatError(
+            f"compressed blob of {len(buf)} bytes declares {size} bytes, more than"
+            f" max_expansion={max_expansion} times its size (if the blob is trusted,"
+            " raise djb.config['max_expansion'])"
+        )
     if size > len(stream) * _MAX_INFLATE_RATIO + 1024:
         raise BlobFormatError(
             f"compressed blob declares {size} bytes, more than its {len(stream)}-byte"
@@ -1178,23 +1429,32 @@ def unpack(
     data: bytes | bytearray | memoryview,
     *,
     squeeze: bool = False,
-    legacy_u32: bool = False,
+    legacy_u32: bool | None = None,
     max_size: int | None = None,
     max_depth: int | None = None,
+    max_expansion: int | None = None,
 ) -> Any:
     """Deserialize DataJoint blob bytes (``mYm`` or ``dj0``, plain or ``ZL123``-compressed).
 
     ``squeeze`` drops singleton dimensions of arrays (and turns 0-d arrays into
     scalars), as DataJoint's ``squeeze=True``. ``legacy_u32`` reads blobs of old 32-bit
-    mym builds (lengths and dimensions as u32). ``max_size`` (bytes of the plain blob)
-    and ``max_depth`` default to ``djb.config["max_blob_size"]`` and
-    ``djb.config["max_depth"]``. Every problem with the bytes raises
-    :class:`BlobFormatError`; returned arrays are writable and owned by the caller.
+    mym builds (lengths and dimensions as u32); ``None`` means
+    ``djb.config["legacy_u32"]``. ``max_size`` (bytes of the plain blob), ``max_depth``
+    and ``max_expansion`` (memory of the result, counting the decompressed bytes, as a
+    multiple of ``len(data)``) default to ``djb.config["max_blob_size"]``,
+    ``djb.config["max_depth"]`` and ``djb.config["max_expansion"]``. Every problem with
+    the bytes raises :class:`BlobFormatError`; returned arrays are writable and owned by
+    the caller. A 0-d numeric, bool, complex or datetime64 array reads back as the numpy
+    scalar of its dtype (``np.float64(3.0)``), as in DataJoint 0.14.
     """
     if max_size is None:
         max_size = int(config["max_blob_size"])
     if max_depth is None:
         max_depth = int(config["max_depth"])
+    if max_expansion is None:
+        max_expansion = int(config["max_expansion"])
+    if legacy_u32 is None:
+        legacy_u32 = bool(config["legacy_u32"])
     if isinstance(data, bytes):
         buf = data
     elif isinstance(data, bytearray | memoryview):
@@ -1203,9 +1463,10 @@ def unpack(
         raise BlobFormatError(
             f"a blob must be bytes, bytearray or memoryview, not {type(data).__name__}"
         )
+    stored = len(buf)
     compressed = buf.startswith(ZL123)
     if compressed:
-        buf = _decompress(buf, max_size, legacy_u32)
+        buf = _decompress(buf, max_size, legacy_u32, max_expansion)
     elif len(buf) > max_size:
         raise BlobFormatError(
             f"blob of {len(buf)} bytes is larger than max_size={max_size}"
@@ -1218,11 +1479,20 @@ def unpack(
             f"unknown blob header {header!r} at byte 0{where} (expected b'mYm\\x00' or"
             " b'dj0\\x00', or b'ZL123\\x00' framing)"
         )
-    reader = _Reader(buf, 4, squeeze=squeeze, max_depth=max_depth, legacy_u32=legacy_u32)
+    reader = _Reader(
+        buf,
+        4,
+        squeeze=squeeze,
+        max_depth=max_depth,
+        legacy_u32=legacy_u32,
+        stored=stored,
+        expansion=max_expansion,
+    )
     try:
         value = reader.item(0)
         if reader.pos != len(buf):
             _fail(f"{len(buf) - reader.pos} trailing bytes after the value", reader.pos)
+        reader.charge(0, reader.pos)
     except _ReadError as exc:
         inside = f" (in {_path_str(exc.path)})" if exc.path else ""
         raise BlobFormatError(f"{exc.message} at byte {exc.offset}{where}{inside}") from None

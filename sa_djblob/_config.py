@@ -14,6 +14,12 @@ Keys (all optional):
     the largest decompressed blob the reader accepts, in bytes.
 ``max_depth``
     the deepest nesting the blob reader accepts.
+``max_expansion``
+    how many times its stored size a blob may grow to when read (decompressed bytes and
+    the objects built from them); default 1100, above zlib's own limit of ~1032:1.
+``legacy_u32``
+    read blobs as written by old 32-bit mym builds (u32 lengths and dimensions) when
+    ``unpack`` is not told otherwise; default ``False``.
 ``threads``
     how many store requests run at once in the write and read paths.
 ``compression``
@@ -58,6 +64,8 @@ _DEFAULTS: dict[str, Any] = {
     "download_path": ".",
     "max_blob_size": 8 << 30,
     "max_depth": 256,
+    "max_expansion": 1100,
+    "legacy_u32": False,
     "threads": 16,
     "compression": "fast",
 }
@@ -128,7 +136,11 @@ def _validate(key: str, value: Any) -> Any:
         if value not in ("fast", "datajoint"):
             raise ConfigError(f"config['compression'] must be 'fast' or 'datajoint', got {value!r}")
         return value
-    if key in ("cache_limit", "max_blob_size", "max_depth", "threads"):
+    if key == "legacy_u32":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config['legacy_u32'] must be True or False, got {value!r}")
+        return value
+    if key in ("cache_limit", "max_blob_size", "max_depth", "max_expansion", "threads"):
         if value is None and key == "cache_limit":
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -10,7 +10,13 @@ import numpy as np
 
 
 def assert_same(got: Any, want: Any, where: str = "value") -> None:
-    """Deep equality: same types (up to numpy subclasses), dtypes, shapes and values."""
+    """Deep equality: same types (up to numpy subclasses), dtypes, shapes and values.
+
+    A plain 0-d numeric, bool, complex or datetime64 array reads back as the numpy scalar
+    of its dtype (DataJoint 0.14's rule), so such a ``want`` is compared as ``want[()]``.
+    """
+    if type(want) is np.ndarray and want.ndim == 0 and want.dtype.kind in "biufcM":
+        want = want[()]
     if isinstance(want, np.ndarray):
         assert isinstance(got, np.ndarray), f"{where}: {type(got).__name__} is not an array"
         assert got.dtype == want.dtype, f"{where}: dtype {got.dtype} != {want.dtype}"
@@ -26,6 +32,11 @@ def assert_same(got: Any, want: Any, where: str = "value") -> None:
             assert np.array_equal(got, want, equal_nan=nan), f"{where}: {got!r} != {want!r}"
         return
     assert type(got) is type(want), f"{where}: {type(got).__name__} != {type(want).__name__}"
+    if isinstance(want, np.generic):  # a numpy scalar: same type (checked), same value
+        assert np.array_equal(
+            np.asarray(got), np.asarray(want), equal_nan=want.dtype.kind in "fcM"
+        ), f"{where}: {got!r} != {want!r}"
+        return
     if isinstance(want, dict):
         assert list(got) == list(want), f"{where}: keys {list(got)} != {list(want)}"
         for key in want:

@@ -1,0 +1,144 @@
+"""The codec against the real DataJoint 0.14 packer and reader (no database needed).
+
+DataJoint runs in its own virtualenv (the ``dj_python`` fixture of
+``test_datajoint_interop.py``). Each value below is given as an expression that both
+sides evaluate; DataJoint packs it and reads back our bytes, and we compare types,
+dtypes and values both ways: numpy scalars come back as numpy scalars on both sides.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_datajoint_interop import dj_python  # noqa: F401  (the session fixture)
+
+from sa_djblob import MatCell, pack, unpack
+
+try:
+    from .test_codec_helpers import assert_same
+except ImportError:
+    from test_codec_helpers import assert_same
+
+NAMES = {"np": np, "datetime": datetime, "uuid": uuid, "Decimal": Decimal, "MatCell": MatCell}
+
+EXPRESSIONS = [
+    *(
+        f"np.{name}(3)"
+        for name in (
+            "int8",
+            "uint8",
+            "int16",
+            "uint16",
+            "int32",
+            "uint32",
+            "int64",
+            "uint64",
+            "float32",
+            "float64",
+        )
+    ),
+    "np.float64(-0.0)",
+    "np.float32('nan')",
+    "np.complex64(1-2j)",
+    "np.complex128(1+2j)",
+    "np.bool_(True)",
+    "np.bool_(False)",
+    "np.datetime64('2024-01-01T12:30', 'm')",
+    "np.datetime64('2024-01-01', 'D')",
+    "np.datetime64('NaT', 'ns')",
+    "np.array(2.5)",
+    "np.array(7, dtype=np.uint16)",
+    "np.array([[2.5]])",
+    "np.array([2.5])",
+    "[np.float32(1.5), (np.int8(-1), {'k': np.uint64(2**64 - 1)})]",
+    "{np.int16(3): np.complex64(1j)}",
+    "np.array([np.float32(2.0), 'x', None], dtype=object)",
+    "np.array(None, dtype=object)",
+]
+
+# DataJoint's side: pack each expression, read back the bytes we packed, describe both
+DJ_SCRIPT = r"""
+import datetime, json, sys, uuid
+from decimal import Decimal
+import numpy as np
+from datajoint import blob
+from datajoint.settings import config
+config["enable_python_native_blobs"] = True
+names = {"np": np, "datetime": datetime, "uuid": uuid, "Decimal": Decimal,
+         "MatCell": blob.MatCell}
+job = json.load(sys.stdin)
+
+def describe(v):
+    if isinstance(v, np.ndarray):
+        return ["ndarray", str(v.dtype), list(v.shape),
+                [describe(x) for x in v.ravel()] if v.dtype == object
+                else repr(v.tolist())]
+    if isinstance(v, (list, tuple)):
+        return [type(v).__name__, [describe(x) for x in v]]
+    if isinstance(v, dict):
+        return ["dict", [[describe(k), describe(x)] for k, x in v.items()]]
+    return [type(v).__name__, repr(v)]
+
+out = {"packed": {}, "read": {}}
+for expr in job["expressions"]:
+    out["packed"][expr] = blob.pack(eval(expr, names), compress=False).hex()
+for expr, hexed in job["ours"].items():
+    out["read"][expr] = describe(blob.unpack(bytes.fromhex(hexed)))
+json.dump(out, sys.stdout)
+"""
+
+
+def _describe(v: Any) -> Any:
+    """The same description as DJ_SCRIPT's, on our side."""
+    if isinstance(v, np.ndarray):
+        return [
+            "ndarray",
+            str(v.dtype),
+            list(v.shape),
+            [_describe(x) for x in v.ravel()] if v.dtype == object else repr(v.tolist()),
+        ]
+    if isinstance(v, list | tuple):
+        return [type(v).__name__, [_describe(x) for x in v]]
+    if isinstance(v, dict):
+        return ["dict", [[_describe(k), _describe(x)] for k, x in v.items()]]
+    return [type(v).__name__, repr(v)]
+
+
+@pytest.fixture(scope="module")
+def datajoint_side(dj_python: Path) -> dict[str, Any]:  # noqa: F811
+    job = {
+        "expressions": EXPRESSIONS,
+        "ours": {e: pack(eval(e, NAMES), compress=False).hex() for e in EXPRESSIONS},
+    }
+    r = subprocess.run(
+        [str(dj_python), "-c", DJ_SCRIPT],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
+    result: dict[str, Any] = json.loads(r.stdout)
+    return result
+
+
+@pytest.mark.parametrize("expr", EXPRESSIONS)
+def test_numpy_scalars_like_datajoint(expr: str, datajoint_side: dict[str, Any]) -> None:
+    value = eval(expr, NAMES)
+    dj_bytes = bytes.fromhex(datajoint_side["packed"][expr])
+    # the same bytes as DataJoint's packer
+    assert pack(value, compress=False) == dj_bytes
+    # we read DataJoint's bytes as DataJoint reads them: numpy scalars stay numpy scalars
+    ours = unpack(dj_bytes)
+    assert _describe(ours) == datajoint_side["read"][expr]
+    assert_same(ours, value)
+    if isinstance(value, np.generic):
+        assert type(ours) is type(value)
