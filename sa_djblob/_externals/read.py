@@ -179,9 +179,9 @@ def _open_payload(
 ) -> Iterator[BinaryIO]:
     cache = get_cache() if store.is_remote else None
     if cache is not None:
-        cached = cache.get_file(key, store.hash, prefix=prefix)
+        cached = cache.open_verified(key, store.hash, prefix=prefix)
         if cached is not None:
-            with cached.open("rb") as f:
+            with cached as f:
                 yield f
             return
     with store.open(path) as f:
