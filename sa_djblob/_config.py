@@ -49,7 +49,7 @@ CONFIG_ENV = "SA_DJBLOB_CONFIG"
 
 _COMMON_STORE_KEYS = {"protocol", "location", "hash", "subfolding", "stage"}
 _STORE_KEYS = {
-    "file": _COMMON_STORE_KEYS,
+    "file": _COMMON_STORE_KEYS | {"fsync"},  # fsync: see FileStore
     "s3": _COMMON_STORE_KEYS
     | {"endpoint", "bucket", "access_key", "secret_key", "secure", "region"},
     "memory": _COMMON_STORE_KEYS,

@@ -5,6 +5,11 @@ atomically (a hidden temporary file in the same folder, then a rename) and verif
 against their hash when read: a corrupt entry is dropped and reads as a miss. With a
 ``limit`` (bytes), the least recently used entries (oldest modification time; a hit
 refreshes it) are deleted after a fill that pushes the total over the limit.
+
+An entry may be evicted (by this or another process) at any moment, so readers take
+its bytes (:meth:`Cache.get`) or an open handle (:meth:`Cache.open_verified`), never
+a path to open later: an evicted entry then reads as a miss, and a handle opened
+before the eviction keeps reading the whole entry (POSIX keeps unlinked files open).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ class Cache:
 
     # -- reading ---------------------------------------------------------------
     def path(self, key: uuid.UUID) -> Path | None:
-        """The file of entry *key* if present (not verified; see :meth:`get_file`)."""
+        """The file of entry *key* if present (not verified; it may be evicted at once)."""
         entry = self._entry(key)
         return entry if entry.is_file() else None
 
@@ -73,11 +78,15 @@ class Cache:
     def open_verified(
         self, key: uuid.UUID, algorithm: str = "md5", prefix: bytes = b""
     ) -> BinaryIO | None:
-        """The entry *key* opened for reading after verifying it by a streaming hash, or
-        None. The open file stays readable even if the entry is evicted meanwhile."""
+        """Entry *key* opened for reading at its start, verified, or None (a miss).
+
+        The entry is opened first and verified by a streaming hash through the same
+        handle, so an eviction after the check cannot turn the hit into an error.
+        The caller closes the handle.
+        """
         entry = self._entry(key)
         try:
-            f = open(entry, "rb")  # noqa: SIM115 - handed to the caller
+            f = open(entry, "rb")  # noqa: SIM115 - returned to the caller, or closed below
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -90,6 +99,9 @@ class Cache:
             f.close()
             log.warning("cache entry %s unreadable: %s", entry, exc.strerror)
             return None
+        except BaseException:
+            f.close()
+            raise
         if got != key:
             f.close()
             self._drop_corrupt(entry)
@@ -98,7 +110,10 @@ class Cache:
         return f
 
     def get_file(self, key: uuid.UUID, algorithm: str = "md5", prefix: bytes = b"") -> Path | None:
-        """The file of entry *key* after verifying it by a streaming hash, or None."""
+        """The file of entry *key* after verifying it by a streaming hash, or None.
+
+        The file may be evicted before the caller opens it: prefer :meth:`open_verified`.
+        """
         entry = self._entry(key)
         try:
             with open(entry, "rb") as f:

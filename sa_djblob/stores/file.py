@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TypeVar
 
-from .._exceptions import MissingPayloadError, StoreError
+from .._exceptions import ConfigError, MissingPayloadError, StoreError
 from .base import COPY_CHUNK, ObjectInfo, Store, is_temp_name, temp_name
 
 __all__ = ["FileStore"]
@@ -25,14 +25,27 @@ class FileStore(Store):
     """Payloads as files below ``location``; paths given to it are file system paths.
 
     Writes go to a hidden temporary file in the destination folder and are renamed
-    into place, so a reader never sees a partial payload.
+    into place, so a reader never sees a partial payload. With ``fsync`` (the
+    default), a write returns only once the payload and the folder entries that lead
+    to it are on stable storage: the file is fsynced before the rename, its folder
+    after it, and so is the parent of every folder between the payload and
+    ``location`` (once per folder and store object). The write path uploads before
+    the database transaction commits, so a committed row never points at a payload
+    that a power loss can take away. ``fsync=False`` trades that for speed.
     """
 
     protocol = "file"
     max_object_name = 255
 
-    def __init__(self, name: str, *, location: str = "", **settings: Any) -> None:
+    def __init__(
+        self, name: str, *, location: str = "", fsync: bool = True, **settings: Any
+    ) -> None:
         super().__init__(name, location=location, **settings)
+        if not isinstance(fsync, bool):
+            raise ConfigError(f"store {name!r}: 'fsync' must be true or false")
+        self.fsync = fsync
+        # folders whose own entry (in their parent) this object has made durable
+        self._durable: set[str] = set()
 
     # -- helpers -------------------------------------------------------------
     def _error(self, action: str, path: PurePosixPath | Path | str, exc: OSError) -> StoreError:
@@ -61,12 +74,41 @@ class FileStore(Store):
         try:
             with f:
                 write(f)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, dest)
         except BaseException as exc:
             _discard(tmp)
             if isinstance(exc, OSError):
                 raise self._error("write", path, exc) from None
             raise
+        if self.fsync:
+            try:
+                self._sync_folders(dest.parent)
+            except OSError as exc:
+                raise self._error("sync the folder of", path, exc) from None
+
+    def _sync_folders(self, folder: Path) -> None:
+        """Make the new entry in *folder*, and *folder*'s own entries up to ``location``, durable.
+
+        *folder* is always synced (it holds the renamed payload). Each ancestor up to the
+        store's location is made durable by syncing its parent, unless this object did
+        so before; a folder made by a concurrent writer is synced here too, so this
+        write does not rely on that writer finishing first.
+        """
+        _sync_dir(folder)
+        top = os.path.abspath(self.location or ".")
+        d = os.path.abspath(folder)
+        while d not in self._durable:
+            parent = os.path.dirname(d)
+            if parent == d:
+                break  # the file system root
+            _sync_dir(parent)
+            self._durable.add(d)
+            if d == top or os.path.commonpath((d, top)) != top:
+                break  # reached (or outside of) the location: its parents existed before
+            d = parent
 
     def _read(self, path: PurePosixPath, action: Callable[[], _T]) -> _T:
         try:
@@ -186,6 +228,7 @@ class FileStore(Store):
         top = os.fspath(prefix)
         if not os.path.isdir(top):
             return
+        self._durable.clear()  # folders removed below may be made again
         for folder, _dirs, _files in os.walk(top, topdown=False):
             if folder == top:
                 continue
@@ -194,6 +237,19 @@ class FileStore(Store):
 
     def __repr__(self) -> str:
         return f"FileStore(name={self.name!r}, location={self.location!r})"
+
+
+def _sync_dir(folder: Path | str) -> None:
+    """fsync a folder, so entries created or renamed in it survive a power loss."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # some file systems (and platforms) cannot sync a folder: nothing more to do
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _discard(tmp: Path) -> None:

@@ -182,7 +182,7 @@ class S3Store(Store):
             response_checksum_validation="when_required",
         )
         session = boto3.session.Session()
-        return session.client(
+        client = session.client(
             "s3",
             endpoint_url=self.endpoint_url,
             aws_access_key_id=self._access_key.value,
@@ -190,6 +190,8 @@ class S3Store(Store):
             region_name=self.region,
             config=boto_config,
         )
+        _avoid_expect_continue(client)
+        return client
 
     def _check_bucket(self, client: S3Client) -> None:
         try:
@@ -442,6 +444,24 @@ class S3Store(Store):
             f"S3Store(name={self.name!r}, endpoint={self.endpoint!r},"
             f" bucket={self.bucket!r}, location={self.location!r})"
         )
+
+
+def _no_expect_header(params: dict[str, Any], **_: Any) -> None:
+    params.get("headers", {}).pop("Expect", None)
+
+
+def _avoid_expect_continue(client: Any) -> None:
+    """Send request bodies at once, without ``Expect: 100-continue``.
+
+    botocore asks for "100 Continue" before the body of every upload (PutObject,
+    UploadPart with a file-like body; no Config option turns it off). If the connection
+    closes right after the server's "100 Continue" line, botocore's header loop reads
+    EOF forever at 100% CPU, and no timeout applies: the writer hangs while it holds
+    row locks. Without the header, a cut connection is an ordinary socket error
+    (retried, then a StoreError). This handler runs after botocore's ``before-call.s3``
+    handler that adds the header, and removes it.
+    """
+    client.meta.events.register_last("before-call.s3", _no_expect_header)
 
 
 def _code(exc: BaseException) -> str:
