@@ -7,12 +7,21 @@ import datetime
 import errno
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO, ClassVar, TypeVar
 
 from .._exceptions import MissingPayloadError, StoreError
-from .base import COPY_CHUNK, ObjectInfo, Store, is_temp_name, temp_name
+from .base import (
+    COMMON_SETTINGS,
+    COPY_CHUNK,
+    ObjectInfo,
+    Setting,
+    Store,
+    check_path,
+    is_temp_name,
+    temp_name,
+)
 
 __all__ = ["FileStore"]
 
@@ -28,9 +37,10 @@ class FileStore(Store):
     """
 
     protocol = "file"
-
-    def __init__(self, name: str, *, location: str = "", **settings: Any) -> None:
-        super().__init__(name, location=location, **settings)
+    settings: ClassVar[Mapping[str, Setting]] = {
+        **COMMON_SETTINGS,
+        "location": Setting(check_path, required=True, doc="the folder of the payloads"),
+    }
 
     # -- helpers -------------------------------------------------------------
     def _error(self, action: str, path: PurePosixPath | Path | str, exc: OSError) -> StoreError:
@@ -81,7 +91,7 @@ class FileStore(Store):
 
         self._write_atomic(path, write)
 
-    def put_file(self, path: PurePosixPath, src: BinaryIO, size: int | None = None) -> None:
+    def put_file(self, path: PurePosixPath, src: BinaryIO) -> None:
         self._write_atomic(path, lambda f: shutil.copyfileobj(src, f, COPY_CHUNK))
 
     def upload_file(self, path: PurePosixPath, src: Path) -> None:
@@ -96,19 +106,6 @@ class FileStore(Store):
 
     def open(self, path: PurePosixPath) -> BinaryIO:
         return self._read(path, lambda: open(path, "rb"))
-
-    def download_file(self, path: PurePosixPath, dest: Path) -> None:
-        try:
-            shutil.copyfile(path, dest)
-        except FileNotFoundError:
-            _discard(Path(dest))
-            if not Path(path).exists():
-                raise self._missing(path) from None
-            missing = FileNotFoundError(errno.ENOENT, "no such folder")
-            raise self._error("write", dest, missing) from None
-        except OSError as exc:
-            _discard(Path(dest))
-            raise self._error("copy", path, exc) from None
 
     def exists(self, path: PurePosixPath) -> bool:
         try:
