@@ -245,7 +245,7 @@ class S3Store(Store):
         endpoint = (self.endpoint or "").lower()
         boto_config = BotoConfig(
             region_name=self.region,
-            retries={"mode": "standard", "max_attempts": self.max_attempts},
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_pool_connections=max(threads + 4, self.transfer_concurrency * 2 + 4),
@@ -257,6 +257,7 @@ class S3Store(Store):
                 else "path"
             },
             request_checksum_calculation="when_required",
+            signature_version="s3v4",  # presigned URLs too (SigV2 is retired at AWS)
             response_checksum_validation="when_required",
         )
         session = boto3.session.Session()
