@@ -47,16 +47,6 @@ __all__ = ["CONFIG_ENV", "Config", "config", "validate_store_spec"]
 
 CONFIG_ENV = "SA_DJBLOB_CONFIG"
 
-_COMMON_STORE_KEYS = {"protocol", "location", "hash", "subfolding", "stage"}
-_STORE_KEYS = {
-    "file": _COMMON_STORE_KEYS | {"fsync"},  # fsync: see FileStore
-    "s3": _COMMON_STORE_KEYS
-    | {"endpoint", "bucket", "access_key", "secret_key", "secure", "region"},
-    "memory": _COMMON_STORE_KEYS,
-}
-_REQUIRED = {"file": {"location"}, "s3": {"location", "bucket"}, "memory": set()}
-_SECRET_KEYS = {"secret_key", "access_key"}
-
 _DEFAULTS: dict[str, Any] = {
     "stores": {},
     "cache": None,
@@ -72,53 +62,24 @@ _DEFAULTS: dict[str, Any] = {
 
 
 def validate_store_spec(name: str, spec: Any) -> dict[str, Any]:
-    """Check one store's settings and return a normalized copy."""
+    """Check one store's settings and return a normalized copy.
+
+    The store class registered for ``spec["protocol"]`` declares and checks its keys
+    (``Store.validate_settings``).
+    """
+    from .stores import store_class
+
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"store name {name!r} must be an identifier (letters, digits, _)")
     if not isinstance(spec, Mapping):
         raise ConfigError(f"store {name!r}: settings must be a dict, got {type(spec).__name__}")
-    spec = dict(spec)
-    protocol = spec.get("protocol")
-    if protocol not in _STORE_KEYS:
-        raise ConfigError(
-            f"store {name!r}: unknown protocol {protocol!r}"
-            " (expected one of 'file', 's3', 'memory')"
-        )
-    unknown = sorted(set(spec) - _STORE_KEYS[protocol])
-    if unknown:
-        raise ConfigError(f"store {name!r}: unknown key {unknown[0]!r} for protocol {protocol!r}")
-    for key in sorted(_REQUIRED[protocol]):
-        if key not in spec:
-            raise ConfigError(f"store {name!r}: missing key {key!r}")
-    spec.setdefault("location", "")
-    if not isinstance(spec["location"], str | os.PathLike):
-        raise ConfigError(f"store {name!r}: 'location' must be a string")
-    spec["location"] = os.fspath(spec["location"])
-    hash_name = spec.setdefault("hash", "md5")
-    if hash_name not in ("md5", "sha256"):
-        raise ConfigError(f"store {name!r}: 'hash' must be 'md5' or 'sha256', got {hash_name!r}")
-    sub = spec.setdefault("subfolding", (2, 2))
-    if sub is None:
-        sub = ()
-    if not (
-        isinstance(sub, list | tuple)
-        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sub)
-        and sum(sub) <= 32
-    ):
-        raise ConfigError(f"store {name!r}: 'subfolding' must be a sequence of positive ints")
-    spec["subfolding"] = tuple(sub)
-    if protocol == "s3":
-        for key in ("endpoint", "bucket", "access_key", "secret_key", "region"):
-            if spec.get(key) is not None and not isinstance(spec[key], str):
-                raise ConfigError(f"store {name!r}: {key!r} must be a string")
-        if ("access_key" in spec) != ("secret_key" in spec):
-            raise ConfigError(
-                f"store {name!r}: give both 'access_key' and 'secret_key', or neither"
-            )
-        spec.setdefault("secure", False)
-        if not isinstance(spec["secure"], bool):
-            raise ConfigError(f"store {name!r}: 'secure' must be true or false")
-    return dict(spec)
+    if "protocol" not in spec:
+        raise ConfigError(f"store {name!r}: missing key 'protocol' (the store kind)")
+    try:
+        cls = store_class(spec["protocol"])
+    except ConfigError as exc:
+        raise ConfigError(f"store {name!r}: {exc}") from None
+    return cls.validate_settings(name, spec)
 
 
 def _validate(key: str, value: Any) -> Any:
@@ -149,10 +110,15 @@ def _validate(key: str, value: Any) -> Any:
     raise ConfigError(f"unknown config key {key!r} (known: {', '.join(sorted(_DEFAULTS))})")
 
 
-def _redact(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: ("***" if k in _SECRET_KEYS and v else _redact(v)) for k, v in value.items()}
-    return value
+def _redact(data: Mapping[str, Any]) -> dict[str, Any]:
+    """*data* with every store's secret settings masked (each store class says which)."""
+    from .stores import store_class
+
+    out = dict(data)
+    out["stores"] = {
+        name: store_class(spec["protocol"]).redact(spec) for name, spec in data["stores"].items()
+    }
+    return out
 
 
 class Config(MutableMapping[str, Any]):
@@ -162,7 +128,6 @@ class Config(MutableMapping[str, Any]):
         self._data: dict[str, Any] = copy.deepcopy(_DEFAULTS)
         self._lock = threading.RLock()
         self._loaded_env = False
-        self._version = 0
 
     # -- the mapping protocol ------------------------------------------------
     def _ensure_env(self) -> None:
@@ -181,7 +146,6 @@ class Config(MutableMapping[str, Any]):
         value = _validate(key, value)
         with self._lock:
             self._data[key] = value
-            self._version += 1
 
     def __delitem__(self, key: str) -> None:
         """Deleting a key restores its default."""
@@ -189,7 +153,6 @@ class Config(MutableMapping[str, Any]):
             raise KeyError(key)
         with self._lock:
             self._data[key] = copy.deepcopy(_DEFAULTS[key])
-            self._version += 1
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -201,20 +164,17 @@ class Config(MutableMapping[str, Any]):
         self._ensure_env()
         return f"Config({_redact(self._data)!r})"
 
-    @property
-    def version(self) -> int:
-        """Bumped on every change; caches built from the settings compare it."""
-        return self._version
-
     def store_spec(self, name: str) -> dict[str, Any]:
         """The validated settings of store *name*."""
         from ._exceptions import StoreNotConfiguredError
+        from .stores import registered_protocols
 
         stores = self["stores"]
         if name not in stores:
             raise StoreNotConfiguredError(
                 f"store {name!r} is not configured: set djb.config['stores'][{name!r}]"
-                " = {'protocol': 'file', 'location': ...} (or protocol 's3')"
+                " = {'protocol': 'file', 'location': ...} (or another protocol:"
+                f" {', '.join(registered_protocols())})"
             )
         return dict(stores[name])
 
@@ -241,7 +201,12 @@ class Config(MutableMapping[str, Any]):
         data = dict(data)
         data.pop("$schema", None)
         self._loaded_env = True
-        self.update(data)
+        try:
+            validated = {k: _validate(k, v) for k, v in data.items()}
+        except ConfigError as exc:
+            raise ConfigError(f"config file {p}: {exc}") from None
+        with self._lock:
+            self._data.update(validated)
 
     @contextlib.contextmanager
     def override(self, **changes: Any) -> Iterator[Config]:
@@ -251,13 +216,11 @@ class Config(MutableMapping[str, Any]):
         with self._lock:
             saved = {k: self._data[k] for k in validated}
             self._data.update(validated)
-            self._version += 1
         try:
             yield self
         finally:
             with self._lock:
                 self._data.update(saved)
-                self._version += 1
 
 
 config = Config()

@@ -28,12 +28,12 @@ from . import __version__
 from ._config import config
 from ._exceptions import SaDjblobError
 from ._externals import ExternalTable, SweepReport, VerifyReport, externals
+from .stores import store_class
 
 __all__ = ["main", "parse_duration"]
 
 URL_ENV = "SA_DJBLOB_URL"
 OK, PROBLEMS, USAGE = 0, 1, 2
-_SECRET_KEYS = ("access_key", "secret_key")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -60,10 +60,16 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> datetim
 
 class _State:
     def __init__(
-        self, url: str | None, schema: str | None, as_json: bool, progress: bool | None
+        self,
+        url: str | None,
+        schema: str | None,
+        as_json: bool,
+        progress: bool | None,
+        stores: Sequence[str] = (),
     ) -> None:
         self.url = url
         self.schema = schema
+        self.stores = tuple(stores)
         self.as_json = as_json
         self._progress = progress
         self._engine: sa.Engine | None = None
@@ -98,12 +104,26 @@ class _State:
             if pw:
                 secrets.append(str(pw))
         for spec in config["stores"].values():
-            secrets.extend(str(spec[k]) for k in _SECRET_KEYS if spec.get(k))
+            secrets.extend(store_class(spec["protocol"]).secret_values(spec))
         for s in secrets:
             text = text.replace(s, "***")
         return text
 
+    def check_schema(self) -> None:
+        """A usage error (exit 2) if --schema names a schema the database does not have."""
+        if self.schema is None:
+            return
+        names = sa.inspect(self.engine()).get_schema_names()
+        if self.schema not in names:
+            shown = ", ".join(sorted(n for n in names if n != "information_schema"))
+            _fail(
+                f"schema {self.schema!r} does not exist in database {self.masked_url()}"
+                f" (its schemas: {shown or 'none'}): check --schema"
+            )
+
     def tables(self, stores: Sequence[str]) -> list[ExternalTable]:
+        self.check_schema()
+        stores = (*self.stores, *(s for s in stores if s not in self.stores))
         found = externals(self.engine(), self.schema)
         if not found:
             _fail("no stores are configured: give --config FILE (or set SA_DJBLOB_CONFIG)")
@@ -205,6 +225,13 @@ def _state(ctx: click.Context, as_json: bool) -> _State:
     default=None,
     help="the schema (database) to work on; default: the connection's default schema",
 )
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    metavar="NAME",
+    help="a store (repeatable; default: every configured store); also after the command",
+)
 @click.option("--json", "as_json", is_flag=True, default=False, help="machine-readable output")
 @click.option(
     "--progress/--no-progress",
@@ -218,11 +245,12 @@ def cli(
     url: str | None,
     config_file: str | None,
     schema: str | None,
+    stores: tuple[str, ...],
     as_json: bool,
     progress: bool | None,
 ) -> None:
     """Inspect and maintain the external stores of sa_djblob (and DataJoint) schemas."""
-    ctx.obj = _State(url, schema, as_json, progress)
+    ctx.obj = _State(url, schema, as_json, progress, stores)
     if config_file:
         try:
             config.load(config_file)
@@ -231,16 +259,24 @@ def cli(
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, default=False, help="machine-readable output")
+@_common
 @click.pass_context
-def stores(ctx: click.Context, as_json: bool) -> None:
+def stores(ctx: click.Context, stores: tuple[str, ...], as_json: bool) -> None:
     """The configured stores (keys masked)."""
     state = _state(ctx, as_json)
+    chosen = {*state.stores, *stores}
+    unknown = sorted(chosen - set(config["stores"]))
+    if unknown:
+        known = ", ".join(sorted(config["stores"])) or "none"
+        _fail(f"store {unknown[0]!r} is not configured (configured: {known})")
     specs = []
+    rows = []
     for name, spec in sorted(config["stores"].items()):
-        shown = {k: ("***" if k in _SECRET_KEYS and v else v) for k, v in spec.items()}
-        shown["subfolding"] = list(shown.get("subfolding", ()))
-        specs.append({"name": name, **shown})
+        if chosen and name not in chosen:
+            continue
+        cls = store_class(spec["protocol"])
+        specs.append({"name": name, **cls.describe(spec)})
+        rows.append([name, spec["protocol"], cls.display_location(spec), spec.get("hash", "md5")])
 
     def human() -> None:
         if state.url:
@@ -248,14 +284,6 @@ def stores(ctx: click.Context, as_json: bool) -> None:
         if not specs:
             click.echo("no stores configured")
             return
-        rows = []
-        for s in specs:
-            where = (
-                f"s3://{s.get('bucket')}/{s.get('location', '')} at {s.get('endpoint') or 'AWS'}"
-                if s["protocol"] == "s3"
-                else s.get("location", "")
-            )
-            rows.append([s["name"], s["protocol"], where, s.get("hash", "md5")])
         _table(["store", "protocol", "location", "hash"], rows)
 
     _emit(state, {"url": state.masked_url(), "stores": specs}, human)
@@ -376,6 +404,7 @@ def sweep(
     """Delete unused entries and their payloads, and orphan payloads older than --grace."""
     state = _state(ctx, as_json)
     reports: dict[str, SweepReport] = {}
+    declined = False
     headers = [
         "store",
         "rows",
@@ -407,9 +436,8 @@ def sweep(
                 except click.Abort:
                     _fail("no answer: nothing deleted (use --yes in scripts)")
                 if not go:
-                    click.echo("nothing deleted", err=True)
                     reports = preview
-                    dry_run = True
+                    dry_run = declined = True
         if not reports:
             for t in tables:
                 reports[t.store_name] = t.sweep(
@@ -417,6 +445,9 @@ def sweep(
                 )
 
     def human() -> None:
+        if declined:  # the table is above, with the question
+            click.echo("nothing deleted")
+            return
         click.echo("dry run: nothing deleted" if dry_run else "swept:")
         _table(headers, _sweep_rows(reports))
         for s, r in reports.items():

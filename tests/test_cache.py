@@ -84,14 +84,6 @@ def test_attachment_entries_verify_with_prefix(tmp_path: Path) -> None:
     assert cache.get_file(key) is None  # without the name it does not match: dropped
 
 
-def test_put_stream(tmp_path: Path) -> None:
-    cache = Cache(tmp_path)
-    data = os.urandom(2 << 20)
-    key = key_of(data)
-    cache.put_stream(key, io.BytesIO(data))
-    assert cache.get(key) == data
-
-
 def test_failed_fill_leaves_nothing(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     data = b"x" * 100
@@ -112,7 +104,7 @@ def test_failed_fill_leaves_nothing(tmp_path: Path) -> None:
             return 10
 
     with pytest.raises(StoreError, match="cache"):
-        cache.put_stream(key, io.BufferedReader(Broken()))
+        cache._fill(key, lambda f: f.write(io.BufferedReader(Broken()).read()))
     assert cache.path(key) is None
     assert files_under(tmp_path) == []
 

@@ -230,3 +230,58 @@ def test_console_script_in_a_process(env: dict[str, Any]) -> None:
     env["ext"].store.remove(env["ext"].paths()[0][1])
     out = subprocess.run([*base, "verify"], env=penv, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "missing" in out.stdout
+
+
+def test_store_option_before_or_after_the_command(env: dict[str, Any]) -> None:
+    ext = env["ext"]
+    for args in (
+        ["--store", "shared", "unused", "--json"],
+        ["unused", "--store", "shared", "--json"],
+        ["--store", "shared", "unused", "--store", "shared", "--json"],
+    ):
+        res = run(env, *args)
+        assert res.exit_code == 0, res.output
+        assert sorted(json.loads(res.output)["stores"]["shared"]) == sorted(map(str, ext.unused()))
+    res = run(env, "--store", "elsewhere", "used")
+    assert res.exit_code == 2 and "'elsewhere' is not configured" in res.output
+    res = run(env, "--store", "shared", "stores", "--json")
+    assert res.exit_code == 0 and [s["name"] for s in json.loads(res.output)["stores"]] == [
+        "shared"
+    ]
+
+
+def test_unknown_schema_is_a_usage_error(env: dict[str, Any]) -> None:
+    for command in ("used", "unused", "paths", "verify", "sweep"):
+        extra = ["--dry-run"] if command == "sweep" else []
+        res = run(env, "--schema", "no_such_schema_x", command, *extra)
+        assert res.exit_code == 2, (command, res.output)
+        assert "schema 'no_such_schema_x' does not exist" in res.output
+
+
+def test_declined_sweep_prints_its_table_once(env: dict[str, Any]) -> None:
+    before = env["ext"].paths()
+    res = run(env, "sweep", input="n\n")
+    assert res.exit_code == 0, res.output
+    assert res.output.count("orphans kept") == 1, res.output
+    assert "nothing deleted" in res.output and env["ext"].paths() == before
+
+
+def test_stores_shows_each_kind_by_its_class(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    stores = {
+        "remote": {"protocol": "s3", "endpoint": "h:9000", "bucket": "b", "location": "x"},
+        "cloud": {
+            "protocol": "fsspec",
+            "url": "memory://lab/data",
+            "options": {"token": "GCS-TOKEN-42"},
+        },
+    }
+    cfg.write_text(json.dumps({"stores": stores}))
+    res = CliRunner().invoke(cli, ["--config", str(cfg), "stores"])
+    assert res.exit_code == 0, res.output
+    assert "s3://b/x at h:9000" in res.output and "memory://lab/data" in res.output
+    assert "GCS-TOKEN-42" not in res.output
+    res = CliRunner().invoke(cli, ["--config", str(cfg), "stores", "--json"])
+    data = {s["name"]: s for s in json.loads(res.output)["stores"]}
+    assert data["cloud"]["options"] == {"token": "***"}
+    assert data["remote"]["read_timeout"] == 5.0

@@ -1,7 +1,12 @@
-"""Stores of external payloads (file, S3, memory), the local cache, and their registry.
+"""Stores of external payloads (file, S3, fsspec, memory), the local cache, and their registry.
 
 ``get_store(name)`` builds a store from ``djb.config["stores"][name]`` and keeps it
 while those settings stay the same; ``get_cache()`` does the same for the cache.
+
+A store kind is one module defining a ``Store`` subclass with its ``protocol`` and
+``settings``: defining the class registers it. The kinds of this package are imported
+below (one line per kind); other distributions use the entry-point group
+``sa_djblob.stores``.
 """
 
 from __future__ import annotations
@@ -11,29 +16,30 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._config import config, validate_store_spec
-from .base import ObjectInfo, Store
+from .base import ObjectInfo, Setting, Store, registered_protocols, store_class
 from .cache import Cache
+
+# the store kinds of this package: importing a module registers its class
 from .file import FileStore
+from .fsspec import FsspecStore
 from .memory import MemoryStore
 from .s3 import S3Store
 
 __all__ = [
     "Cache",
     "FileStore",
+    "FsspecStore",
     "MemoryStore",
     "ObjectInfo",
     "S3Store",
+    "Setting",
     "Store",
     "build_store",
     "get_cache",
     "get_store",
+    "registered_protocols",
+    "store_class",
 ]
-
-STORE_CLASSES: dict[str, type[Store]] = {
-    "file": FileStore,
-    "s3": S3Store,
-    "memory": MemoryStore,
-}
 
 _lock = threading.Lock()
 _stores: dict[str, tuple[dict[str, Any], Store]] = {}
@@ -43,7 +49,7 @@ _cache: tuple[tuple[str, int | None], Cache] | None = None
 def build_store(name: str, spec: Mapping[str, Any]) -> Store:
     """A new store named *name* from its settings (validated first)."""
     settings = validate_store_spec(name, spec)
-    cls = STORE_CLASSES[settings["protocol"]]
+    cls = store_class(settings.pop("protocol"))
     return cls(name, **settings)
 
 

@@ -1,27 +1,51 @@
-"""The small abstract Store every backend implements.
+"""The small abstract Store every backend implements, its settings and its registry.
 
 Paths are the full object paths of DataJoint's layout (``layout.object_path``):
 for a file store, file system paths; for S3, keys inside the bucket (a leading
 ``/`` is ignored). Deleting tolerates already-missing objects.
+
+A store kind is one module: a ``Store`` subclass with a ``protocol`` and its
+``settings`` (a mapping of :class:`Setting`). Defining the class registers it
+(``store_class(protocol)``); ``djb.config["stores"]`` validation, secret redaction and
+the command line all ask the class. Kinds in other distributions register through
+the entry-point group ``sa_djblob.stores`` (``protocol = "module:Class"``).
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
+import copy
 import datetime
+import math
 import os
 import secrets
-import shutil
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Self
+from typing import Any, BinaryIO, ClassVar, Self
 
-__all__ = ["COPY_CHUNK", "ObjectInfo", "Store", "is_temp_name", "temp_name"]
+from .._exceptions import ConfigError, StoreError
+
+__all__ = [
+    "COPY_CHUNK",
+    "ENTRY_POINT_GROUP",
+    "ObjectInfo",
+    "Setting",
+    "Store",
+    "is_temp_name",
+    "registered_protocols",
+    "store_class",
+    "temp_name",
+]
 
 COPY_CHUNK = 1 << 20
 """The chunk size of streaming copies (bytes)."""
+
+ENTRY_POINT_GROUP = "sa_djblob.stores"
+"""Entry points of store kinds from other distributions: ``protocol = "module:Class"``."""
+
+MASK = "***"
 
 
 def temp_name(name: str) -> str:
@@ -47,26 +71,268 @@ class ObjectInfo:
     modified: datetime.datetime  # timezone-aware (UTC)
 
 
+# -- settings ---------------------------------------------------------------------
+
+_NO_DEFAULT: Any = object()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of a store's settings.
+
+    *check* returns the normalized value or raises ``ValueError`` saying what the value
+    must be ("must be a string"); the message becomes ``store 'x': 'key' must be ...``.
+    A *default* is filled in when the key is absent (``None`` defaults are left out);
+    a *secret* value is masked in reprs and command-line output.
+    """
+
+    check: Callable[[Any], Any]
+    default: Any = _NO_DEFAULT
+    required: bool = False
+    secret: bool = False
+    doc: str = ""
+
+
+def check_string(value: Any) -> str:
+    """A string."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def check_path(value: Any) -> str:
+    """A path: a string or ``os.PathLike``; normalized to ``str``."""
+    if not isinstance(value, str | os.PathLike):
+        raise ValueError(f"must be a path string, got {type(value).__name__}")
+    return os.fspath(value)
+
+
+def check_optional_path(value: Any) -> str | None:
+    """A path, or None."""
+    return None if value is None else check_path(value)
+
+
+def check_bool(value: Any) -> bool:
+    """True or false (not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def check_positive_number(value: Any) -> float:
+    """A finite number of seconds > 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def check_count(value: Any) -> int:
+    """An integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be an integer >= 1, got {value!r}")
+    return value
+
+
+def check_hash(value: Any) -> str:
+    """``md5`` (DataJoint's) or ``sha256``."""
+    if value not in ("md5", "sha256"):
+        raise ValueError(f"must be 'md5' or 'sha256', got {value!r}")
+    return str(value)
+
+
+_HASH_DIGITS = 32
+
+
+def check_subfolding(value: Any) -> tuple[int, ...]:
+    """Folder name lengths taken from the hash's 32 hex digits, e.g. ``(2, 2)``.
+
+    ``None`` and ``()`` mean no subfolders, as in DataJoint 0.14 (``subfold`` returns no
+    folders for empty folds): payloads sit directly in the schema's folder.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise ValueError(f"must be a list of folder name lengths such as [2, 2], got {value!r}")
+    for n in value:
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ValueError(f"must hold positive integers such as [2, 2], got {value!r}")
+    if sum(value) > _HASH_DIGITS:
+        raise ValueError(
+            f"takes {sum(value)} characters of the hash in total, but the hash has only"
+            f" {_HASH_DIGITS} hex digits: use smaller folds such as [2, 2], got {list(value)}"
+        )
+    return tuple(value)
+
+
+def check_mapping(value: Any) -> dict[str, Any]:
+    """A dict with string keys."""
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"must be a dict of names to values, got {type(value).__name__}")
+    return dict(value)
+
+
+COMMON_SETTINGS: Mapping[str, Setting] = {
+    "protocol": Setting(check_string, required=True, doc="the store kind"),
+    "location": Setting(check_path, default="", doc="folder or key prefix of the payloads"),
+    "hash": Setting(check_hash, default="md5", doc="content hash: md5 (DataJoint) or sha256"),
+    "subfolding": Setting(check_subfolding, default=(2, 2), doc="folder levels from the hash"),
+    "stage": Setting(check_optional_path, default=None, doc="DataJoint's local stage folder"),
+}
+"""The keys every store accepts."""
+
+
+# -- the registry -------------------------------------------------------------------
+
+_registry: dict[str, type[Store]] = {}
+_registry_lock = threading.Lock()
+_entry_points_loaded = False
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _registry:
+            continue
+        try:
+            cls = ep.load()
+        except Exception as exc:
+            raise ConfigError(
+                f"store kind {ep.name!r} (entry point {ep.value!r}) cannot be loaded:"
+                f" {type(exc).__name__}: {exc}"
+            ) from None
+        if not (isinstance(cls, type) and issubclass(cls, Store)):
+            raise ConfigError(
+                f"entry point {ep.name!r} = {ep.value!r} of group {ENTRY_POINT_GROUP!r}"
+                " is not a sa_djblob.stores.Store subclass"
+            )
+
+
+def registered_protocols() -> list[str]:
+    """The protocols of every registered store kind, sorted."""
+    _load_entry_points()
+    with _registry_lock:
+        return sorted(_registry)
+
+
+def store_class(protocol: object) -> type[Store]:
+    """The Store subclass of *protocol*; ``ConfigError`` naming the known ones if none."""
+    cls = _registry.get(protocol) if isinstance(protocol, str) else None
+    if cls is None:
+        _load_entry_points()
+        cls = _registry.get(protocol) if isinstance(protocol, str) else None
+    if cls is None:
+        known = ", ".join(repr(p) for p in registered_protocols())
+        raise ConfigError(f"unknown protocol {protocol!r} (registered: {known})")
+    return cls
+
+
+# -- the store ------------------------------------------------------------------------
+
+
 class Store(abc.ABC):
-    """A place that keeps payloads by path."""
+    """A place that keeps payloads by path.
 
-    protocol: str = ""
+    Subclasses set ``protocol`` (which registers them) and ``settings`` (usually
+    ``{**COMMON_SETTINGS, ...}``), and read their own keys in :meth:`_setup`.
+    """
+
+    protocol: ClassVar[str] = ""
+    settings: ClassVar[Mapping[str, Setting]] = COMMON_SETTINGS
     #: the longest object file name the store can hold (bytes), if it has a limit
-    max_object_name: int | None = None
+    max_object_name: ClassVar[int | None] = None
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        location: str = "",
-        hash: str = "md5",
-        subfolding: tuple[int, ...] = (2, 2),
-        **_: Any,
-    ) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        protocol = cls.__dict__.get("protocol")
+        if protocol and not getattr(cls, "__abstractmethods__", None):
+            with _registry_lock:
+                _registry[protocol] = cls
+
+    def __init__(self, name: str, **settings: Any) -> None:
+        spec = self.validate_settings(name, {"protocol": self.protocol, **settings})
         self.name = name
-        self.location = location
-        self.hash = hash
-        self.subfolding = tuple(subfolding)
+        self.location: str = spec["location"]
+        self.hash: str = spec["hash"]
+        self.subfolding: tuple[int, ...] = spec["subfolding"]
+        self.stage: str | None = spec.get("stage")
+        self._setup(spec)
+
+    def _setup(self, spec: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Read the kind's own keys from the validated *spec* (secrets: keep them hidden)."""
+
+    # -- settings, as class methods (no store is built) ------------------------------
+    @classmethod
+    def validate_settings(cls, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Check *spec* against ``settings`` and return a normalized copy (defaults filled)."""
+        where = f"store {name!r}"
+        unknown = sorted(set(spec) - set(cls.settings))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key {unknown[0]!r} for protocol {cls.protocol!r}"
+                f" (its keys: {', '.join(sorted(cls.settings))})"
+            )
+        out: dict[str, Any] = {}
+        for key, setting in cls.settings.items():
+            if key not in spec:
+                if setting.required:
+                    raise ConfigError(
+                        f"{where}: missing key {key!r} (protocol {cls.protocol!r} needs"
+                        f" {', '.join(repr(k) for k, s in cls.settings.items() if s.required)})"
+                    )
+                if setting.default is not _NO_DEFAULT and setting.default is not None:
+                    out[key] = copy.deepcopy(setting.default)
+                continue
+            try:
+                out[key] = setting.check(spec[key])
+            except ValueError as exc:
+                detail = str(exc)
+                if setting.secret:
+                    detail = detail.replace(repr(spec[key]), MASK).replace(str(spec[key]), MASK)
+                raise ConfigError(f"{where}: {key!r} {detail}") from None
+        cls._check_together(name, out)
+        return out
+
+    @classmethod
+    def _check_together(cls, name: str, spec: dict[str, Any]) -> None:
+        """Checks across keys of a validated *spec* (raise ``ConfigError``); none here."""
+        return
+
+    @classmethod
+    def is_secret(cls, key: str) -> bool:
+        """Whether the value of setting *key* is a secret."""
+        setting = cls.settings.get(key)
+        return setting is not None and setting.secret
+
+    @classmethod
+    def redact(cls, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of *spec* fit to print: secret values replaced by ``***``."""
+        return {k: (MASK if cls.is_secret(k) and v else v) for k, v in spec.items()}
+
+    @classmethod
+    def secret_values(cls, spec: Mapping[str, Any]) -> list[str]:
+        """The secret strings of *spec*, to scrub from messages."""
+        return [str(v) for k, v in spec.items() if cls.is_secret(k) and v]
+
+    @classmethod
+    def display_location(cls, spec: Mapping[str, Any]) -> str:
+        """Where the payloads are, in one line for people (no secrets)."""
+        return str(spec.get("location", ""))
+
+    @classmethod
+    def describe(cls, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings for display: secrets masked, tuples as lists."""
+        shown = cls.redact(spec)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in shown.items()}
 
     @property
     def is_remote(self) -> bool:
@@ -78,7 +344,7 @@ class Store(abc.ABC):
         """Store *data* at *path*, replacing what may be there, atomically."""
 
     @abc.abstractmethod
-    def put_file(self, path: PurePosixPath, src: BinaryIO, size: int | None = None) -> None:
+    def put_file(self, path: PurePosixPath, src: BinaryIO) -> None:
         """Store the rest of the readable binary stream *src* at *path*, streaming."""
 
     @abc.abstractmethod
@@ -115,21 +381,7 @@ class Store(abc.ABC):
     def upload_file(self, path: PurePosixPath, src: Path) -> None:
         """Store the local file *src* at *path*, streaming."""
         with open(src, "rb") as f:
-            self.put_file(path, f, os.fstat(f.fileno()).st_size)
-
-    def download_file(self, path: PurePosixPath, dest: Path) -> None:
-        """Write the payload at *path* to the local file *dest*, streaming.
-
-        *dest* is created or truncated; the caller arranges atomicity (write to a
-        temporary name, then rename). On failure *dest* is removed.
-        """
-        with self.open(path) as src:
-            try:
-                with open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, COPY_CHUNK)
-            except BaseException:
-                _discard(Path(dest))
-                raise
+            self.put_file(path, f)
 
     def remove_many(self, paths: Iterable[PurePosixPath]) -> dict[PurePosixPath, str]:
         """Delete many payloads; return the ones that failed with the reason."""
@@ -145,6 +397,17 @@ class Store(abc.ABC):
     def list(self, prefix: PurePosixPath) -> Iterator[ObjectInfo]:
         """Every payload below *prefix* (a folder path), recursively, in no given order."""
 
+    def presigned_url(self, path: PurePosixPath, expires_in: int = 3600) -> str:
+        """A URL that lets anyone read the payload at *path* for *expires_in* seconds.
+
+        Stores that cannot make such URLs raise ``StoreError``.
+        """
+        raise StoreError(
+            f"store {self.name!r} ({self.protocol}) cannot make URLs: read the payload"
+            " through the store (get/open) or use a store that can (s3, or fsspec on a"
+            " file system that signs URLs)"
+        )
+
     def cleanup(self, prefix: PurePosixPath) -> None:  # noqa: B027 - optional hook
         """Remove empty folders below *prefix* (file stores); a no-op elsewhere."""
 
@@ -159,9 +422,3 @@ class Store(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, location={self.location!r})"
-
-
-def _discard(tmp: Path) -> None:
-    """Remove a (partial) local file, if it is there and can be removed."""
-    with contextlib.suppress(OSError):
-        tmp.unlink()

@@ -161,10 +161,6 @@ class Cache:
 
         return self._fill(key, copy)
 
-    def put_stream(self, key: uuid.UUID, src: BinaryIO) -> Path:
-        """Copy the rest of the stream *src* in as entry *key* (atomically)."""
-        return self._fill(key, lambda f: shutil.copyfileobj(src, f, COPY_CHUNK))
-
     def _fill(self, key: uuid.UUID, write: Callable[[BinaryIO], None]) -> Path:
         entry = self._entry(key)
         tmp = entry.with_name(temp_name(entry.name))

@@ -8,12 +8,22 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
-from .._exceptions import ConfigError, MissingPayloadError, StoreError
-from .base import COPY_CHUNK, ObjectInfo, Store, is_temp_name, temp_name
+from .._exceptions import MissingPayloadError, StoreError
+from .base import (
+    COMMON_SETTINGS,
+    COPY_CHUNK,
+    ObjectInfo,
+    Setting,
+    Store,
+    check_bool,
+    check_path,
+    is_temp_name,
+    temp_name,
+)
 
 __all__ = ["FileStore"]
 
@@ -36,14 +46,16 @@ class FileStore(Store):
 
     protocol = "file"
     max_object_name = 255
+    settings: ClassVar[Mapping[str, Setting]] = {
+        **COMMON_SETTINGS,
+        "location": Setting(check_path, required=True, doc="the folder of the payloads"),
+        "fsync": Setting(
+            check_bool, default=True, doc="make each payload durable before the commit"
+        ),
+    }
 
-    def __init__(
-        self, name: str, *, location: str = "", fsync: bool = True, **settings: Any
-    ) -> None:
-        super().__init__(name, location=location, **settings)
-        if not isinstance(fsync, bool):
-            raise ConfigError(f"store {name!r}: 'fsync' must be true or false")
-        self.fsync = fsync
+    def _setup(self, spec: dict[str, Any]) -> None:
+        self.fsync: bool = spec["fsync"]
         # folders whose own entry (in their parent) this object has made durable
         self._durable: set[str] = set()
 
@@ -141,7 +153,7 @@ class FileStore(Store):
             _discard(tmp)
         return True
 
-    def put_file(self, path: PurePosixPath, src: BinaryIO, size: int | None = None) -> None:
+    def put_file(self, path: PurePosixPath, src: BinaryIO) -> None:
         self._write_atomic(path, lambda f: shutil.copyfileobj(src, f, COPY_CHUNK))
 
     def upload_file(self, path: PurePosixPath, src: Path) -> None:
@@ -156,19 +168,6 @@ class FileStore(Store):
 
     def open(self, path: PurePosixPath) -> BinaryIO:
         return self._read(path, lambda: open(path, "rb"))
-
-    def download_file(self, path: PurePosixPath, dest: Path) -> None:
-        try:
-            shutil.copyfile(path, dest)
-        except FileNotFoundError:
-            _discard(Path(dest))
-            if not Path(path).exists():
-                raise self._missing(path) from None
-            missing = FileNotFoundError(errno.ENOENT, "no such folder")
-            raise self._error("write", dest, missing) from None
-        except OSError as exc:
-            _discard(Path(dest))
-            raise self._error("copy", path, exc) from None
 
     def size(self, path: PurePosixPath) -> int | None:
         try:

@@ -39,10 +39,9 @@ class MemoryStore(Store):
     _spaces: ClassVar[dict[str, _Space]] = {}
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, name: str, *, location: str = "", **settings: Any) -> None:
-        super().__init__(name, location=location, **settings)
+    def _setup(self, spec: dict[str, Any]) -> None:
         with self._registry_lock:
-            self._space = self._spaces.setdefault(location, _Space())
+            self._space = self._spaces.setdefault(self.location, _Space())
 
     @classmethod
     def clear(cls, location: str | None = None) -> None:
@@ -70,7 +69,7 @@ class MemoryStore(Store):
         with self._space.lock:
             return self._space.objects.setdefault(_key(path), value) is value
 
-    def put_file(self, path: PurePosixPath, src: BinaryIO, size: int | None = None) -> None:
+    def put_file(self, path: PurePosixPath, src: BinaryIO) -> None:
         buf = bytearray()
         while chunk := src.read(COPY_CHUNK):
             buf += chunk

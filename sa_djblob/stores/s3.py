@@ -1,25 +1,43 @@
 """A store in an S3 bucket (DataJoint's ``protocol="s3"``), on boto3.
 
-Settings are DataJoint 0.14's: ``endpoint`` ("host:port"), ``bucket``, ``location``
-(the key prefix), ``access_key``, ``secret_key``, ``secure``, and optionally
-``region``. Without keys, boto3's default credential chain applies. The keys never
-appear in messages, logs or reprs.
+Settings are DataJoint 0.14's: ``endpoint`` ("host:port" or "http(s)://host:port"),
+``bucket``, ``location`` (the key prefix), ``access_key``, ``secret_key``, ``secure``,
+and optionally ``region``. Without keys, boto3's default credential chain applies. The
+keys never appear in messages, logs or reprs.
+
+Failing fast (for interactive apps): ``connect_timeout`` (default 3 s), ``read_timeout``
+(default 5 s: the longest wait for the server's next bytes, not for a whole transfer) and
+``max_attempts`` (default 2, botocore's standard retries with a backoff under 1 s between
+the two). An endpoint that accepts connections and never answers is reported after at most
+2 x 5 s + 1 s = 11 s; one that refuses connections much sooner. Raise them for slow links
+or batch jobs: the worst case is about ``max_attempts * (connect_timeout + read_timeout)``
+plus the backoffs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import io
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
+from urllib.parse import urlsplit
 
 from .._config import config
-from .._exceptions import MissingPayloadError, StoreError
-from .base import ObjectInfo, Store
+from .._exceptions import ConfigError, MissingPayloadError, StoreError
+from .base import (
+    COMMON_SETTINGS,
+    ObjectInfo,
+    Setting,
+    Store,
+    check_bool,
+    check_count,
+    check_path,
+    check_positive_number,
+    check_string,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -29,6 +47,7 @@ __all__ = ["S3Store"]
 log = logging.getLogger(__name__)
 
 _MiB = 1 << 20
+_MAX_URL_EXPIRY = 7 * 24 * 3600  # S3's limit for presigned URLs (SigV4)
 _DELETE_BATCH = 1000
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 _NO_BUCKET_CODES = {"NoSuchBucket"}
@@ -41,6 +60,45 @@ _DENIED_CODES = {
     "ExpiredToken",
     "Forbidden",
 }
+
+
+def check_endpoint(value: Any) -> str | None:
+    """``host``, ``host:port`` (DataJoint's form) or ``http(s)://host[:port]``; None: AWS."""
+    if value is None:
+        return None
+    example = "such as 'host:9000' or 'https://host:9000'"
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string {example}, got {value!r}")
+    text = value.strip()
+    url = text if "://" in text else f"http://{text}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(
+            f"must be host[:port] or http(s)://host[:port] {example}, got {value!r}"
+        ) from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or (port is None and parts.netloc.rsplit("]", 1)[-1].count(":") > 0)
+    ):
+        raise ValueError(
+            f"must be host[:port] or http(s)://host[:port] {example} (no user, path or"
+            f" query), got {value!r}"
+        )
+    return text
+
+
+def _optional(check: Any) -> Any:
+    def optional(value: Any) -> Any:
+        return None if value is None else check(value)
+
+    return optional
 
 
 class _Secret:
@@ -91,39 +149,59 @@ class S3Store(Store):
     """
 
     protocol = "s3"
+    settings: ClassVar[Mapping[str, Setting]] = {
+        **COMMON_SETTINGS,
+        "location": Setting(check_path, required=True, doc="the key prefix in the bucket"),
+        "bucket": Setting(check_string, required=True, doc="the bucket"),
+        "endpoint": Setting(check_endpoint, default=None, doc="host:port; default AWS"),
+        "access_key": Setting(_optional(check_string), default=None, secret=True),
+        "secret_key": Setting(_optional(check_string), default=None, secret=True),
+        "secure": Setting(check_bool, default=False, doc="https for host:port endpoints"),
+        "region": Setting(_optional(check_string), default=None, doc="default us-east-1"),
+        "connect_timeout": Setting(
+            check_positive_number, default=3.0, doc="seconds to wait for a connection"
+        ),
+        "read_timeout": Setting(
+            check_positive_number, default=5.0, doc="seconds to wait for the server's bytes"
+        ),
+        "max_attempts": Setting(check_count, default=2, doc="tries of each request (>= 1)"),
+    }
 
-    #: botocore retry attempts (standard mode), and timeouts in seconds
-    max_attempts = 3
-    connect_timeout = 5.0
-    read_timeout = 60.0
+    #: botocore retry attempts (standard mode), and timeouts in seconds (each store sets
+    #: them from its settings)
+    max_attempts = 2
+    connect_timeout = 3.0
+    read_timeout = 5.0
     #: multipart transfers: part size and parallel parts per transfer
     part_size = 8 * _MiB
     transfer_concurrency = 8
     #: parts of a stream (not a file) held in memory at once: bounds put_file's memory
     stream_parts_in_memory = 3
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        bucket: str,
-        location: str = "",
-        endpoint: str | None = None,
-        access_key: str | None = None,
-        secret_key: str | None = None,
-        secure: bool = False,
-        region: str | None = None,
-        **settings: Any,
-    ) -> None:
-        super().__init__(name, location=location, **settings)
-        self.bucket = bucket
-        self.endpoint = endpoint
-        self.secure = secure
-        self.region = region or "us-east-1"
-        self._access_key = _Secret(access_key)
-        self._secret_key = _Secret(secret_key)
+    def _setup(self, spec: dict[str, Any]) -> None:
+        self.bucket: str = spec["bucket"]
+        self.endpoint: str | None = spec.get("endpoint")
+        self.secure: bool = spec["secure"]
+        self.region: str = spec.get("region") or "us-east-1"
+        self.connect_timeout = spec["connect_timeout"]
+        self.read_timeout = spec["read_timeout"]
+        self.max_attempts = spec["max_attempts"]
+        self._access_key = _Secret(spec.get("access_key"))
+        self._secret_key = _Secret(spec.get("secret_key"))
         self._client: S3Client | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def _check_together(cls, name: str, spec: dict[str, Any]) -> None:
+        if ("access_key" in spec) != ("secret_key" in spec):
+            raise ConfigError(
+                f"store {name!r}: give both 'access_key' and 'secret_key', or neither"
+            )
+
+    @classmethod
+    def display_location(cls, spec: Mapping[str, Any]) -> str:
+        where = spec.get("endpoint") or "AWS"
+        return f"s3://{spec.get('bucket')}/{spec.get('location', '')} at {where}"
 
     # -- connection ------------------------------------------------------------
     @property
@@ -167,7 +245,7 @@ class S3Store(Store):
         endpoint = (self.endpoint or "").lower()
         boto_config = BotoConfig(
             region_name=self.region,
-            retries={"mode": "standard", "max_attempts": self.max_attempts},
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_pool_connections=max(threads + 4, self.transfer_concurrency * 2 + 4),
@@ -179,6 +257,7 @@ class S3Store(Store):
                 else "path"
             },
             request_checksum_calculation="when_required",
+            signature_version="s3v4",  # presigned URLs too (SigV2 is retired at AWS)
             response_checksum_validation="when_required",
         )
         session = boto3.session.Session()
@@ -199,12 +278,33 @@ class S3Store(Store):
         except Exception as exc:
             code = _code(exc)
             if code in _MISSING_CODES or code in _NO_BUCKET_CODES:
+                self._missing_bucket_or_not_s3(client, exc)
+                return
+            raise self._wrap(exc, "open bucket", None) from None
+
+    def _missing_bucket_or_not_s3(self, client: S3Client, head_error: BaseException) -> None:
+        """HEAD said 404 (no body): ask with a GET, whose error body says what is wrong."""
+        try:
+            client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+        except Exception as exc:
+            code = _code(exc)
+            if code in _NO_BUCKET_CODES or (
+                code in _MISSING_CODES and (_from_s3(exc) or _from_s3(head_error))
+            ):
                 raise StoreError(
                     f"store {self.name!r}: bucket {self.bucket!r} does not exist at endpoint"
                     f" {self._where()}: create it, or fix 'bucket' in"
                     f" djb.config['stores'][{self.name!r}]"
                 ) from None
+            if code in _MISSING_CODES:
+                raise StoreError(
+                    f"store {self.name!r}: endpoint {self._where()} does not look like S3"
+                    " (it answered 404 without an S3 error or an x-amz-request-id header):"
+                    f" fix 'endpoint' in djb.config['stores'][{self.name!r}] (the host:port"
+                    " of the S3 service, not of a web site)"
+                ) from None
             raise self._wrap(exc, "open bucket", None) from None
+        # the bucket lists fine: only HEAD is what this server does not do
 
     def close(self) -> None:
         with self._lock:
@@ -237,10 +337,22 @@ class S3Store(Store):
         if isinstance(exc, StoreError):
             return exc
         code = _code(exc)
-        if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        setting = f"djb.config['stores'][{self.name!r}]"
+        tries = f"{self.max_attempts} attempt{'s' if self.max_attempts > 1 else ''}"
+        if isinstance(exc, ConnectTimeoutError):
+            msg = (
+                f"{what}: endpoint {self._where()} accepted no connection within"
+                f" {self.connect_timeout:g} s ({tries}): check 'endpoint' and 'secure', or"
+                f" raise 'connect_timeout' in {setting}"
+            )
+        elif isinstance(exc, EndpointConnectionError):
             msg = f"{what}: endpoint {self._where()} is unreachable (check 'endpoint' and 'secure')"
         elif isinstance(exc, ReadTimeoutError):
-            msg = f"{what}: endpoint {self._where()} did not answer in time"
+            msg = (
+                f"{what}: endpoint {self._where()} did not answer within"
+                f" {self.read_timeout:g} s ({tries}): raise 'read_timeout' in {setting}"
+                " (or check that 'endpoint' is an S3 service)"
+            )
         elif isinstance(exc, NoCredentialsError | PartialCredentialsError):
             msg = (
                 f"{what}: no S3 credentials: set 'access_key' and 'secret_key' in"
@@ -308,7 +420,7 @@ class S3Store(Store):
             raise self._wrap(exc, "write", path) from None
         return True
 
-    def put_file(self, path: PurePosixPath, src: BinaryIO, size: int | None = None) -> None:
+    def put_file(self, path: PurePosixPath, src: BinaryIO) -> None:
         try:
             self.client.upload_fileobj(
                 src, self.bucket, self.key(path), Config=self._transfer_config()
@@ -344,23 +456,30 @@ class S3Store(Store):
             raise self._wrap(exc, "read", path) from None
         return io.BufferedReader(_BodyReader(self, path, response["Body"]), buffer_size=_MiB)
 
-    def download_file(self, path: PurePosixPath, dest: Path) -> None:
+    def presigned_url(self, path: PurePosixPath, expires_in: int = 3600) -> str:
+        """A URL that lets anyone GET the payload at *path* for *expires_in* seconds.
+
+        *expires_in* is 1 to 604800 (7 days, S3's limit). The URL carries a signature
+        made with the store's key, not the key itself.
+        """
+        if (
+            isinstance(expires_in, bool)
+            or not isinstance(expires_in, int)
+            or not 1 <= expires_in <= _MAX_URL_EXPIRY
+        ):
+            raise StoreError(
+                f"store {self.name!r}: expires_in must be a whole number of seconds from 1 to"
+                f" {_MAX_URL_EXPIRY} (7 days), got {expires_in!r}"
+            )
         try:
-            with open(dest, "wb") as out:
-                self.client.download_fileobj(
-                    self.bucket, self.key(path), out, Config=self._transfer_config()
-                )
-        except BaseException as exc:
-            _discard(Path(dest))
-            if not isinstance(exc, Exception):
-                raise
-            if isinstance(exc, OSError) and not _is_botocore(exc):
-                raise StoreError(
-                    f"store {self.name!r}: cannot write {dest}: {exc.strerror or exc}"
-                ) from None
-            if _code(exc) in _MISSING_CODES:
-                raise self._missing(path) from None
-            raise self._wrap(exc, "read", path) from None
+            url: str = self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self.key(path)},
+                ExpiresIn=expires_in,
+            )
+        except Exception as exc:
+            raise self._wrap(exc, "sign a URL for", path) from None
+        return url
 
     def size(self, path: PurePosixPath) -> int | None:
         try:
@@ -476,12 +595,10 @@ def _code(exc: BaseException) -> str:
     return str(status) if status else ""
 
 
-def _is_botocore(exc: BaseException) -> bool:
-    module = type(exc).__module__
-    return module.startswith(("botocore", "boto3", "s3transfer", "urllib3"))
-
-
-def _discard(tmp: Path) -> None:
-    """Remove a (partial) local file, if it is there and can be removed."""
-    with contextlib.suppress(OSError):
-        tmp.unlink()
+def _from_s3(exc: BaseException) -> bool:
+    """Whether an error response came from an S3 service (its request-id headers)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
+    return any(h.lower() in ("x-amz-request-id", "x-amz-id-2") for h in headers)
