@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
+import time
+import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import numpy as np
@@ -15,7 +18,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 import sa_djblob as djb
+from sa_djblob import _pool
 from sa_djblob._externals import installed
+from sa_djblob._pool import in_async_greenlet
+from sa_djblob.stores import STORE_CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -355,3 +361,206 @@ def test_orm_roundtrip_on_aiomysql(
             " (aio-libs/aiomysql#1080)"
         )
     test_orm_roundtrip_through_async_session(database, stores, files, "mysql+aiomysql")
+
+
+# -- store I/O does not stall the event loop -----------------------------------------
+
+DELAY = 0.02
+
+
+class SlowStore(djb.MemoryStore):
+    """A remote-looking memory store: every request takes DELAY seconds (blocking, like
+    a store client would), and the requests in flight are counted."""
+
+    lock = threading.Lock()
+    in_flight = 0
+    requests = 0
+
+    @property
+    def is_remote(self) -> bool:
+        return True
+
+    def _slow(self) -> None:
+        with SlowStore.lock:
+            SlowStore.in_flight += 1
+            SlowStore.requests += 1
+        try:
+            time.sleep(DELAY)
+        finally:
+            with SlowStore.lock:
+                SlowStore.in_flight -= 1
+
+    def put(self, path: PurePosixPath, data: bytes | memoryview) -> None:
+        self._slow()
+        super().put(path, data)
+
+    def get(self, path: PurePosixPath) -> bytes:
+        self._slow()
+        return super().get(path)
+
+    def exists(self, path: PurePosixPath) -> bool:
+        self._slow()
+        return super().exists(path)
+
+
+@pytest.fixture
+def slow_store(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Store 'slow' (protocol 'memory' served by SlowStore), one pool thread: the store
+    I/O of N values takes N x DELAY whether or not it runs on the pool."""
+    monkeypatch.setitem(STORE_CLASSES, "memory", SlowStore)
+    location = "slow-" + uuid.uuid4().hex[:8]
+    djb.config["stores"] = {"slow": {"protocol": "memory", "location": location}}
+    djb.config["threads"] = 1
+    SlowStore.requests = 0
+    return "slow"
+
+
+def _slow_table() -> tuple[sa.MetaData, sa.Table]:
+    md = sa.MetaData()
+    t = sa.Table(
+        "slow_item",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("data", djb.Blob(store="slow")),
+        sa.Column("file", djb.Attach(store="slow")),
+    )
+    return md, t
+
+
+class Heartbeat:
+    """A task ticking every 5 ms; ``gap`` is the longest time between two ticks."""
+
+    def __init__(self) -> None:
+        self.gap = 0.0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._stop.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            self.gap = max(self.gap, now - last)
+            last = now
+
+    async def __aenter__(self) -> Heartbeat:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+
+def test_store_io_does_not_stall_the_event_loop(
+    database: Any, slow_store: str, tmp_path: Path
+) -> None:
+    n = 30
+    files = []
+    for i in range(n):
+        p = tmp_path / f"f{i}.bin"
+        p.write_bytes(f"file {i}".encode() * 50)
+        files.append(p)
+    rows = [{"id": i, "data": np.full(8, i), "file": files[i]} for i in range(n)]
+    serial = 2 * n * DELAY  # one put per blob and per attachment; one get each to read
+
+    async def scenario() -> tuple[float, float, float, float]:
+        engine = create_async_engine(async_url(database))
+        djb.install(engine)
+        md, t = _slow_table()
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(md.create_all)
+            t0 = time.perf_counter()
+            async with Heartbeat() as beat, engine.begin() as conn:
+                await conn.execute(sa.insert(t), rows)
+            insert_gap, insert_time = beat.gap, time.perf_counter() - t0
+            assert SlowStore.requests >= 2 * n  # (and the store's owner marker)
+            before = SlowStore.requests
+            t0 = time.perf_counter()
+            async with Heartbeat() as beat, engine.connect() as conn:
+                got = (await conn.execute(sa.select(t).order_by(t.c.id))).all()
+            fetch_gap, fetch_time = beat.gap, time.perf_counter() - t0
+            assert SlowStore.requests == before + 2 * n
+            for i, row in enumerate(got):
+                np.testing.assert_array_equal(row.data, np.full(8, i))
+                assert row.file.read_bytes() == files[i].read_bytes()
+            return insert_gap, insert_time, fetch_gap, fetch_time
+        finally:
+            await _dispose(engine)
+
+    insert_gap, insert_time, fetch_gap, fetch_time = run(scenario)
+    # The store I/O really took its time (one thread), yet the loop kept ticking.
+    assert insert_time >= serial * 0.9 and fetch_time >= serial * 0.9
+    assert insert_gap < 0.5 * serial, (insert_gap, serial)
+    assert fetch_gap < 0.5 * serial, (fetch_gap, serial)
+
+
+def test_cancelled_insert_leaves_nothing_running_and_rolls_back(
+    database: Any, slow_store: str, tmp_path: Path
+) -> None:
+    n = 30
+
+    async def scenario() -> None:
+        engine = create_async_engine(async_url(database))
+        djb.install(engine)
+        md, t = _slow_table()
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(md.create_all)
+
+            async def insert() -> None:
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        sa.insert(t), [{"id": i, "data": np.full(4, i)} for i in range(n)]
+                    )
+
+            task = asyncio.create_task(insert())
+            await asyncio.sleep(5 * DELAY)
+            assert 0 < SlowStore.requests < n  # cancelled in the middle of the uploads
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert SlowStore.in_flight == 0  # nothing keeps running behind the caller
+            done = SlowStore.requests
+            await asyncio.sleep(3 * DELAY)
+            assert SlowStore.requests == done
+            async with engine.connect() as conn:
+                assert await conn.scalar(sa.select(sa.func.count()).select_from(t)) == 0
+            # the engine is still usable, and the uploads can be redone
+            await insert()
+            async with engine.connect() as conn:
+                assert await conn.scalar(sa.select(sa.func.count()).select_from(t)) == n
+        finally:
+            await _dispose(engine)
+
+    run(scenario)
+
+
+def test_in_async_greenlet_detection(database: Any) -> None:
+    """Fails loudly if SQLAlchemy changes how its asyncio greenlet can be recognized."""
+    assert not in_async_greenlet()
+    assert _pool.call(lambda x: x + 1, 1) == 2
+
+    async def scenario() -> list[Any]:
+        engine = create_async_engine(async_url(database))
+        try:
+            assert not in_async_greenlet()  # a coroutine, not the greenlet
+
+            def inside(conn: Any) -> list[Any]:
+                thread = threading.get_ident()
+                return [
+                    in_async_greenlet(),
+                    _pool.call(threading.get_ident) != thread,  # ran on the pool
+                    _pool.run_all(lambda _: threading.get_ident(), [1], serial=True)[0] != thread,
+                    _pool.run_all(lambda x: 2 * x, range(5)),
+                ]
+
+            async with engine.connect() as conn:
+                return await conn.run_sync(inside)
+        finally:
+            await engine.dispose()
+
+    assert run(scenario) == [True, True, True, [0, 2, 4, 6, 8]]
