@@ -27,12 +27,14 @@ from ._externals import (
     install,
     uninstall,
 )
+from ._externals.aio import AsyncExternalTable
 from .stores import Cache, FileStore, MemoryStore, S3Store, Store, get_store
 from .types import Attach, Blob
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncExternalTable",
     "Attach",
     "Blob",
     "BlobFormatError",

@@ -4,6 +4,7 @@ on aiosqlite, psycopg's async mode and aiomysql."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 import sa_djblob as djb
 from sa_djblob import _pool
 from sa_djblob._externals import installed
+from sa_djblob._externals.aio import AsyncExternalTable
 from sa_djblob._pool import in_async_greenlet
 from sa_djblob.stores import STORE_CLASSES
 
@@ -564,3 +566,62 @@ def test_in_async_greenlet_detection(database: Any) -> None:
             await engine.dispose()
 
     assert run(scenario) == [True, True, True, [0, 2, 4, 6, 8]]
+
+
+# -- awaitable maintenance -------------------------------------------------------------
+
+
+def test_async_externals_maintenance(
+    database: Any, stores: dict[str, Any], files: list[Path]
+) -> None:
+    """paths / used / unused / sweep / verify awaited on an AsyncEngine equal the sync
+    results, without MissingGreenlet."""
+
+    async def scenario() -> None:
+        engine = create_async_engine(async_url(database))
+        djb.install(engine)
+        sync = database.create_engine()
+        try:
+            await _create(engine)
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.insert(Image.__table__), [{"id": i, "name": f"img{i}"} for i in range(3)]
+                )
+                await conn.execute(
+                    sa.insert(ImageFile.__table__),
+                    [{"image_id": i, "file": files[i]} for i in range(3)],
+                )
+                await conn.execute(
+                    sa.insert(Extracted.__table__),
+                    [{"image_id": i, "features": np.full(3, i)} for i in range(3)],
+                )
+            async with engine.begin() as conn:
+                await conn.execute(sa.delete(Extracted.__table__).where(Extracted.image_id != 1))
+                await conn.execute(sa.delete(ImageFile.__table__).where(ImageFile.image_id == 0))
+
+            for store in ("shared", "local"):
+                aext = djb.externals(engine)[store]
+                assert isinstance(aext, AsyncExternalTable)
+                ext = djb.externals(sync)[store]
+                assert isinstance(ext, djb.ExternalTable)
+                assert await aext.exists()
+                assert await aext.schema() == ext.schema
+                assert await aext.references() == ext.references()
+                assert await aext.paths() == ext.paths()
+                assert await aext.used() == ext.used()
+                unused = ext.unused()
+                assert await aext.unused() == unused
+                assert len(unused) == {"shared": 1, "local": 2}[store]
+                report = await aext.verify(progress=False)
+                assert report.ok and report.checked == len(ext.used())
+                swept = await aext.sweep(grace=datetime.timedelta(0), progress=False)
+                assert swept.ok
+                assert swept.rows_deleted == swept.payloads_deleted == len(unused)
+                assert await aext.unused() == [] == ext.unused()
+                assert len(await aext.paths()) == {"shared": 2, "local": 1}[store]
+                assert (await aext.verify(progress=False, include_unused=True)).ok
+        finally:
+            sync.dispose()
+            await _dispose(engine)
+
+    run(scenario)

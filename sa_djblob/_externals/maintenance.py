@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -20,6 +20,8 @@ from .write import sync_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from .aio import AsyncExternalTable
 
 __all__ = ["ExternalTable", "Reference", "SweepReport", "VerifyReport", "externals"]
 
@@ -187,9 +189,20 @@ class ExternalTable:
         return verify(self, **kw)
 
 
+@overload
+def externals(engine: Engine, schema: str | None = None) -> Mapping[str, ExternalTable]: ...
+@overload
+def externals(
+    engine: AsyncEngine, schema: str | None = None
+) -> Mapping[str, AsyncExternalTable]: ...
 def externals(
     engine: Engine | AsyncEngine, schema: str | None = None
-) -> Mapping[str, ExternalTable]:
+) -> Mapping[str, ExternalTable] | Mapping[str, AsyncExternalTable]:
     """One :class:`ExternalTable` per configured store, for *schema* (default: the
-    connection's default schema)."""
+    connection's default schema). For an ``AsyncEngine``, one
+    :class:`~sa_djblob._externals.aio.AsyncExternalTable` (awaitable methods)."""
+    if not isinstance(engine, Engine):
+        from .aio import AsyncExternalTable
+
+        return {name: AsyncExternalTable(engine, name, schema) for name in config["stores"]}
     return {name: ExternalTable(engine, name, schema) for name in config["stores"]}
