@@ -28,6 +28,7 @@ from ._externals import (
     uninstall,
 )
 from ._externals.aio import AsyncExternalTable
+from ._externals.stored import StoredObject, stored
 from .stores import Cache, FileStore, MemoryStore, S3Store, Store, get_store
 from .types import Attach, Blob
 
@@ -53,6 +54,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreNotConfiguredError",
+    "StoredObject",
     "SweepReport",
     "UnsupportedTypeError",
     "VerifyReport",
@@ -62,6 +64,7 @@ __all__ = [
     "get_store",
     "install",
     "pack",
+    "stored",
     "uninstall",
     "unpack",
 ]
