@@ -39,7 +39,7 @@ from .._layout import (
     new_hasher,
     object_path,
 )
-from .._pool import run_all
+from .._pool import in_async_greenlet, run_all
 from ..stores import Store, get_cache, get_store
 
 __all__ = ["ExternalResult", "external_column_expression", "read_external"]
@@ -313,8 +313,8 @@ def _after_cursor_execute(
             path = object_path(store.location, schema, key, name, store.subfolding)
             jobs[(store.name, path)] = (typ.kind, store, key, name)
             uses[(store.name, path)] = uses.get((store.name, path), 0) + 1
-    if len(jobs) < 2:
-        return
+    if len(jobs) < 2 and not in_async_greenlet():
+        return  # (under asyncio even one payload is fetched on the pool: the loop runs on)
 
     def run(
         item: tuple[tuple[str, PurePosixPath], tuple[str, Store, uuid.UUID, str | None]],
