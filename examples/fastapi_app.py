@@ -1,7 +1,12 @@
 """A small FastAPI service that keeps uploads in an sa_djblob store, with ``AsyncSession``.
 
+- ``GET /``: an HTML page with an upload form (it posts to ``POST /files``).
 - ``POST /files`` (multipart ``file``): the file goes into an ``Attach(store="files")``
-  column; ``GET /files/{id}`` serves it back under its original name.
+  column, streamed from Starlette's spooled upload to a temporary file of the same name
+  and from there to the store (never whole in memory); ``GET /files/{id}`` serves it
+  back under its original name: streamed from the store and verified against its hash
+  as it goes (``djb.stored(...).open()``), or, for an S3 store, by a redirect to a
+  presigned URL (``.url()``). Nothing is written to ``download_path``.
 - ``POST /arrays`` (multipart ``file``: a ``.npy`` file, read with
   ``np.load(allow_pickle=False)``; or a JSON body ``{"data": [[1, 2], [3, 4]], "dtype": "int32"}``):
   the array goes into a ``Blob(store="files")`` column; ``GET /arrays/{id}`` returns it as
@@ -16,14 +21,17 @@ session's transaction.
 
 Importing this module changes nothing; ``create_app()`` builds the app. Run it with
 ``uvicorn --factory examples.fastapi_app:create_app`` (uvicorn is not a dependency of the
-project), or drive it in-process as ``tests/test_examples.py`` does. Store reads and
-writes are blocking calls made inside the request (simple, and fine for small files).
+project), or drive it as ``tests/test_examples.py`` does. The event loop is never
+blocked by store I/O: under ``AsyncSession`` sa_djblob runs store requests on its
+thread pool and awaits them, file copies run in Starlette's thread pool, and the
+maintenance queries of ``/stats`` are awaited (``djb.externals(async_engine)``).
 """
 
 import io
 import json
 import os
 import tempfile
+import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,9 +40,10 @@ from typing import Annotated, Any
 import numpy as np
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as FormFile
 
 import sa_djblob as djb
@@ -42,6 +51,18 @@ import sa_djblob as djb
 HERE = Path(__file__).resolve().parent
 STORE = "files"
 MAX_UPLOAD = 64 << 20
+CHUNK = 1 << 20
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>sa_djblob uploads</title></head>
+<body>
+<h1>Upload a file</h1>
+<form id="upload" action="/files" method="post" enctype="multipart/form-data">
+  <input id="file" type="file" name="file" required>
+  <button id="send" type="submit">Upload</button>
+</form>
+</body></html>
+"""
 
 
 class Base(DeclarativeBase):
@@ -144,24 +165,59 @@ def create_app(
             raise HTTPException(413, f"uploads are limited to {MAX_UPLOAD} bytes")
         return data
 
+    def copy_upload(src: Any, dest: Path) -> int:
+        """Copy an upload (Starlette spools it to disk past 1 MiB) to *dest* in chunks."""
+        size = 0
+        with dest.open("wb") as out:
+            while chunk := src.read(CHUNK):
+                size += len(chunk)
+                if size > MAX_UPLOAD:
+                    raise HTTPException(413, f"uploads are limited to {MAX_UPLOAD} bytes")
+                out.write(chunk)
+        return size
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return PAGE
+
     @app.post("/files", status_code=201)
     async def upload_file(file: UploadFile, db: DB) -> dict[str, Any]:
         name = _safe_name(file.filename)
-        data = await read_upload(file)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name  # the attachment keeps this name
-            path.write_bytes(data)
-            doc = Document(name=name, size=len(data), file=path)
+            await file.seek(0)
+            size = await run_in_threadpool(copy_upload, file.file, path)
+            doc = Document(name=name, size=size, file=path)
             db.add(doc)
-            await db.commit()  # uploads the file into the store, then commits the row
-        return {"id": doc.id, "name": name, "size": len(data)}
+            await db.commit()  # streams the file into the store, then commits the row
+        return {"id": doc.id, "name": name, "size": size}
+
+    def stream(src: Any) -> Any:
+        """The chunks of an open StoredObject stream (verified as they are read), closed
+        at the end; Starlette iterates it in its thread pool."""
+        with src:
+            while chunk := src.read(CHUNK):
+                yield chunk
 
     @app.get("/files/{doc_id}")
-    async def get_file(doc_id: int, db: DB) -> FileResponse:
-        doc = await db.get(Document, doc_id)
-        if doc is None:
+    async def get_file(doc_id: int, db: DB) -> Response:
+        q = sa.select(djb.stored(Document.file), Document.name).where(Document.id == doc_id)
+        row = (await db.execute(q)).one_or_none()
+        if row is None:
             raise HTTPException(404, f"no file {doc_id}")
-        return FileResponse(doc.file, filename=doc.name, media_type="application/octet-stream")
+        obj, name = row
+        if isinstance(djb.get_store(obj.store), djb.S3Store):
+            return RedirectResponse(obj.url(expires_in=300), status_code=307)
+        src = await run_in_threadpool(obj.open)
+        quoted = urllib.parse.quote(name)
+        return StreamingResponse(
+            stream(src),
+            media_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f"attachment; filename*=UTF-8''{quoted}",
+                "Content-Length": str(obj.size),
+            },
+        )
 
     @app.post("/arrays", status_code=201)
     async def upload_array(request: Request, db: DB) -> dict[str, Any]:
@@ -199,16 +255,12 @@ def create_app(
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
-        def count(_: Any) -> dict[str, int]:
-            ext = djb.externals(engine)[STORE]
-            return {
-                "objects": len(ext.paths()),
-                "used": len(ext.used()),
-                "unused": len(ext.unused()),
-            }
-
-        async with engine.connect() as conn:  # run the sync maintenance API off the loop's way
-            return await conn.run_sync(count)
+        ext = djb.externals(engine)[STORE]  # awaitable methods on an AsyncEngine
+        return {
+            "objects": len(await ext.paths()),
+            "used": len(await ext.used()),
+            "unused": len(await ext.unused()),
+        }
 
     return app
 

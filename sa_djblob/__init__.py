@@ -27,12 +27,15 @@ from ._externals import (
     install,
     uninstall,
 )
+from ._externals.aio import AsyncExternalTable
+from ._externals.stored import StoredObject, stored
 from .stores import Cache, FileStore, MemoryStore, S3Store, Store, get_store
 from .types import Attach, Blob
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncExternalTable",
     "Attach",
     "Blob",
     "BlobFormatError",
@@ -51,6 +54,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreNotConfiguredError",
+    "StoredObject",
     "SweepReport",
     "UnsupportedTypeError",
     "VerifyReport",
@@ -60,6 +64,7 @@ __all__ = [
     "get_store",
     "install",
     "pack",
+    "stored",
     "uninstall",
     "unpack",
 ]

@@ -31,6 +31,7 @@ from ._dialects import dialect_support
 from ._dialects.base import INTERNAL
 from ._exceptions import MissingPayloadError, SaDjblobError, StoreError
 from ._layout import object_path, store_root
+from ._pool import call
 from .stores import Store
 
 __all__ = ["Area", "check_owner", "database_identity", "resolve_schema"]
@@ -126,16 +127,18 @@ def check_owner(conn: Connection, area: Area, *, claim: bool = True) -> None:
         return
     mine = _owner_line(me, store)
     try:
-        recorded = store.get(area.marker).decode("utf-8", "replace").strip()
+        recorded = call(store.get, area.marker).decode("utf-8", "replace").strip()
     except MissingPayloadError:
         if not claim:
             return
         try:
-            created = store.create(area.marker, mine.encode("utf-8") + b"\n")
+            created = call(store.create, area.marker, mine.encode("utf-8") + b"\n")
         except StoreError as exc:
             raise StoreError(f"cannot record the owner of {area} in {area.marker}: {exc}") from None
         # not created: somebody else claimed it just now
-        recorded = mine if created else store.get(area.marker).decode("utf-8", "replace").strip()
+        recorded = (
+            mine if created else call(store.get, area.marker).decode("utf-8", "replace").strip()
+        )
     # markers written before the store was part of the owner name the database alone
     if recorded not in (mine, me):
         raise StoreError(

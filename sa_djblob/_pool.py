@@ -1,15 +1,33 @@
-"""The bounded thread pool that runs store requests concurrently."""
+"""The bounded thread pool that runs store requests concurrently.
+
+Under SQLAlchemy's asyncio layer (``AsyncSession``, ``AsyncConnection``) sa_djblob's
+write and read paths run as sync code inside SQLAlchemy's greenlet, on the event
+loop's thread. There :func:`run_all` and :func:`call` hand the work to the pool and
+wait for it with SQLAlchemy's ``await_only``: the event loop keeps serving other tasks
+while store requests, packing and hashing run. The rule inside the greenlet is
+simple: everything goes to the pool (a thread hand-off costs tens of microseconds, a
+database round trip through an async driver more); ``serial=True`` then only means
+"one item after the other, in one worker thread". Plain sync code runs as before.
+
+If the awaiting task is cancelled, chunks that have not started are cancelled, the
+ones running are awaited (so nothing keeps running behind the caller), and
+``CancelledError`` propagates; SQLAlchemy rolls the connection back. Payloads already
+uploaded stay in the store as orphans, which the protocol tolerates (uploads are
+idempotent, sweeps remove orphans).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from ._config import config
 
-__all__ = ["run_all"]
+__all__ = ["call", "in_async_greenlet", "run_all"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -36,26 +54,68 @@ def _in_worker() -> bool:
     return bool(getattr(_local, "worker", False))
 
 
+def in_async_greenlet() -> bool:
+    """Whether the caller runs inside SQLAlchemy's asyncio greenlet (``await_only`` works).
+
+    SQLAlchemy has no public predicate for this. Later 2.0 releases (2.0.58 checked)
+    and 2.1 have ``sqlalchemy.util.concurrency.in_greenlet()`` (it tests the
+    ``__sqlalchemy_greenlet_provider__`` marker of its greenlet class); SQLAlchemy
+    2.0.0 has neither, only its ``_AsyncIoGreenlet`` class. All of that knowledge lives here;
+    ``tests/test_async.py::test_in_async_greenlet_detection`` fails loudly if SQLAlchemy
+    changes it.
+    """
+    try:
+        import greenlet  # type: ignore[import-untyped]
+    except ImportError:  # no greenlet: no SQLAlchemy asyncio either
+        return False
+    current = greenlet.getcurrent()
+    if current.parent is None:  # a thread's main greenlet: the plain sync case, fast
+        return False
+    try:
+        from sqlalchemy.util.concurrency import in_greenlet
+    except ImportError:  # SQLAlchemy 2.0.0 - 2.0.x without it
+        return type(current).__name__ == "_AsyncIoGreenlet"
+    return bool(in_greenlet())
+
+
+def _await_only() -> Callable[[Any], Any]:
+    """SQLAlchemy's public ``await_`` (2.1+) or ``await_only`` (2.0; deprecated in 2.2)."""
+    import sqlalchemy.util as sa_util
+
+    fn = getattr(sa_util, "await_", None) or sa_util.await_only
+    return fn
+
+
 def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
     _local.worker = True
     return [fn(x) for x in chunk]
 
 
-def run_all(fn: Callable[[T], R], items: Iterable[T], *, serial: bool = False) -> list[R]:
-    """``[fn(x) for x in items]``, run concurrently on the bounded pool.
+def _submit(pool: ThreadPoolExecutor, fn: Callable[..., R], *args: Any) -> Future[R]:
+    # The worker sees the caller's context variables.
+    return pool.submit(contextvars.copy_context().run, fn, *args)
 
-    Items are handed out in chunks (about two per thread) so that many small calls do
-    not pay a thread hand-off each. The first exception is raised after every chunk has
-    finished, so nothing is left running behind the caller. ``serial=True``, a single
-    item, or a call from inside a worker runs in the calling thread.
-    """
-    todo = list(items)
-    if serial or len(todo) <= 1 or _in_worker():
-        return [fn(x) for x in todo]
-    pool = _executor()
-    n_chunks = min(len(todo), 2 * _size)
-    size = -(-len(todo) // n_chunks)
-    futures = [pool.submit(_run_chunk, fn, todo[i : i + size]) for i in range(0, len(todo), size)]
+
+async def _wait(futures: list[Future[Any]]) -> None:
+    await asyncio.wait([asyncio.wrap_future(f) for f in futures])
+
+
+def _wait_in_greenlet(futures: list[Future[Any]]) -> None:
+    """Wait for *futures* with ``await_only``; on cancellation, cancel what has not
+    started, wait for what runs, then let ``CancelledError`` propagate."""
+    await_only = _await_only()
+    try:
+        await_only(_wait(futures))
+    except BaseException:
+        running = [f for f in futures if not f.cancel()]
+        if running:
+            # Nothing may keep running behind the caller. The task's cancellation was
+            # delivered above, so this wait is not interrupted by it.
+            await_only(_wait(running))
+        raise
+
+
+def _collect(futures: list[Future[list[R]]]) -> list[R]:
     results: list[R] = []
     error: BaseException | None = None
     for fut in futures:
@@ -69,6 +129,37 @@ def run_all(fn: Callable[[T], R], items: Iterable[T], *, serial: bool = False) -
     return results
 
 
-def call(fn: Callable[..., R], *args: object) -> R:
-    """``fn(*args)``: one blocking store request of the write or read path."""
-    return fn(*args)
+def run_all(fn: Callable[[T], R], items: Iterable[T], *, serial: bool = False) -> list[R]:
+    """``[fn(x) for x in items]``, run concurrently on the bounded pool.
+
+    Items are handed out in chunks (about two per thread) so that many small calls do
+    not pay a thread hand-off each. The first exception is raised after every chunk has
+    finished, so nothing is left running behind the caller. In sync code,
+    ``serial=True``, a single item, or a call from inside a worker runs in the calling
+    thread. Inside SQLAlchemy's asyncio greenlet every call runs on the pool and the
+    event loop is free meanwhile (``serial=True``: one worker, one item at a time).
+    """
+    todo = list(items)
+    if not todo or _in_worker():
+        return [fn(x) for x in todo]
+    in_greenlet = in_async_greenlet()
+    if not in_greenlet and (serial or len(todo) <= 1):
+        return [fn(x) for x in todo]
+    pool = _executor()
+    one_chunk = serial or len(todo) <= 1
+    size = len(todo) if one_chunk else -(-len(todo) // min(len(todo), 2 * _size))
+    futures = [_submit(pool, _run_chunk, fn, todo[i : i + size]) for i in range(0, len(todo), size)]
+    if in_greenlet:
+        _wait_in_greenlet(futures)
+    return _collect(futures)
+
+
+def call(fn: Callable[..., R], *args: Any) -> R:
+    """``fn(*args)``: one blocking call (a store request). Inside SQLAlchemy's asyncio
+    greenlet it runs on the pool while the event loop serves other tasks; elsewhere it
+    runs in the calling thread."""
+    if _in_worker() or not in_async_greenlet():
+        return fn(*args)
+    future = _submit(_executor(), fn, *args)
+    _wait_in_greenlet([future])
+    return future.result()

@@ -4,9 +4,15 @@ on aiosqlite, psycopg's async mode and aiomysql."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import numpy as np
@@ -15,7 +21,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 import sa_djblob as djb
+from sa_djblob import _pool
 from sa_djblob._externals import installed
+from sa_djblob._externals.aio import AsyncExternalTable
+from sa_djblob._pool import in_async_greenlet
+from sa_djblob.stores import STORE_CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -355,3 +365,379 @@ def test_orm_roundtrip_on_aiomysql(
             " (aio-libs/aiomysql#1080)"
         )
     test_orm_roundtrip_through_async_session(database, stores, files, "mysql+aiomysql")
+
+
+# -- store I/O does not stall the event loop -----------------------------------------
+
+DELAY = 0.02
+
+
+class SlowStore(djb.MemoryStore):
+    """A remote-looking memory store: every request takes DELAY seconds (blocking, like
+    a store client would), and the requests in flight are counted."""
+
+    delay = DELAY
+    lock = threading.Lock()
+    in_flight = 0
+    requests = 0
+
+    @property
+    def is_remote(self) -> bool:
+        return True
+
+    def _slow(self) -> None:
+        with SlowStore.lock:
+            SlowStore.in_flight += 1
+            SlowStore.requests += 1
+        try:
+            time.sleep(SlowStore.delay)
+        finally:
+            with SlowStore.lock:
+                SlowStore.in_flight -= 1
+
+    def put(self, path: PurePosixPath, data: bytes | memoryview) -> None:
+        self._slow()
+        super().put(path, data)
+
+    def get(self, path: PurePosixPath) -> bytes:
+        self._slow()
+        return super().get(path)
+
+    def exists(self, path: PurePosixPath) -> bool:
+        self._slow()
+        return super().exists(path)
+
+
+@pytest.fixture
+def slow_store(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Store 'slow' (protocol 'memory' served by SlowStore), one pool thread: the store
+    I/O of N values takes N x DELAY whether or not it runs on the pool."""
+    monkeypatch.setitem(STORE_CLASSES, "memory", SlowStore)
+    location = "slow-" + uuid.uuid4().hex[:8]
+    djb.config["stores"] = {"slow": {"protocol": "memory", "location": location}}
+    djb.config["threads"] = 1
+    SlowStore.requests = 0
+    monkeypatch.setattr(SlowStore, "delay", DELAY)
+    return "slow"
+
+
+def _slow_table() -> tuple[sa.MetaData, sa.Table]:
+    md = sa.MetaData()
+    t = sa.Table(
+        "slow_item",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("data", djb.Blob(store="slow")),
+        sa.Column("file", djb.Attach(store="slow")),
+    )
+    return md, t
+
+
+class Heartbeat:
+    """A task ticking every 5 ms; ``gap`` is the longest time between two ticks."""
+
+    def __init__(self) -> None:
+        self.gap = 0.0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._stop.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            self.gap = max(self.gap, now - last)
+            last = now
+
+    async def __aenter__(self) -> Heartbeat:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+
+def test_store_io_does_not_stall_the_event_loop(
+    database: Any, slow_store: str, tmp_path: Path
+) -> None:
+    n = 30
+    files = []
+    for i in range(n):
+        p = tmp_path / f"f{i}.bin"
+        p.write_bytes(f"file {i}".encode() * 50)
+        files.append(p)
+    rows = [{"id": i, "data": np.full(8, i), "file": files[i]} for i in range(n)]
+    serial = 2 * n * DELAY  # one put per blob and per attachment; one get each to read
+
+    async def scenario() -> tuple[float, float, float, float]:
+        engine = create_async_engine(async_url(database))
+        djb.install(engine)
+        md, t = _slow_table()
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(md.create_all)
+            t0 = time.perf_counter()
+            async with Heartbeat() as beat, engine.begin() as conn:
+                await conn.execute(sa.insert(t), rows)
+            insert_gap, insert_time = beat.gap, time.perf_counter() - t0
+            assert SlowStore.requests >= 2 * n  # (and the store's owner marker)
+            before = SlowStore.requests
+            t0 = time.perf_counter()
+            async with Heartbeat() as beat, engine.connect() as conn:
+                got = (await conn.execute(sa.select(t).order_by(t.c.id))).all()
+            fetch_gap, fetch_time = beat.gap, time.perf_counter() - t0
+            assert SlowStore.requests == before + 2 * n
+            for i, row in enumerate(got):
+                np.testing.assert_array_equal(row.data, np.full(8, i))
+                assert row.file.read_bytes() == files[i].read_bytes()
+
+            # One value alone (no batch to prefetch) is fetched on the pool too.
+            SlowStore.delay = 0.5
+            async with Heartbeat() as beat, engine.connect() as conn:
+                one = await conn.scalar(sa.select(t.c.data).where(t.c.id == 3))
+            np.testing.assert_array_equal(one, np.full(8, 3))
+            assert beat.gap < 0.25, beat.gap
+            return insert_gap, insert_time, fetch_gap, fetch_time
+        finally:
+            await _dispose(engine)
+
+    insert_gap, insert_time, fetch_gap, fetch_time = run(scenario)
+    # The store I/O really took its time (one thread), yet the loop kept ticking.
+    assert insert_time >= serial * 0.9 and fetch_time >= serial * 0.9
+    assert insert_gap < 0.5 * serial, (insert_gap, serial)
+    assert fetch_gap < 0.5 * serial, (fetch_gap, serial)
+
+
+def test_cancelled_insert_leaves_nothing_running_and_rolls_back(
+    database: Any, slow_store: str, tmp_path: Path
+) -> None:
+    n = 30
+
+    async def scenario() -> None:
+        engine = create_async_engine(async_url(database))
+        djb.install(engine)
+        md, t = _slow_table()
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(md.create_all)
+
+            async def insert() -> None:
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        sa.insert(t), [{"id": i, "data": np.full(4, i)} for i in range(n)]
+                    )
+
+            task = asyncio.create_task(insert())
+            await asyncio.sleep(5 * DELAY)
+            assert 0 < SlowStore.requests < n  # cancelled in the middle of the uploads
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert SlowStore.in_flight == 0  # nothing keeps running behind the caller
+            done = SlowStore.requests
+            await asyncio.sleep(3 * DELAY)
+            assert SlowStore.requests == done
+            async with engine.connect() as conn:
+                assert await conn.scalar(sa.select(sa.func.count()).select_from(t)) == 0
+            # the engine is still usable, and the uploads can be redone
+            await insert()
+            async with engine.connect() as conn:
+                assert await conn.scalar(sa.select(sa.func.count()).select_from(t)) == n
+        finally:
+            await _dispose(engine)
+
+    run(scenario)
+
+
+def test_in_async_greenlet_detection(database: Any) -> None:
+    """Fails loudly if SQLAlchemy changes how its asyncio greenlet can be recognized."""
+    assert not in_async_greenlet()
+    assert _pool.call(lambda x: x + 1, 1) == 2
+
+    async def scenario() -> list[Any]:
+        engine = create_async_engine(async_url(database))
+        try:
+            assert not in_async_greenlet()  # a coroutine, not the greenlet
+
+            def inside(conn: Any) -> list[Any]:
+                thread = threading.get_ident()
+                return [
+                    in_async_greenlet(),
+                    _pool.call(threading.get_ident) != thread,  # ran on the pool
+                    _pool.run_all(lambda _: threading.get_ident(), [1], serial=True)[0] != thread,
+                    _pool.run_all(lambda x: 2 * x, range(5)),
+                ]
+
+            async with engine.connect() as conn:
+                return await conn.run_sync(inside)
+        finally:
+            await engine.dispose()
+
+    assert run(scenario) == [True, True, True, [0, 2, 4, 6, 8]]
+
+
+# -- awaitable maintenance -------------------------------------------------------------
+
+
+def test_async_externals_maintenance(
+    database: Any, stores: dict[str, Any], files: list[Path]
+) -> None:
+    """paths / used / unused / sweep / verify awaited on an AsyncEngine equal the sync
+    results, without MissingGreenlet."""
+
+    async def scenario() -> None:
+        engine = create_async_engine(async_url(database))
+        djb.install(engine)
+        sync = database.create_engine()
+        try:
+            await _create(engine)
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.insert(Image.__table__), [{"id": i, "name": f"img{i}"} for i in range(3)]
+                )
+                await conn.execute(
+                    sa.insert(ImageFile.__table__),
+                    [{"image_id": i, "file": files[i]} for i in range(3)],
+                )
+                await conn.execute(
+                    sa.insert(Extracted.__table__),
+                    [{"image_id": i, "features": np.full(3, i)} for i in range(3)],
+                )
+            async with engine.begin() as conn:
+                await conn.execute(sa.delete(Extracted.__table__).where(Extracted.image_id != 1))
+                await conn.execute(sa.delete(ImageFile.__table__).where(ImageFile.image_id == 0))
+
+            for store in ("shared", "local"):
+                aext = djb.externals(engine)[store]
+                assert isinstance(aext, AsyncExternalTable)
+                ext = djb.externals(sync)[store]
+                assert isinstance(ext, djb.ExternalTable)
+                assert await aext.exists()
+                assert await aext.schema() == ext.schema
+                assert await aext.references() == ext.references()
+                assert await aext.paths() == ext.paths()
+                assert await aext.used() == ext.used()
+                unused = ext.unused()
+                assert await aext.unused() == unused
+                assert len(unused) == {"shared": 1, "local": 2}[store]
+                report = await aext.verify(progress=False)
+                assert report.ok and report.checked == len(ext.used())
+                swept = await aext.sweep(grace=datetime.timedelta(0), progress=False)
+                assert swept.ok
+                assert swept.rows_deleted == swept.payloads_deleted == len(unused)
+                assert await aext.unused() == [] == ext.unused()
+                assert len(await aext.paths()) == {"shared": 2, "local": 1}[store]
+                assert (await aext.verify(progress=False, include_unused=True)).ok
+        finally:
+            sync.dispose()
+            await _dispose(engine)
+
+    run(scenario)
+
+
+# -- stored objects: serve attachments without downloading them ----------------------
+
+
+def test_stored_objects(database: Any, stores: dict[str, Any], files: list[Path]) -> None:
+    """djb.stored() in a select through AsyncConnection: StoredObjects; open() streams
+    verified bytes, url() is a working presigned S3 URL that expires, download()."""
+
+    async def scenario() -> None:
+        engine = create_async_engine(async_url(database))
+        djb.install(engine)
+        try:
+            await _create(engine)
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.insert(Image.__table__), [{"id": i, "name": f"img{i}"} for i in range(3)]
+                )
+                await conn.execute(
+                    sa.insert(ImageFile.__table__),
+                    [{"image_id": i, "file": files[i]} for i in range(3)],
+                )
+                await conn.execute(
+                    sa.insert(Extracted.__table__),
+                    [{"image_id": i, "features": np.full(3, i)} for i in range(2)],
+                )
+            q = (
+                sa.select(
+                    ImageFile.image_id,
+                    djb.stored(ImageFile.file).label("f"),
+                    djb.stored(Extracted.features).label("x"),
+                )
+                .outerjoin(Extracted)
+                .order_by(ImageFile.image_id)
+            )
+            async with engine.connect() as conn:
+                rows = (await conn.execute(q)).all()
+            assert [r.image_id for r in rows] == [0, 1, 2]
+            return rows
+        finally:
+            await _dispose(engine)
+
+    rows = run(scenario)
+    sync = database.create_engine()
+    try:
+        shared = djb.externals(sync)["shared"]
+        local = djb.externals(sync)["local"]
+        for i, row in enumerate(rows):
+            f: djb.StoredObject = row.f
+            assert isinstance(f, djb.StoredObject)
+            assert (f.store, f.name, f.size) == ("shared", files[i].name, files[i].stat().st_size)
+            assert f.path == shared.object_path(f.key, f.name)
+            with f.open() as stream:
+                assert stream.read() == files[i].read_bytes()
+            got = f.download(Path(djb.config["download_path"]) / "here")
+            assert got.name == files[i].name and got.read_bytes() == files[i].read_bytes()
+            with urllib.request.urlopen(f.url(expires_in=60)) as resp:
+                assert resp.read() == files[i].read_bytes()
+                assert files[i].name in resp.headers["Content-Disposition"]
+        # no download happened for the selects themselves
+        assert list(Path(djb.config["download_path"]).glob("*.npy")) == []
+
+        x = rows[1].x
+        assert (x.store, x.name) == ("local", None) and rows[2].x is None
+        assert x.path == local.object_path(x.key)
+        with x.open() as stream:
+            payload = stream.read()
+        assert len(payload) == x.size
+        np.testing.assert_array_equal(djb.unpack(payload), np.full(3, 1))
+        with pytest.raises(djb.StoreError, match="cannot make URLs"):
+            x.url()
+
+        # the URL carries the expiry asked for, within S3's limits
+        f = rows[0].f
+        for bad in (0, -1, 8 * 24 * 3600, 1.5, True):
+            with pytest.raises(ValueError, match="expires_in"):
+                f.url(expires_in=bad)
+        url = f.url(expires_in=1)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+        if "X-Amz-Expires" in query:  # SigV4
+            assert query["X-Amz-Expires"] == ["1"]
+        else:  # SigV2: the expiry as a Unix time
+            assert 0 <= int(query["Expires"][0]) - time.time() <= 2
+        # (moto does not enforce the expiry: the signed expiry itself is checked above)
+
+        # corrupted payloads: the stream ends with IntegrityError, not EOF
+        store = djb.get_store("local")
+        store.put(x.path, payload[:-1] + bytes([payload[-1] ^ 1]))
+        with x.open() as stream, pytest.raises(djb.IntegrityError, match="does not match"):
+            stream.read()
+        f = rows[2].f
+        djb.get_store("shared").put(f.path, b"something else entirely")
+        with f.open() as stream, pytest.raises(djb.IntegrityError):
+            while stream.read(7):
+                pass
+        with pytest.raises(djb.IntegrityError):
+            f.download(Path(djb.config["download_path"]) / "corrupt")
+        assert list((Path(djb.config["download_path"]) / "corrupt").glob("*")) == []
+    finally:
+        sync.dispose()
+
+
+def test_stored_refuses_inrow_columns() -> None:
+    with pytest.raises(djb.SaDjblobError, match="values kept in the row"):
+        djb.stored(models.Test.b0)

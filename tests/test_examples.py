@@ -177,3 +177,77 @@ def test_datajoint_interop_example_sqlite(tmp_path: Path) -> None:
     assert "read back identical" in r.stdout
     assert "session 1/2: notes 'notes-2.txt'" in r.stdout
     assert "~external_local: 2 objects, 0 unused" in r.stdout
+
+
+class _SlowPuts(djb.MemoryStore):
+    """A remote-looking memory store whose writes take PUT_DELAY seconds (blocking)."""
+
+    delay = 0.0
+    puts_started = 0
+
+    @property
+    def is_remote(self) -> bool:
+        return True
+
+    def put(self, path: Any, data: bytes | memoryview) -> None:
+        _SlowPuts.puts_started += 1
+        time.sleep(self.delay)
+        super().put(path, data)
+
+
+def test_fastapi_slow_upload_does_not_block_other_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While an upload waits for a slow store (1.5 s), GET /stats answers at once: the
+    app's event loop is not blocked by store I/O."""
+    from sa_djblob.stores import STORE_CLASSES
+
+    monkeypatch.setitem(STORE_CLASSES, "memory", _SlowPuts)
+    monkeypatch.setattr(_SlowPuts, "delay", 1.5)
+    djb.config["stores"] = {"files": {"protocol": "memory", "location": str(tmp_path)}}
+    body = os.urandom(3 << 20)  # past Starlette's 1 MiB spool: the upload is on disk
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        upload = asyncio.create_task(
+            client.post("/files", files={"file": ("big.bin", body)}, timeout=30)
+        )
+        while _SlowPuts.puts_started == 0:  # the upload is now in the store's put
+            assert not upload.done(), upload.result().text
+            await asyncio.sleep(0.01)
+        t0 = time.perf_counter()
+        r = await client.get("/stats")
+        elapsed = time.perf_counter() - t0
+        assert r.status_code == 200
+        assert not upload.done()  # /stats answered while the upload was still running
+        assert elapsed < 0.5, elapsed
+        r = await upload
+        assert r.status_code == 201, r.text
+        doc = r.json()
+        assert doc["size"] == len(body)
+        r = await client.get(f"/files/{doc['id']}")
+        assert r.status_code == 200 and r.content == body
+        assert r.headers["content-length"] == str(len(body))
+
+    _SlowPuts.puts_started = 0
+    drive(tmp_path, scenario)
+
+
+def test_fastapi_serves_s3_attachments_by_presigned_redirect(
+    tmp_path: Path, s3_server: Any, s3_bucket: str
+) -> None:
+    djb.config["stores"] = {"files": s3_server.store_spec(s3_bucket)}
+    body = b"stored in S3\n" * 100
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        r = await client.post("/files", files={"file": ("s3 file.txt", body)})
+        assert r.status_code == 201, r.text
+        r = await client.get(f"/files/{r.json()['id']}")
+        assert r.status_code == 307
+        url = r.headers["location"]
+        assert url.startswith(s3_server.endpoint_url)
+        async with httpx.AsyncClient() as s3:
+            got = await s3.get(url)
+        assert got.status_code == 200 and got.content == body
+        assert "s3 file.txt" in got.headers["content-disposition"]
+
+    drive(tmp_path, scenario)

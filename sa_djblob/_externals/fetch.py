@@ -18,7 +18,7 @@ from ..stores import get_cache
 if TYPE_CHECKING:
     from .._area import Area
 
-__all__ = ["fetch_attachment", "fetch_bytes", "open_payload"]
+__all__ = ["fetch_attachment", "fetch_bytes", "file_matches", "open_payload"]
 
 
 def fetch_bytes(area: Area, key: uuid.UUID) -> bytes:
@@ -36,7 +36,7 @@ def fetch_bytes(area: Area, key: uuid.UUID) -> bytes:
     return data
 
 
-def _file_matches(path: Path, prefix: bytes, key: uuid.UUID, algorithm: str) -> bool:
+def file_matches(path: Path, prefix: bytes, key: uuid.UUID, algorithm: str) -> bool:
     try:
         with path.open("rb") as f:
             return hash_stream(f, prefix=prefix, algorithm=algorithm)[0] == key
@@ -80,7 +80,7 @@ def fetch_attachment(area: Area, key: uuid.UUID, name: str) -> Path:
             )
         out.flush()
 
-    result = _attach.write_download(name, lambda p: _file_matches(p, prefix, key, store.hash), fill)
+    result = _attach.write_download(name, lambda p: file_matches(p, prefix, key, store.hash), fill)
     cache = get_cache() if store.is_remote else None
     if cache is not None and cache.path(key) is None:
         cache.put_file(key, result)

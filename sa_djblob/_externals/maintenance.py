@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -21,6 +21,8 @@ from .write import sync_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from .aio import AsyncExternalTable
 
 __all__ = ["ExternalTable", "Reference", "SweepReport", "VerifyReport", "externals"]
 
@@ -222,23 +224,38 @@ class ExternalTable:
         return verify(self, **kw)
 
 
-class _Externals(dict[str, ExternalTable]):
-    def __missing__(self, key: str) -> ExternalTable:
+class _Externals(dict[str, Any]):
+    def __missing__(self, key: str) -> Any:
         raise StoreNotConfiguredError(
             f"store {key!r} is not configured (configured: {', '.join(sorted(self)) or 'none'}):"
             f" set djb.config['stores'][{key!r}]"
         )
 
 
+@overload
+def externals(
+    engine: Engine, schema: str | None = None, *, metadata: sa.MetaData | None = None
+) -> Mapping[str, ExternalTable]: ...
+@overload
+def externals(
+    engine: AsyncEngine, schema: str | None = None, *, metadata: sa.MetaData | None = None
+) -> Mapping[str, AsyncExternalTable]: ...
 def externals(
     engine: Engine | AsyncEngine,
     schema: str | None = None,
     *,
     metadata: sa.MetaData | None = None,
-) -> Mapping[str, ExternalTable]:
+) -> Mapping[str, ExternalTable] | Mapping[str, AsyncExternalTable]:
     """One :class:`ExternalTable` per configured store, for *schema* (default: the
     connection's default schema); *metadata* adds its tables' external columns to the
-    references the sweep respects."""
+    references the sweep respects. For an ``AsyncEngine``, one
+    :class:`~sa_djblob._externals.aio.AsyncExternalTable` (awaitable methods)."""
+    if not isinstance(engine, Engine):
+        from .aio import AsyncExternalTable
+
+        return _Externals(
+            {name: AsyncExternalTable(engine, name, schema, metadata) for name in config["stores"]}
+        )
     return _Externals(
         {name: ExternalTable(engine, name, schema, metadata) for name in config["stores"]}
     )

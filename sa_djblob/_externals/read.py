@@ -35,7 +35,7 @@ from .._dialects import find_support
 from .._dialects.base import INTERNAL
 from .._exceptions import IntegrityError, MissingPayloadError, SaDjblobError
 from .._kinds import Kind, kind
-from .._pool import run_all
+from .._pool import in_async_greenlet, run_all
 from .._sa_internals import RowTransformingStrategy, install_strategy, result_columns
 from ..stores import get_store
 from .table import external_table, external_table_name
@@ -43,6 +43,7 @@ from .table import external_table, external_table_name
 __all__ = [
     "ExternalResult",
     "Located",
+    "Resolved",
     "external_column_expression",
     "install_reader",
     "read_external",
@@ -141,6 +142,14 @@ def _split(k: Kind, raw: Any) -> tuple[uuid.UUID, str | None]:
 _NOTHING: Any = object()
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A raw cell of a column whose result type wants its area (``djb.stored()``)."""
+
+    raw: Any
+    area: Area
+
+
 @dataclass
 class Located:
     """A reference of a result row, located in its area, maybe with its payload loaded."""
@@ -186,18 +195,23 @@ def read_external(
 
 def _locator(conn: Connection, context: Any) -> Any:
     """A function that locates (and preloads) the external references of raw rows."""
-    columns = [(i, t) for i, t in result_columns(context) if isinstance(t, ExternalResult)]
+    columns = [
+        (i, t)
+        for i, t in result_columns(context)
+        if isinstance(t, ExternalResult) or getattr(t, "wants_area", False)
+    ]
     if not columns:
         return None
     options = context.execution_options
     areas: dict[tuple[str, str | None], Area] = {}
-    plan: list[tuple[int, Kind, Area]] = []
+    plan: list[tuple[int, Kind | None, Area]] = []
     for i, typ in columns:
-        where = (typ.store, typ.schema)
-        if where not in areas:
+        key = (typ.store, typ.schema)
+        where = areas.get(key)
+        if where is None:
             schema = resolve_schema(conn, typ.schema, external_table_name(typ.store), options)
-            areas[where] = Area(get_store(typ.store), schema)
-        plan.append((i, kind(typ.kind_name), areas[where]))
+            where = areas[key] = Area(get_store(typ.store), schema)
+        plan.append((i, kind(typ.kind_name) if isinstance(typ, ExternalResult) else None, where))
 
     def locate(rows: list[Any]) -> list[Any]:
         out: list[Any] = []
@@ -208,6 +222,9 @@ def _locator(conn: Connection, context: Any) -> Any:
                 raw = cells[i]
                 if raw is None:
                     continue
+                if k is None:
+                    cells[i] = Resolved(raw, area)
+                    continue
                 key, name = _split(k, raw)
                 located = Located(k, area, key, name)
                 if area.store.is_remote:
@@ -215,7 +232,8 @@ def _locator(conn: Connection, context: Any) -> Any:
                     located = remote.setdefault((k.name, area.store.name, key, name), located)
                 cells[i] = located
             out.append(tuple(cells))
-        if len(remote) > 1:
+        # (under asyncio even one payload is fetched on the pool: the loop runs on)
+        if len(remote) > 1 or (remote and in_async_greenlet()):
             run_all(Located.load, list(remote.values()))
         return out
 

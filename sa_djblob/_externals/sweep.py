@@ -74,7 +74,7 @@ from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
 from .._layout import attachment_prefix, hash_stream
-from .._pool import run_all
+from .._pool import call, run_all
 from ..stores import Store
 from ..stores.base import ObjectInfo, is_temp_name
 from .maintenance import Reference, SweepReport, VerifyReport
@@ -208,7 +208,7 @@ class _Sweeper:
     def probe_store(self) -> bool:
         """Whether the store's listing can be read (one request), before deleting anything."""
         try:
-            next(iter(self.store.list(self.prefix)), None)
+            call(lambda: next(iter(self.store.list(self.prefix)), None))
         except Exception as exc:  # a failed listing aborts the sweep: reported
             self.report.errors.append(
                 f"cannot list {self.prefix} in store {self.store.name!r}: {exc}; nothing deleted"
@@ -218,7 +218,9 @@ class _Sweeper:
 
     def list_store(self) -> list[ObjectInfo] | None:
         try:
-            return [o for o in self.store.list(self.prefix) if not is_temp_name(o.path.name)]
+            return call(
+                lambda: [o for o in self.store.list(self.prefix) if not is_temp_name(o.path.name)]
+            )
         except Exception as exc:  # a failed listing aborts the sweep: reported
             self.report.errors.append(
                 f"cannot list {self.prefix} in store {self.store.name!r}: {exc}; nothing deleted"
@@ -296,7 +298,7 @@ class _Sweeper:
             gone = [k for k in keys if k not in still]
             rep.skipped_referenced += len(still)
             paths = {self.path(k, rows[k]["attachment_name"]): k for k in gone}
-            failed = self.store.remove_many(list(paths)) if paths else {}
+            failed = call(self.store.remove_many, list(paths)) if paths else {}
             if failed:
                 # keep the rows of payloads that could not be removed, as they were
                 conn.execute(sa.insert(t), [rows[paths[p]] for p in failed])
@@ -393,7 +395,7 @@ class _Sweeper:
                 )
             )
             paths = {info.path: info for k in keys if k in ours for info in by_key[k]}
-            failed = self.store.remove_many(list(paths)) if paths else {}
+            failed = call(self.store.remove_many, list(paths)) if paths else {}
             rep.errors.extend(f"cannot delete orphan {p}: {why}" for p, why in failed.items())
             if ours:
                 conn.execute(
@@ -443,7 +445,7 @@ class _Sweeper:
             self.sweep_orphans(orphans)
         if removed or rep.orphans_deleted:
             try:
-                self.store.cleanup(self.prefix)
+                call(self.store.cleanup, self.prefix)
             except Exception as exc:  # only empty folders are at stake: reported
                 rep.errors.append(f"cannot remove empty folders below {self.prefix}: {exc}")
         return rep

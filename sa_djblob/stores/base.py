@@ -397,7 +397,9 @@ class Store(abc.ABC):
     def list(self, prefix: PurePosixPath) -> Iterator[ObjectInfo]:
         """Every payload below *prefix* (a folder path), recursively, in no given order."""
 
-    def presigned_url(self, path: PurePosixPath, expires_in: int = 3600) -> str:
+    def presigned_url(
+        self, path: PurePosixPath, expires_in: int = 3600, *, filename: str | None = None
+    ) -> str:
         """A URL that lets anyone read the payload at *path* for *expires_in* seconds.
 
         Stores that cannot make such URLs raise ``StoreError``.

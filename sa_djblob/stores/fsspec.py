@@ -336,7 +336,9 @@ class FsspecStore(Store):
                     self.fs.rmdir(folder)
         # object stores have no folders to remove
 
-    def presigned_url(self, path: PurePosixPath, expires_in: int = 3600) -> str:
+    def presigned_url(
+        self, path: PurePosixPath, expires_in: int = 3600, *, filename: str | None = None
+    ) -> str:
         if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in < 1:
             raise StoreError(
                 f"store {self.name!r}: expires_in must be a whole number of seconds >= 1,"

@@ -456,11 +456,14 @@ class S3Store(Store):
             raise self._wrap(exc, "read", path) from None
         return io.BufferedReader(_BodyReader(self, path, response["Body"]), buffer_size=_MiB)
 
-    def presigned_url(self, path: PurePosixPath, expires_in: int = 3600) -> str:
+    def presigned_url(
+        self, path: PurePosixPath, expires_in: int = 3600, *, filename: str | None = None
+    ) -> str:
         """A URL that lets anyone GET the payload at *path* for *expires_in* seconds.
 
         *expires_in* is 1 to 604800 (7 days, S3's limit). The URL carries a signature
-        made with the store's key, not the key itself.
+        made with the store's key, not the key itself. With *filename*, the response
+        says ``Content-Disposition: attachment`` with that name.
         """
         if (
             isinstance(expires_in, bool)
@@ -474,12 +477,24 @@ class S3Store(Store):
         try:
             url: str = self.client.generate_presigned_url(
                 "get_object",
-                Params={"Bucket": self.bucket, "Key": self.key(path)},
+                Params=self._get_params(path, filename),
                 ExpiresIn=expires_in,
             )
         except Exception as exc:
             raise self._wrap(exc, "sign a URL for", path) from None
         return url
+
+    def _get_params(self, path: PurePosixPath, filename: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(path)}
+        if filename is not None:
+            from urllib.parse import quote
+
+            params["ResponseContentDisposition"] = (
+                f'attachment; filename="{filename}"'
+                if filename.isascii() and not any(c in filename for c in '"\\')
+                else f"attachment; filename*=UTF-8''{quote(filename)}"
+            )
+        return params
 
     def size(self, path: PurePosixPath) -> int | None:
         try:
