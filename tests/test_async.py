@@ -25,7 +25,6 @@ from sa_djblob import _pool
 from sa_djblob._externals import installed
 from sa_djblob._externals.aio import AsyncExternalTable
 from sa_djblob._pool import in_async_greenlet
-from sa_djblob.stores import STORE_CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -376,6 +375,7 @@ class SlowStore(djb.MemoryStore):
     """A remote-looking memory store: every request takes DELAY seconds (blocking, like
     a store client would), and the requests in flight are counted."""
 
+    protocol = "slow-memory"  # registers the kind
     delay = DELAY
     lock = threading.Lock()
     in_flight = 0
@@ -412,9 +412,8 @@ class SlowStore(djb.MemoryStore):
 def slow_store(monkeypatch: pytest.MonkeyPatch) -> str:
     """Store 'slow' (protocol 'memory' served by SlowStore), one pool thread: the store
     I/O of N values takes N x DELAY whether or not it runs on the pool."""
-    monkeypatch.setitem(STORE_CLASSES, "memory", SlowStore)
     location = "slow-" + uuid.uuid4().hex[:8]
-    djb.config["stores"] = {"slow": {"protocol": "memory", "location": location}}
+    djb.config["stores"] = {"slow": {"protocol": "slow-memory", "location": location}}
     djb.config["threads"] = 1
     SlowStore.requests = 0
     monkeypatch.setattr(SlowStore, "delay", DELAY)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import sa_djblob as djb
-from sa_djblob._externals.read import fetch_attachment, fetch_bytes
+from sa_djblob._area import Area
+from sa_djblob._externals.fetch import fetch_attachment, fetch_bytes
 from sa_djblob._layout import attachment_prefix, content_hash, object_path
 from sa_djblob.stores import Cache, MemoryStore, get_cache
 
@@ -73,7 +74,7 @@ def test_attachment_reads_survive_eviction(remote: RemoteMemoryStore, tmp_path: 
 
     def job(item: tuple[uuid.UUID, PurePosixPath, str, bytes]) -> None:
         key, path, name, data = item
-        got = fetch_attachment(remote, key, path, name)
+        got = fetch_attachment(Area(remote, "main"), key, name)
         try:
             assert got.read_bytes() == data
         finally:
@@ -96,7 +97,7 @@ def test_blob_reads_survive_eviction(remote: RemoteMemoryStore) -> None:
 
     def job(item: tuple[uuid.UUID, PurePosixPath, bytes]) -> None:
         key, path, data = item
-        assert fetch_bytes(remote, key, path) == data
+        assert fetch_bytes(Area(remote, "main"), key) == data
 
     assert _hammer(job, [items[n:] + items[:n] for n in range(READERS)]) == []
 

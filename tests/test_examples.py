@@ -182,6 +182,7 @@ def test_datajoint_interop_example_sqlite(tmp_path: Path) -> None:
 class _SlowPuts(djb.MemoryStore):
     """A remote-looking memory store whose writes take PUT_DELAY seconds (blocking)."""
 
+    protocol = "slow-put-memory"  # registers the kind
     delay = 0.0
     puts_started = 0
 
@@ -200,11 +201,8 @@ def test_fastapi_slow_upload_does_not_block_other_requests(
 ) -> None:
     """While an upload waits for a slow store (1.5 s), GET /stats answers at once: the
     app's event loop is not blocked by store I/O."""
-    from sa_djblob.stores import STORE_CLASSES
-
-    monkeypatch.setitem(STORE_CLASSES, "memory", _SlowPuts)
     monkeypatch.setattr(_SlowPuts, "delay", 1.5)
-    djb.config["stores"] = {"files": {"protocol": "memory", "location": str(tmp_path)}}
+    djb.config["stores"] = {"files": {"protocol": "slow-put-memory", "location": str(tmp_path)}}
     body = os.urandom(3 << 20)  # past Starlette's 1 MiB spool: the upload is on disk
 
     async def scenario(client: httpx.AsyncClient) -> None:
