@@ -55,15 +55,26 @@ Transform = Callable[[list[Any]], list[Any]]
 class RowTransformingStrategy(CursorFetchStrategy):
     """Fetch rows from the DBAPI cursor in chunks and pass each chunk through a function.
 
-    *chunk* is how many rows to fetch at a time (None: all at once); ``yield_per``
-    changes it. Rows transformed but not yet handed out wait in a buffer.
+    *chunk* is the partition size (``yield_per``), None for none. Without one, a plain
+    result is read whole at the first fetch, and a streamed one (*stream*) in chunks that
+    grow from 5 rows up to *max_buffer*, as SQLAlchemy's own buffered strategy does.
+    Rows transformed but not yet handed out wait in a buffer.
     """
 
-    __slots__ = ("_buffer", "_chunk", "_done", "_transform")
+    __slots__ = ("_buffer", "_chunk", "_done", "_grow", "_max", "_transform")
 
-    def __init__(self, transform: Transform, chunk: int | None) -> None:
+    def __init__(
+        self,
+        transform: Transform,
+        chunk: int | None,
+        *,
+        stream: bool = False,
+        max_buffer: int = 1000,
+    ) -> None:
         self._transform = transform
         self._chunk = chunk
+        self._grow: int | None = 5 if stream else None
+        self._max = max_buffer
         self._buffer: collections.deque[Any] = collections.deque()
         self._done = False
 
@@ -83,6 +94,15 @@ class RowTransformingStrategy(CursorFetchStrategy):
         if raw:
             self._buffer.extend(self._transform(list(raw)))
 
+    def _next_size(self) -> int | None:
+        if self._chunk:
+            return self._chunk
+        if self._grow is None:
+            return None
+        size = self._grow
+        self._grow = min(self._grow * 2, self._max)
+        return size
+
     def soft_close(self, result: Any, dbapi_cursor: Any) -> None:
         self._buffer.clear()
         super().soft_close(result, dbapi_cursor)
@@ -96,7 +116,7 @@ class RowTransformingStrategy(CursorFetchStrategy):
 
     def fetchone(self, result: Any, dbapi_cursor: Any, hard_close: bool = False) -> Any:
         if not self._buffer:
-            self._fill(result, dbapi_cursor, self._chunk)
+            self._fill(result, dbapi_cursor, self._next_size())
         if not self._buffer:
             result._soft_close(hard=hard_close)
             return None
@@ -106,7 +126,8 @@ class RowTransformingStrategy(CursorFetchStrategy):
         if size is None:
             size = self._chunk or getattr(dbapi_cursor, "arraysize", 1) or 1
         while len(self._buffer) < size and not self._done:
-            self._fill(result, dbapi_cursor, size - len(self._buffer))
+            # whole partitions, so that no prefetch is smaller than one
+            self._fill(result, dbapi_cursor, max(size - len(self._buffer), self._chunk or 0))
         rows = [self._buffer.popleft() for _ in range(min(size, len(self._buffer)))]
         if not rows:
             result._soft_close()

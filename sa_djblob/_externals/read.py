@@ -251,10 +251,13 @@ def _after_cursor_execute(
     locate = _locator(conn, context)
     if locate is None:
         return
-    chunk = options.get("yield_per")
-    if chunk is None and options.get("stream_results"):
-        chunk = options.get("max_row_buffer", 1000)
-    install_strategy(context, RowTransformingStrategy(locate, chunk))
+    strategy = RowTransformingStrategy(
+        locate,
+        options.get("yield_per"),
+        stream=bool(options.get("stream_results")),
+        max_buffer=int(options.get("max_row_buffer", 1000)),
+    )
+    install_strategy(context, strategy)
 
 
 def install_reader(engine: Engine) -> None:
