@@ -73,7 +73,7 @@ def test_attachment_reads_survive_eviction(remote: RemoteMemoryStore, tmp_path: 
         items.append(mine)
 
     def job(item: tuple[uuid.UUID, PurePosixPath, str, bytes]) -> None:
-        key, path, name, data = item
+        key, _path, name, data = item
         got = fetch_attachment(Area(remote, "main"), key, name)
         try:
             assert got.read_bytes() == data
@@ -96,7 +96,7 @@ def test_blob_reads_survive_eviction(remote: RemoteMemoryStore) -> None:
         items.append((key, path, data))
 
     def job(item: tuple[uuid.UUID, PurePosixPath, bytes]) -> None:
-        key, path, data = item
+        key, _path, data = item
         assert fetch_bytes(Area(remote, "main"), key) == data
 
     assert _hammer(job, [items[n:] + items[:n] for n in range(READERS)]) == []
