@@ -96,8 +96,17 @@ def _submit(pool: ThreadPoolExecutor, fn: Callable[..., R], *args: Any) -> Futur
     return pool.submit(contextvars.copy_context().run, fn, *args)
 
 
+def _retrieve(f: asyncio.Future[Any]) -> None:
+    # the outcome is read from the concurrent future; mark the asyncio one's as seen
+    if not f.cancelled():
+        f.exception()
+
+
 async def _wait(futures: list[Future[Any]]) -> None:
-    await asyncio.wait([asyncio.wrap_future(f) for f in futures])
+    wrapped = [asyncio.wrap_future(f) for f in futures]
+    for w in wrapped:
+        w.add_done_callback(_retrieve)
+    await asyncio.wait(wrapped)
 
 
 def _wait_in_greenlet(futures: list[Future[Any]]) -> None:
