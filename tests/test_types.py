@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sa_djblob as djb
 from sa_djblob import _attach as djattach
+from sa_djblob._layout import content_hash
 
 
 class Base(DeclarativeBase):
@@ -268,3 +270,52 @@ def test_uuid_values_are_ordinary_blobs(tables: sa.Engine) -> None:
     with Session(tables) as s:
         item = s.get(Item, 1)
         assert item is not None and item.b == u
+
+
+# -- legacy 32-bit mYm blobs -------------------------------------------------------
+
+
+def _legacy_blob() -> bytes:
+    u32 = struct.Struct("<I").pack
+    dims = u32(2) + u32(2) + u32(3)
+    return b"mYm\0A" + dims + u32(6) + u32(0) + np.arange(6.0).tobytes()
+
+
+@pytest.mark.backends("sqlite", "mysql")
+def test_legacy_u32_column_setting(engine: sa.Engine, tmp_path: Path) -> None:
+    djb.config["stores"] = {"old": {"protocol": "file", "location": str(tmp_path / "s")}}
+    md = sa.MetaData()
+    t = sa.Table(
+        "legacy",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("inrow", djb.Blob(legacy_u32=True), nullable=True),
+        sa.Column("default", djb.Blob(), nullable=True),
+        sa.Column("ext", djb.Blob(store="old", legacy_u32=True), nullable=True),
+    )
+    md.create_all(engine)
+    djb.install(engine)
+    blob = _legacy_blob()
+    ext = djb.externals(engine)["old"]
+    key = content_hash(blob)
+    djb.get_store("old").put(ext.object_path(key), blob)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(ext.table), {"hash": key, "size": len(blob)})
+        conn.execute(
+            sa.text('INSERT INTO legacy (id, inrow, "default", ext) VALUES (1, :b, :b, :h)')
+            if engine.dialect.name != "mysql"
+            else sa.text("INSERT INTO legacy (id, inrow, `default`, ext) VALUES (1, :b, :b, :h)"),
+            {"b": blob, "h": key.bytes},
+        )
+    expected = np.arange(6.0).reshape((2, 3), order="F")
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(t.c.inrow, t.c.ext)).one()
+        np.testing.assert_array_equal(row.inrow, expected)
+        np.testing.assert_array_equal(row.ext, expected)
+        with pytest.raises(djb.BlobFormatError):  # a Blob() column reads u64 by default
+            conn.execute(sa.select(t.c.default)).scalar_one()
+        with djb.config.override(legacy_u32=True):  # ... unless configured otherwise
+            np.testing.assert_array_equal(
+                conn.execute(sa.select(t.c.default)).scalar_one(), expected
+            )
+    assert eval(repr(djb.Blob(legacy_u32=True)), {"Blob": djb.Blob}).legacy_u32 is True
