@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test check bench clean
+.PHONY: demo test test-oldest check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The same suite on the oldest SQLAlchemy sa_djblob supports (CI runs both).
+OLDEST := .venv-sqlalchemy20
+$(OLDEST)/.installed-stamp: pyproject.toml
+	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install -q -U pip
+	$(OLDEST)/bin/python -m pip install -q -e ".[test]" "sqlalchemy==2.0.0"
+	touch $@
+
+test-oldest: $(OLDEST)/.installed-stamp
+	$(OLDEST)/bin/python -m pytest $(PYTEST_ARGS)
+
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -30,4 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(OLDEST) build dist *.egg-info
