@@ -94,6 +94,13 @@ class RowTransformingStrategy(CursorFetchStrategy):
         if raw:
             self._buffer.extend(self._transform(list(raw)))
 
+    def prefill(self, dbapi_cursor: Any) -> None:
+        """Read and transform every row now (before the result exists)."""
+        raw = dbapi_cursor.fetchall()
+        self._done = True
+        if raw:
+            self._buffer.extend(self._transform(list(raw)))
+
     def _next_size(self) -> int | None:
         if self._chunk:
             return self._chunk

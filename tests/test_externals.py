@@ -433,10 +433,16 @@ def test_sha256_store(engine: sa.Engine, tmp_path: Path) -> None:
         assert rec is not None and rec.b == "sha"
 
 
-def test_unconfigured_store_is_a_clear_error(engine: sa.Engine) -> None:
+def test_unconfigured_store_is_a_clear_error(engine: sa.Engine, tmp_path: Path) -> None:
     Rec, metadata = make_models()
+    # reported when the tables are created, with what to set ...
+    with pytest.raises(djb.StoreNotConfiguredError, match=r"djb.config\['stores'\]\['shared'\]"):
+        metadata.create_all(engine)
+    # ... and when a value is written, if the store is gone from the settings since
+    djb.config["stores"] = {"shared": {"protocol": "file", "location": str(tmp_path / "s")}}
     metadata.create_all(engine)
     djb.install(engine)
+    djb.config["stores"] = {}
     with Session(engine) as s:
         s.add(Rec(id=1, b="x"))
         with pytest.raises(

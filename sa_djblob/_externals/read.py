@@ -251,12 +251,15 @@ def _after_cursor_execute(
     locate = _locator(conn, context)
     if locate is None:
         return
+    stream = bool(options.get("stream_results"))
+    chunk = options.get("yield_per")
     strategy = RowTransformingStrategy(
-        locate,
-        options.get("yield_per"),
-        stream=bool(options.get("stream_results")),
-        max_buffer=int(options.get("max_row_buffer", 1000)),
+        locate, chunk, stream=stream, max_buffer=int(options.get("max_row_buffer", 1000))
     )
+    if not (stream or chunk) and in_async_greenlet():
+        # An AsyncConnection hands a plain result's rows out after leaving SQLAlchemy's
+        # greenlet: fetch the payloads now, on the pool, while the event loop runs on.
+        strategy.prefill(cursor)
     install_strategy(context, strategy)
 
 

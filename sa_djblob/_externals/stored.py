@@ -36,6 +36,8 @@ from .table import external_table
 
 __all__ = ["StoredObject", "stored"]
 
+_MAX_URL_EXPIRY = 7 * 24 * 3600  # S3's limit on a presigned URL (SigV4): seven days
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -90,6 +92,15 @@ class StoredObject:
         not verified against the hash on the way. Other stores raise
         :class:`~sa_djblob.StoreError`: serve those with :meth:`open`.
         """
+        if (
+            not isinstance(expires_in, int)
+            or isinstance(expires_in, bool)
+            or not 1 <= expires_in <= _MAX_URL_EXPIRY
+        ):
+            raise ValueError(
+                f"expires_in must be a whole number of seconds from 1 to {_MAX_URL_EXPIRY}"
+                f" (7 days, the S3 limit), got {expires_in!r}"
+            )
         store = self._store()
         return call(
             functools.partial(store.presigned_url, filename=self.name), self.path, expires_in
