@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sa_djblob as djb
-from sa_djblob.cli import cli
 from sa_djblob._layout import object_path, store_root
+from sa_djblob.cli import cli
 
 ZERO = datetime.timedelta(0)
 
@@ -142,7 +142,7 @@ def test_a_different_version_is_refused(fp: dict[str, Any]) -> None:
     local = _file(fp["stage"], "v.dat", b"version 1")
     _insert(fp, [{"id": 1, "f": local}])
     local.write_bytes(b"version 2, longer")
-    with pytest.raises(djb.StoreError, match="different version of 'v.dat'"):
+    with pytest.raises(djb.StoreError, match=r"different version of 'v\.dat'"):
         _insert(fp, [{"id": 2, "f": local}])
     (row,) = _ext_rows(fp)
     assert row.contents_hash == md5(b"version 1")
@@ -190,7 +190,7 @@ def test_a_corrupt_object_is_an_integrity_error(fp: dict[str, Any]) -> None:
     _insert(fp, [{"id": 1, "f": local}])
     djb.get_store("fp").put(_object("c.dat"), b"evil contents")
     local.unlink()
-    with pytest.raises(djb.IntegrityError, match="'c.dat'"):
+    with pytest.raises(djb.IntegrityError, match=r"'c\.dat'"):
         _read(fp)
     assert not local.exists()
     assert list(fp["stage"].iterdir()) == []  # no temporary left
