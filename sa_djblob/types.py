@@ -198,6 +198,11 @@ class Filepath(ExternalType):
     Fetching returns the ``pathlib.Path`` of the file in the stage folder, downloaded
     from the store and verified when it is missing there or its contents differ
     (``IntegrityError`` if the store's copy does not match the recorded hash).
+
+    Both hashes use the store's ``hash`` setting: DataJoint's values with the default
+    ``md5``. An unused entry's object is removed by the sweep; like DataJoint's, filepath
+    objects are not kept per schema, so two schemas that place the same relative path in
+    one store share (and a sweep of either removes) the object.
     """
 
     kind_name = "filepath"

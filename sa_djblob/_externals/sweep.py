@@ -44,9 +44,14 @@ waited on the row lock, and after the commit creates the row again and uploads a
 
 Phase 2, orphans: payloads in the listing with a name of 32 hex digits (optionally
 ``.<attachment name>``) at exactly the path the layout gives that name, with no externals
-row, older than ``grace``. Per batch, in one transaction: insert the externals rows of the
-candidates ourselves, marked with a token unique to the batch (an uncommitted writer of
-the same hash makes this wait until it commits or rolls back; a row that exists is left
+row, older than ``grace``. A filepath's object (``<root>/<relative path>``) is never one: a
+listed object counts only if the key a filepath entry of its path would have (the hash of
+its path relative to the root) has no row either, and the batch claims that key too, so a
+filepath writer of the same object waits for the batch, or the batch for the writer.
+Phase 1 removes an unused filepath entry's object at ``<root>/<relative path>``.
+Per batch, in one transaction: insert the externals rows of the candidates ourselves,
+marked with a token unique to the batch (an uncommitted writer of the same hash makes
+this wait until it commits or rolls back; a row that exists is left
 alone: ``INSERT IGNORE`` / ``ON CONFLICT DO NOTHING``); the rows that carry our token are
 the true orphans, and we now hold the lock a writer of them needs; remove their
 payloads; delete our rows; commit. Temporary files of the file store are never touched.
