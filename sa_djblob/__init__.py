@@ -30,7 +30,7 @@ from ._externals import (
 from ._externals.aio import AsyncExternalTable
 from ._externals.stored import StoredObject, stored
 from .stores import Cache, FileStore, MemoryStore, S3Store, Store, get_store
-from .types import Attach, Blob
+from .types import Attach, Blob, Filepath
 
 __version__ = "0.1.0"
 
@@ -43,6 +43,7 @@ __all__ = [
     "ConfigError",
     "ExternalTable",
     "FileStore",
+    "Filepath",
     "IntegrityError",
     "MatCell",
     "MatStruct",

@@ -1,6 +1,6 @@
 """The kinds of external values: what each stores, how it is hashed, selected and read.
 
-A kind (``blob``, ``attach``) is one object that the column types, the write path and
+A kind (``blob``, ``attach``, ``filepath``) is one object that the column types, the write path and
 the read path all ask; nothing else tests which kind a column is. Preparing a value is
 pure (pack, or hash a file); store I/O happens in :meth:`Payload.upload` (the write
 path) and :meth:`Kind.load` (the read path).
@@ -11,23 +11,50 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import tempfile
 import uuid
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 from . import _attach
 from ._codec import pack, unpack
-from ._exceptions import IntegrityError, SaDjblobError, StoreError, UnsupportedTypeError
-from ._layout import HASH_CHUNK, attachment_prefix, content_hash, hash_stream, new_hasher
+from ._exceptions import (
+    ConfigError,
+    IntegrityError,
+    SaDjblobError,
+    StoreError,
+    UnsupportedTypeError,
+)
+from ._layout import (
+    HASH_CHUNK,
+    attachment_prefix,
+    content_hash,
+    hash_stream,
+    new_hasher,
+    store_root,
+)
 
 if TYPE_CHECKING:
     from ._area import Area
     from .stores import Store
 
-__all__ = ["KINDS", "AttachKind", "BlobKind", "Kind", "Payload", "kind"]
+__all__ = [
+    "KINDS",
+    "AttachKind",
+    "BlobKind",
+    "FileRef",
+    "FilepathKind",
+    "Kind",
+    "Payload",
+    "filepath_object",
+    "kind",
+]
+
+#: the name of a hashed payload in an area: ``<32 hex>[.<attachment name>]``
+LAYOUT_NAME = re.compile(r"([0-9a-f]{32})(?:\.(.+))?", re.DOTALL)
 
 
 @dataclass
@@ -41,6 +68,10 @@ class Payload:
     file: Path | None = None
     #: *file* is a private copy of the attachment, made while hashing it
     snapshot: bool = False
+    #: filepath kind: the path relative to the stage folder (also the object path below
+    #: the store's root) and the hash of the file's bare contents
+    filepath: str | None = None
+    contents_hash: uuid.UUID | None = None
 
     def __post_init__(self) -> None:
         if self.snapshot and self.file is not None:
@@ -48,39 +79,83 @@ class Payload:
 
     def row(self) -> dict[str, Any]:
         """The externals row's columns besides ``hash``."""
-        return {"size": self.size, "attachment_name": self.attachment_name}
+        return {
+            "size": self.size,
+            "attachment_name": self.attachment_name,
+            "filepath": self.filepath,
+            "contents_hash": self.contents_hash,
+        }
+
+    def path(self, area: Area) -> PurePosixPath:
+        """Where the payload lives: its layout path in *area*, or, for a filepath,
+        ``<store root>/<relative path>`` (DataJoint's ``_make_external_filepath``)."""
+        if self.filepath is not None:
+            return filepath_object(area.store, self.filepath)
+        return area.path(self.key, self.attachment_name)
+
+    def check(self, area: Area) -> None:
+        """Refuse a filepath whose object would sit where *area* keeps a hashed payload
+        (``<schema>/ab/cd/<32 hex>``): the two would overwrite and delete each other."""
+        if self.filepath is None:
+            return
+        m = LAYOUT_NAME.fullmatch(PurePosixPath(self.filepath).name)
+        if m is not None and area.path(uuid.UUID(hex=m.group(1)), m.group(2)) == self.path(area):
+            raise UnsupportedTypeError(
+                f"filepath {self.filepath!r} is where store {area.store.name!r} keeps the"
+                f" hashed payloads of schema {area.schema!r}: move the file to another folder"
+                " of the stage"
+            )
+
+    def _expected(self) -> tuple[bytes, uuid.UUID]:
+        """What the uploaded bytes must hash to: (prefix, key)."""
+        if self.filepath is not None:
+            assert self.contents_hash is not None
+            return b"", self.contents_hash
+        assert self.attachment_name is not None
+        return attachment_prefix(self.attachment_name), self.key
 
     def upload(self, area: Area) -> None:
         """Put the payload at its path in *area*: exactly the bytes that were hashed."""
-        path = area.path(self.key, self.attachment_name)
+        path = self.path(area)
         store = area.store
         if self.data is not None:
             store.put(path, self.data)
             return
-        assert self.file is not None and self.attachment_name is not None
+        assert self.file is not None
         if self.snapshot:  # nobody else writes to it: it holds the hashed bytes
             store.upload_file(path, self.file)
             return
+        if store.protocol == "file" and _same_file(Path(path), self.file):
+            return  # a file store on the stage itself: the file is its own object
+        what = "attachment" if self.filepath is None else "file"
         try:
             f = self.file.open("rb")
         except OSError as exc:
-            raise StoreError(f"cannot read attachment {self.file}: {exc.strerror}") from None
+            raise StoreError(f"cannot read {what} {self.file}: {exc.strerror}") from None
         with f:
             reader = _VerifyingReader(f, self, store.hash)
             store.put_file(path, io.BufferedReader(reader, HASH_CHUNK))
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 class _VerifyingReader(io.RawIOBase):
-    """Reads an attachment for upload and fails, before its last byte is handed on, if
-    the bytes read do not hash to the key (the file changed after it was hashed): the
-    store then drops the write, so no payload ever differs from its key."""
+    """Reads an attachment (or a filepath's file) for upload and fails, before its last
+    byte is handed on, if the bytes read do not hash to the key (the file changed after
+    it was hashed): the store then drops the write, so no payload ever differs from its
+    key."""
 
     def __init__(self, f: io.BufferedReader, payload: Payload, algorithm: str) -> None:
         self._f = f
         self._p = payload
         self._h = new_hasher(algorithm)
-        assert payload.attachment_name is not None
-        self._h.update(attachment_prefix(payload.attachment_name))
+        prefix, self._key = payload._expected()
+        self._h.update(prefix)
         self._left = payload.size
 
     def readable(self) -> bool:
@@ -96,9 +171,10 @@ class _VerifyingReader(io.RawIOBase):
         self._left -= n
         self._h.update(view[:n])
         if self._left == 0 or n == 0:
-            if self._left or uuid.UUID(bytes=self._h.digest()[:16]) != self._p.key:
+            if self._left or uuid.UUID(bytes=self._h.digest()[:16]) != self._key:
+                what = "attachment" if self._p.filepath is None else "file"
                 raise StoreError(
-                    f"attachment {self._p.file} changed while it was being stored (its"
+                    f"{what} {self._p.file} changed while it was being stored (its"
                     " contents no longer match the hash taken when it was added): nothing"
                     " was stored; write it again once the file is complete"
                 )
@@ -128,7 +204,18 @@ class Kind:
         """Pack or hash *value* for *store* (no I/O on the store)."""
         raise NotImplementedError
 
-    def load(self, area: Area, key: uuid.UUID, name: str | None) -> Any:
+    def reference(self, raw: bytes, store: Store) -> tuple[uuid.UUID, Any]:
+        """The key and what else the reader selected (an attachment's name) of a selected
+        reference: ``hash`` or ``hash || utf8(name)``."""
+        key = uuid.UUID(bytes=raw[:16])
+        if self.name != "attach" or len(raw) == 16:
+            return key, None
+        try:
+            return key, raw[16:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise SaDjblobError(f"attachment name of {key} is not valid UTF-8") from None
+
+    def load(self, area: Area, key: uuid.UUID, name: Any) -> Any:
         """Read the payload of *key* (verified): what :meth:`finish` turns into the value."""
         raise NotImplementedError
 
@@ -222,11 +309,160 @@ class AttachKind(Kind):
         return fetch_attachment(area, key, name)
 
 
+@dataclass(frozen=True)
+class FileRef:
+    """What the reader selects for a filepath: the relative path and the contents hash
+    (None: DataJoint recorded none, its checksum size limit)."""
+
+    filepath: str
+    contents_hash: uuid.UUID | None
+
+
+def filepath_object(store: Store, relpath: str) -> PurePosixPath:
+    """The object of a filepath: ``<store root>/<relative path>`` (DataJoint's
+    ``_make_external_filepath``), refusing a path that would leave the root."""
+    rel = PurePosixPath(relpath)
+    if not relpath or rel.is_absolute() or any(p in ("..", ".") for p in relpath.split("/")):
+        raise SaDjblobError(
+            f"filepath {relpath!r} of store {store.name!r} is not a plain relative path: the"
+            " externals row was changed by hand; fix or delete it"
+        )
+    return store_root(store.location, store.protocol) / rel
+
+
+class FilepathKind(Kind):
+    """DataJoint's ``filepath@store``: a file of the store's ``stage`` folder, kept in the
+    store at the same relative path. The key is the hash of the relative path; the
+    externals row records the path and the hash of the file's contents. Reading returns
+    the file in the stage folder, downloaded (and verified) when it is missing there or
+    differs."""
+
+    name = "filepath"
+    python_type = Path
+
+    @staticmethod
+    def stage(store: Store) -> Path:
+        if not store.stage:
+            raise ConfigError(
+                f"store {store.name!r} has no 'stage' setting: Filepath columns need the"
+                f" local stage folder, set djb.config['stores'][{store.name!r}]['stage']"
+            )
+        return Path(os.path.abspath(store.stage))
+
+    def relative(self, value: Any, store: Store) -> tuple[Path, str]:
+        """The absolute local path of *value* and its path relative to the stage."""
+        if not isinstance(value, str | os.PathLike):
+            raise UnsupportedTypeError(
+                f"Filepath values are file paths (str or PathLike), got {type(value).__name__}"
+            )
+        stage = self.stage(store)
+        file = Path(os.path.abspath(os.fspath(value)))
+        try:
+            rel = file.relative_to(stage).as_posix()
+        except ValueError:
+            rel = ""
+        if not rel or rel == ".":
+            raise UnsupportedTypeError(
+                f"Filepath values must be files inside the stage folder of store"
+                f" {store.name!r} ({stage}), got {file}: put the file into the stage first"
+            )
+        return file, rel
+
+    def encode_inrow(self, value: Any) -> bytes:
+        raise UnsupportedTypeError("Filepath columns need a store: Filepath(store='name')")
+
+    decode_inrow = encode_inrow  # type: ignore[assignment]
+
+    def prepare(self, value: Any, store: Store) -> Payload:
+        """Hash the relative path (the key) and the file's contents; for a remote store,
+        keep exactly the hashed bytes to upload (in memory, or a private snapshot)."""
+        file, rel = self.relative(value, store)
+        key = content_hash(rel.encode("utf-8"), algorithm=store.hash)
+        extra: dict[str, Any] = {"filepath": rel}
+        try:
+            with file.open("rb") as f:
+                if not store.is_remote:
+                    contents, size = hash_stream(f, algorithm=store.hash)
+                    return Payload(key, size, file=file, contents_hash=contents, **extra)
+                head = f.read(_IN_MEMORY + 1)
+                if len(head) <= _IN_MEMORY:
+                    contents = content_hash(head, algorithm=store.hash)
+                    return Payload(key, len(head), data=head, contents_hash=contents, **extra)
+                contents, size, tmp = _copy_hashing(f, head, b"", store.hash)
+                return Payload(key, size, file=tmp, snapshot=True, contents_hash=contents, **extra)
+        except OSError as exc:
+            raise FileNotFoundError(
+                exc.errno, f"cannot read the file: {exc.strerror}", str(file)
+            ) from None
+
+    def reference(self, raw: bytes, store: Store) -> tuple[uuid.UUID, Any]:
+        """``coalesce(contents_hash, hash) || utf8(filepath)``; the key is the hash of the
+        path (a bare 16-byte hash: selected without its externals row)."""
+        if len(raw) == 16:
+            return uuid.UUID(bytes=raw), None
+        try:
+            rel = raw[16:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise SaDjblobError("a filepath in the externals table is not valid UTF-8") from None
+        key = content_hash(raw[16:], algorithm=store.hash)
+        contents = uuid.UUID(bytes=raw[:16])
+        return key, FileRef(rel, None if contents == key else contents)
+
+    def load(self, area: Area, key: uuid.UUID, name: Any) -> Path:
+        if not isinstance(name, FileRef):
+            raise SaDjblobError(
+                f"external filepath {key} was selected without its path: select the column"
+                " through its table (the path comes from the externals table)"
+            )
+        return fetch_filepath(area.store, name)
+
+
+def fetch_filepath(store: Store, ref: FileRef) -> Path:
+    """The file of *ref* in the stage folder: kept if it matches the contents hash,
+    otherwise downloaded from the store (to a temporary file, verified, renamed)."""
+    source = filepath_object(store, ref.filepath)
+    local = FilepathKind.stage(store) / ref.filepath
+    if local.is_file() and (ref.contents_hash is None or _matches(local, ref, store.hash)):
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{local.name[:40]}.", suffix=".djb-part", dir=local.parent)
+    try:
+        h = new_hasher(store.hash)
+        with os.fdopen(fd, "wb") as out, store.open(source) as src:
+            while chunk := src.read(HASH_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        got = uuid.UUID(bytes=h.digest()[:16])
+        if ref.contents_hash is not None and got != ref.contents_hash:
+            raise IntegrityError(
+                f"file {ref.filepath!r} in store {store.name!r} at {source} does not match"
+                f" its contents hash ({store.hash}): it was changed or corrupted"
+            )
+        os.replace(tmp, local)
+    except BaseException:
+        _unlink(Path(tmp))
+        raise
+    return local
+
+
+def _matches(path: Path, ref: FileRef, algorithm: str) -> bool:
+    try:
+        with path.open("rb") as f:
+            return hash_stream(f, algorithm=algorithm)[0] == ref.contents_hash
+    except OSError:
+        return False
+
+
 _IN_MEMORY = 1 << 20  # attachments for remote stores up to this size are read into memory
 
 
-def _snapshot(f: BinaryIO, head: bytes, prefix: bytes, name: str, algorithm: str) -> Payload:
-    """Copy the rest of *f* (after *head*) to a private temporary file while hashing."""
+def _copy_hashing(
+    f: BinaryIO, head: bytes, prefix: bytes, algorithm: str
+) -> tuple[uuid.UUID, int, Path]:
+    """Copy *head* and the rest of *f* to a private temporary file while hashing
+    ``prefix + contents``: (hash, size of the contents, the copy)."""
     h = new_hasher(algorithm)
     h.update(prefix)
     fd, tmp = tempfile.mkstemp(prefix=".djb-snapshot-")
@@ -242,8 +478,13 @@ def _snapshot(f: BinaryIO, head: bytes, prefix: bytes, name: str, algorithm: str
     except BaseException:
         _unlink(Path(tmp))
         raise
-    key = uuid.UUID(bytes=h.digest()[:16])
-    return Payload(key, size, attachment_name=name, file=Path(tmp), snapshot=True)
+    return uuid.UUID(bytes=h.digest()[:16]), size, Path(tmp)
+
+
+def _snapshot(f: BinaryIO, head: bytes, prefix: bytes, name: str, algorithm: str) -> Payload:
+    """Copy the rest of *f* (after *head*) to a private temporary file while hashing."""
+    key, size, tmp = _copy_hashing(f, head, prefix, algorithm)
+    return Payload(key, size, attachment_name=name, file=tmp, snapshot=True)
 
 
 def _unlink(path: Path) -> None:
@@ -251,7 +492,7 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (BlobKind(), AttachKind())}
+KINDS: dict[str, Kind] = {k.name: k for k in (BlobKind(), AttachKind(), FilepathKind())}
 
 
 def kind(name: str) -> Kind:

@@ -16,7 +16,8 @@ Wire it into ``env.py``::
 
 ``render_item`` writes ``sa_djblob.Blob()`` / ``sa_djblob.Attach()`` for in-row columns,
 ``sa_djblob.Blob(store='shared', foreign_key=False)`` / ``sa_djblob.Attach(store='local',
-foreign_key=False)`` for external ones and ``sa_djblob.types.HashType()`` for the externals
+foreign_key=False)`` / ``sa_djblob.Filepath(store='raw', foreign_key=False)`` for external
+ones and ``sa_djblob.types.HashType()`` for the externals
 tables' own hash columns, and adds ``import sa_djblob`` to the migration. A migration is
 frozen DDL: Alembic renders the foreign key of an external column to ``~external_<store>``
 and its index as ordinary operations next to it (and the ``:blob@shared:`` comment on the

@@ -293,7 +293,7 @@ def stores(ctx: click.Context, stores: tuple[str, ...], as_json: bool) -> None:
 @_common
 @click.pass_context
 def paths(ctx: click.Context, stores: tuple[str, ...], as_json: bool) -> None:
-    """Every externals entry and its object path."""
+    """Every externals entry and its object path (a filepath's: <root>/<relative path>)."""
     state = _state(ctx, as_json)
     with _errors(state):
         found = {t.store_name: t.paths() for t in state.tables(stores)}

@@ -1,4 +1,5 @@
-"""Column types: ``Blob`` and ``Attach``, kept in the row or in an external store.
+"""Column types: ``Blob`` and ``Attach``, kept in the row or in an external store, and
+``Filepath``, a file of a store's stage folder kept in the store.
 
 The types are thin: what a kind of value is (packed blob, named file) lives in
 :mod:`sa_djblob._kinds`, every database difference in :mod:`sa_djblob._dialects`.
@@ -26,7 +27,7 @@ from ._externals.write import bind_external
 from ._kinds import Kind, kind
 from ._sa_internals import SchemaEventType
 
-__all__ = ["Attach", "Blob", "ExternalType", "HashType"]
+__all__ = ["Attach", "Blob", "ExternalType", "Filepath", "HashType"]
 
 
 class ExternalType(SchemaEventType, TypeDecorator[Any]):
@@ -181,3 +182,33 @@ class Attach(ExternalType):
 
     kind_name = "attach"
     cache_ok = True
+
+
+class Filepath(ExternalType):
+    """DataJoint's ``filepath@store``: a file inside the store's ``stage`` folder.
+
+    Bind the local path of a file inside ``djb.get_store(store).stage`` (str or
+    PathLike); a path outside the stage raises ``UnsupportedTypeError``, a store without
+    a ``stage`` setting ``ConfigError``. The file is uploaded to ``<store
+    root>/<relative path>`` (not content-addressed, not below the schema: DataJoint's
+    layout); the column holds the hash of the relative path, and the externals row the
+    path and the hash of the contents. Placing a different version of a path that is
+    already placed raises ``StoreError``.
+
+    Fetching returns the ``pathlib.Path`` of the file in the stage folder, downloaded
+    from the store and verified when it is missing there or its contents differ
+    (``IntegrityError`` if the store's copy does not match the recorded hash).
+
+    Both hashes use the store's ``hash`` setting: DataJoint's values with the default
+    ``md5``. An unused entry's object is removed by the sweep; like DataJoint's, filepath
+    objects are not kept per schema, so two schemas that place the same relative path in
+    one store share (and a sweep of either removes) the object.
+    """
+
+    kind_name = "filepath"
+    cache_ok = True
+
+    def __init__(self, store: str, *, foreign_key: bool = True) -> None:
+        if store is None:
+            raise ValueError("Filepath needs a store: Filepath(store='name')")
+        super().__init__(store, foreign_key=foreign_key)

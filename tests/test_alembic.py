@@ -98,6 +98,11 @@ class _Ctx:
         (djb.Attach(), "sa_djblob.Attach()"),
         (djb.Blob(store="shared"), "sa_djblob.Blob(store='shared', foreign_key=False)"),
         (djb.Attach(store="local"), "sa_djblob.Attach(store='local', foreign_key=False)"),
+        (djb.Filepath(store="x"), "sa_djblob.Filepath(store='x', foreign_key=False)"),
+        (
+            djb.Filepath(store="x", foreign_key=False),
+            "sa_djblob.Filepath(store='x', foreign_key=False)",
+        ),
         (
             djb.Blob(store="shared", foreign_key=False),
             "sa_djblob.Blob(store='shared', foreign_key=False)",
@@ -127,11 +132,13 @@ def test_render_item_types(typ: Any, source: str) -> None:
         (djb.Blob(store="shared", foreign_key=False), "Blob(store='shared', foreign_key=False)"),
         (djb.Attach(store="local", foreign_key=True), "Attach(store='local')"),
         (djb.Attach(store="local", foreign_key=False), "Attach(store='local', foreign_key=False)"),
+        (djb.Filepath(store="x"), "Filepath(store='x')"),
+        (djb.Filepath(store="x", foreign_key=False), "Filepath(store='x', foreign_key=False)"),
     ],
 )
 def test_foreign_key_keyword_repr_rebuilds(typ: Any, text: str) -> None:
     assert repr(typ) == text
-    rebuilt = eval(repr(typ), {"Blob": djb.Blob, "Attach": djb.Attach})
+    rebuilt = eval(repr(typ), {"Blob": djb.Blob, "Attach": djb.Attach, "Filepath": djb.Filepath})
     assert (type(rebuilt), rebuilt.store, rebuilt.foreign_key) == (
         type(typ),
         typ.store,
@@ -150,7 +157,7 @@ def _table(md: sa.MetaData, typ: Any) -> sa.Table:
     return sa.Table("t", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("x", typ))
 
 
-@pytest.mark.parametrize("kind", [djb.Blob, djb.Attach])
+@pytest.mark.parametrize("kind", [djb.Blob, djb.Attach, djb.Filepath])
 def test_foreign_key_false_adds_no_foreign_key_index_or_externals_table(kind: Any) -> None:
     md = sa.MetaData()
     table = _table(md, kind(store="shared", foreign_key=False))
@@ -173,7 +180,7 @@ def test_foreign_key_false_adds_no_foreign_key_index_or_externals_table(kind: An
 def test_rendered_external_type_compares_equal_to_the_model_type(dialect_name: str) -> None:
     """No phantom diff between ``Blob(store='x')`` of the models and the rendered type."""
     ctx = MigrationContext.configure(dialect_name=dialect_name)
-    for model in (djb.Blob(store="shared"), djb.Attach(store="local")):
+    for model in (djb.Blob(store="shared"), djb.Attach(store="local"), djb.Filepath(store="x")):
         source = alembic_helpers.render_item("type", model, _Ctx())  # type: ignore[arg-type]
         assert isinstance(source, str)
         rendered = eval(source, {"sa_djblob": djb})

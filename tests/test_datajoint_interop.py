@@ -12,6 +12,7 @@ which both sides import; results travel as JSON files.
 2. sa_djblob creates a table (with DataJoint's column comments) and writes values:
    DataJoint's ``VirtualModule`` reads the table's heading as blob@local / attach@local /
    attach, fetches the values identically, and inserts a row that sa_djblob then reads.
+3. filepath@fp (file and S3 stores), both ways, each side with its own stage folder.
 """
 
 from __future__ import annotations
@@ -507,3 +508,80 @@ def test_datajoint_deletes_in_a_schema_sa_djblob_made(
     assert all(not Path(p).exists() for p in gone)
     assert all(Path(p).is_file() for p in kept)
     assert djb.externals(engine)["local"].unused() == []
+
+
+# -- filepath@store -----------------------------------------------------------------
+
+
+@pytest.mark.backends("mysql")
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_filepath_both_directions(
+    setup: dict[str, Any],
+    engine: sa.Engine,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    """filepath@fp with a file store and an S3 store: each side has its own stage (the
+    store is shared), reads download into it; ``paths()`` == ``fetch_external_paths()``."""
+    sa_stage, dj_stage = tmp_path / "sa-stage", tmp_path / "dj-stage"
+    sa_stage.mkdir()
+    dj_stage.mkdir()
+    if kind == "file":
+        (tmp_path / "fp-store").mkdir()  # DataJoint wants the folder to exist
+        base: dict[str, Any] = {"protocol": "file", "location": str(tmp_path / "fp-store")}
+    else:
+        server = request.getfixturevalue("s3_server")
+        base = server.store_spec(request.getfixturevalue("s3_bucket"), location="fp/store")
+    djb.config["stores"] = {"fp": {**base, "stage": str(sa_stage)}}
+    cfg = {**setup["cfg"], "stores": {"fp": {**base, "stage": str(dj_stage)}}}
+
+    def sa_paths() -> list[list[str]]:
+        return sorted([str(h), str(p)] for h, p in djb.externals(engine)["fp"].paths())
+
+    def fp_table(md: sa.MetaData, name: str) -> sa.Table:
+        return sa.Table(
+            name,
+            md,
+            sa.Column("item_id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("f", djb.Filepath(store="fp"), nullable=False),
+        )
+
+    # DataJoint places files, sa_djblob reads them (downloaded into its own stage).
+    out = run_dj(setup["python"], "fp-write", cfg, setup["io"])
+    djb.install(engine)
+    md = sa.MetaData()
+    dj_fp = fp_table(md, "dj_fp")
+    with engine.connect() as conn:
+        rows = {r.item_id: r.f for r in conn.execute(sa.select(dj_fp))}
+    assert sorted(rows) == [r["item_id"] for r in out["rows"]]
+    for want in out["rows"]:
+        got = rows[want["item_id"]]
+        assert got == sa_stage / want["f"]
+        assert got.read_bytes() == bytes.fromhex(out["files"][want["f"]])
+    assert sa_paths() == out["paths"]
+    # the same files placed through sa_djblob: the same entries, no new ones
+    with engine.begin() as conn:
+        conn.execute(sa.insert(dj_fp), [{"item_id": 100, "f": sa_stage / "raw/a.dat"}])
+    assert sa_paths() == out["paths"]
+
+    # sa_djblob places files, DataJoint reads them (downloaded into its stage).
+    sa_fp = fp_table(md, "sa_fp")
+    md.create_all(engine, tables=[sa_fp])
+    files = {"sa/x.dat": b"from sa_djblob" * 50, "sa/deep/er/y.bin": bytes(range(200))}
+    for rel, data in files.items():
+        (sa_stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        (sa_stage / rel).write_bytes(data)
+    written = {1: "sa/x.dat", 2: "sa/deep/er/y.bin", 3: "sa/x.dat"}
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(sa_fp), [{"item_id": i, "f": sa_stage / rel} for i, rel in written.items()]
+        )
+    got_dj = run_dj(setup["python"], "fp-read", cfg, setup["io"])
+    assert [r["item_id"] for r in got_dj["rows"]] == sorted(written)
+    for r in got_dj["rows"]:
+        assert r["f"] == written[r["item_id"]]
+        assert bytes.fromhex(r["contents"]) == files[r["f"]]
+    assert all((dj_stage / rel).read_bytes() == data for rel, data in files.items())
+    assert sa_paths() == got_dj["paths"]
+    assert len(got_dj["paths"]) == len(out["files"]) + len(files)

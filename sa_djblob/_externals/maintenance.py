@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 from .._area import Area, resolve_schema
 from .._config import config
 from .._exceptions import StoreNotConfiguredError
-from .._kinds import KINDS
+from .._kinds import KINDS, filepath_object
 from ..stores import Store, get_store
 from .table import external_store, external_table, external_table_name
 from .write import sync_engine
@@ -187,14 +187,19 @@ class ExternalTable:
 
     # -- DataJoint's queries ----------------------------------------------------
     def paths(self) -> list[tuple[uuid.UUID, PurePosixPath]]:
-        """``(hash, object path)`` of every entry (DataJoint's ``fetch_external_paths``)."""
+        """``(hash, object path)`` of every entry (DataJoint's ``fetch_external_paths``:
+        a filepath entry's object is ``<store root>/<relative path>``)."""
         with self.engine.connect() as conn:
             if not self.exists(conn):
                 return []
             area = self.area(conn)
-            q = sa.select(self.table.c.hash, self.table.c.attachment_name)
-            rows = conn.execute(q.order_by(self.table.c.hash)).all()
-        return [(h, area.path(h, name)) for h, name in rows]
+            t = self.table
+            q = sa.select(t.c.hash, t.c.attachment_name, t.c.filepath)
+            rows = conn.execute(q.order_by(t.c.hash)).all()
+        return [
+            (h, filepath_object(area.store, fp) if fp and not name else area.path(h, name))
+            for h, name, fp in rows
+        ]
 
     def _hashes(self, used: bool) -> list[uuid.UUID]:
         with self.engine.connect() as conn:

@@ -2,7 +2,8 @@
 
 A column with an external type selects, through its ``column_expression``, the
 16-byte hash and (for attachments) the stored file name from a correlated scalar
-subquery on the externals table: one SELECT, no query per row. The result type
+subquery on the externals table, or (for filepaths) the contents hash and the relative
+path (the key is the hash of that path): one SELECT, no query per row. The result type
 carries the kind, the store and the table's declared schema.
 
 On installed engines, ``after_cursor_execute`` resolves each external column's area
@@ -37,7 +38,7 @@ from .._exceptions import IntegrityError, MissingPayloadError, SaDjblobError
 from .._kinds import Kind, kind
 from .._pool import in_async_greenlet, run_all
 from .._sa_internals import RowTransformingStrategy, install_strategy, result_columns
-from ..stores import get_store
+from ..stores import Store, get_store
 from .table import external_table, external_table_name
 
 __all__ = [
@@ -112,31 +113,31 @@ def external_column_expression(colexpr: Any, typ: Any) -> Any:
     schema = table.schema if table is not None else None
     options = tuple(sorted(typ.read_options().items()))
     result = ExternalResult(typ.kind.name, typ.store, schema, options)
-    if typ.kind.name != "attach":
+    if typ.kind.name not in ("attach", "filepath"):
         return sa.type_coerce(colexpr, result)
     if table is None:
         raise SaDjblobError(
-            f"cannot select external attachment column {colexpr!r} outside its table"
+            f"cannot select external {typ.kind.name} column {colexpr!r} outside its table"
         )
     ext = external_table(table.metadata, typ.store, schema)
+    if typ.kind.name == "filepath":
+        # the key is the hash of the path: select what the file needs in its place
+        # (a missing contents hash, DataJoint's checksum limit, reads as the key)
+        ref = _attach_ref(sa.func.coalesce(ext.c.contents_hash, ext.c.hash), ext.c.filepath)
+        sub = sa.select(ref).where(ext.c.hash == colexpr).scalar_subquery()
+        return sa.type_coerce(sub, result)
     name = sa.select(ext.c.attachment_name).where(ext.c.hash == colexpr).scalar_subquery()
     expr = _attach_ref(colexpr, name)
     expr.type = result
     return expr
 
 
-def _split(k: Kind, raw: Any) -> tuple[uuid.UUID, str | None]:
-    """The key and attachment name of a selected reference."""
+def _split(k: Kind, raw: Any, store: Store) -> tuple[uuid.UUID, Any]:
+    """The key and what else was selected (an attachment's name ...) of a reference."""
     raw = bytes(raw)
     if len(raw) < 16:
         raise SaDjblobError(f"external {k.name} reference of {len(raw)} bytes: expected 16")
-    key = uuid.UUID(bytes=raw[:16])
-    if k.name != "attach" or len(raw) == 16:
-        return key, None
-    try:
-        return key, raw[16:].decode("utf-8")
-    except UnicodeDecodeError:
-        raise SaDjblobError(f"attachment name of {key} is not valid UTF-8") from None
+    return k.reference(raw, store)
 
 
 _NOTHING: Any = object()
@@ -157,7 +158,7 @@ class Located:
     kind: Kind
     area: Area
     key: uuid.UUID
-    name: str | None
+    name: Any
     loaded: Any = _NOTHING
 
     def load(self) -> None:
@@ -183,11 +184,12 @@ def read_external(
     options: dict[str, Any],
 ) -> Any:
     """A selected reference read without the reader (an engine without ``install``)."""
-    key, name = _split(k, raw)
+    store = get_store(store_name)
+    key, name = _split(k, raw, store)
     schema = schema or dialect.default_schema_name
     if not schema:
         raise SaDjblobError("cannot tell the schema of an external value's object path")
-    return k.finish(k.load(Area(get_store(store_name), str(schema)), key, name), options)
+    return k.finish(k.load(Area(store, str(schema)), key, name), options)
 
 
 # -- the reader ------------------------------------------------------------------
@@ -215,7 +217,7 @@ def _locator(conn: Connection, context: Any) -> Any:
 
     def locate(rows: list[Any]) -> list[Any]:
         out: list[Any] = []
-        remote: dict[tuple[str, str, uuid.UUID, str | None], Located] = {}
+        remote: dict[tuple[str, str, uuid.UUID, Any], Located] = {}
         for row in rows:
             cells = list(row)
             for i, k, area in plan:
@@ -225,7 +227,7 @@ def _locator(conn: Connection, context: Any) -> Any:
                 if k is None:
                     cells[i] = Resolved(raw, area)
                     continue
-                key, name = _split(k, raw)
+                key, name = _split(k, raw, area.store)
                 located = Located(k, area, key, name)
                 if area.store.is_remote:
                     # one fetch for each payload, however many rows use it

@@ -44,9 +44,14 @@ waited on the row lock, and after the commit creates the row again and uploads a
 
 Phase 2, orphans: payloads in the listing with a name of 32 hex digits (optionally
 ``.<attachment name>``) at exactly the path the layout gives that name, with no externals
-row, older than ``grace``. Per batch, in one transaction: insert the externals rows of the
-candidates ourselves, marked with a token unique to the batch (an uncommitted writer of
-the same hash makes this wait until it commits or rolls back; a row that exists is left
+row, older than ``grace``. A filepath's object (``<root>/<relative path>``) is never one: a
+listed object counts only if the key a filepath entry of its path would have (the hash of
+its path relative to the root) has no row either, and the batch claims that key too, so a
+filepath writer of the same object waits for the batch, or the batch for the writer.
+Phase 1 removes an unused filepath entry's object at ``<root>/<relative path>``.
+Per batch, in one transaction: insert the externals rows of the candidates ourselves,
+marked with a token unique to the batch (an uncommitted writer of the same hash makes
+this wait until it commits or rolls back; a row that exists is left
 alone: ``INSERT IGNORE`` / ``ON CONFLICT DO NOTHING``); the rows that carry our token are
 the true orphans, and we now hold the lock a writer of them needs; remove their
 payloads; delete our rows; commit. Temporary files of the file store are never touched.
@@ -73,7 +78,8 @@ from .._area import Area, check_owner
 from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
-from .._layout import attachment_prefix, hash_stream
+from .._kinds import filepath_object
+from .._layout import attachment_prefix, content_hash, hash_stream, store_root
 from .._pool import call, run_all
 from ..stores import Store
 from ..stores.base import ObjectInfo, is_temp_name
@@ -175,6 +181,19 @@ class _Sweeper:
 
     def path(self, key: uuid.UUID, name: str | None) -> PurePosixPath:
         return self.area.path(key, name)
+
+    def row_path(self, row: dict[str, Any]) -> PurePosixPath:
+        """The object of an externals row: a filepath's, or the layout path."""
+        if row.get("filepath") and not row["attachment_name"]:
+            return filepath_object(self.store, row["filepath"])
+        return self.path(row["hash"], row["attachment_name"])
+
+    def filepath_key(self, path: PurePosixPath) -> uuid.UUID:
+        """The key a filepath entry whose object is *path* has (the hash of the path
+        relative to the store's root)."""
+        root = store_root(self.store.location, self.store.protocol)
+        rel = path.relative_to(root).as_posix()
+        return content_hash(rel.encode("utf-8"), algorithm=self.store.hash)
 
     # -- phase 0 ---------------------------------------------------------------
     def check_references(self, conn: Connection) -> list[Reference] | None:
@@ -279,7 +298,15 @@ class _Sweeper:
             if not rows:
                 return True, after, set()
             last = max(rows)
-            keys = sorted(rows)
+            where: dict[uuid.UUID, PurePosixPath] = {}
+            for k, row in rows.items():
+                try:
+                    where[k] = self.row_path(row)
+                except SaDjblobError as exc:  # a filepath row edited by hand: kept
+                    rep.errors.append(f"{exc}; kept")
+            keys = sorted(where)
+            if not keys:
+                return len(rows) < self.batch, last, set()
             # delete, re-checking that nothing references them
             delete = sa.delete(t).where(t.c.hash.in_(keys), self.ext.unused_clause(refs))
             try:
@@ -297,7 +324,7 @@ class _Sweeper:
             still = set(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(keys))))
             gone = [k for k in keys if k not in still]
             rep.skipped_referenced += len(still)
-            paths = {self.path(k, rows[k]["attachment_name"]): k for k in gone}
+            paths = {where[k]: k for k in gone}
             failed = call(self.store.remove_many, list(paths)) if paths else {}
             if failed:
                 # keep the rows of payloads that could not be removed, as they were
@@ -329,14 +356,17 @@ class _Sweeper:
             if self.path(key, name) != info.path:
                 continue  # not where we would have put it: not ours
             parsed.append((key, name, info))
+        # A filepath's object may sit at such a path too (its relative path starting with
+        # the schema's name): it is known by the key of its path, not of its name.
         known: set[uuid.UUID] = set()
         t = self.table
-        for chunk in _chunks(sorted({k for k, _, _ in parsed}), self.batch):
+        wanted = {k for k, _, _ in parsed} | {self.filepath_key(i.path) for _, _, i in parsed}
+        for chunk in _chunks(sorted(wanted), self.batch):
             known.update(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(chunk))))
         conn.rollback()
         found = []
         for key, name, info in parsed:
-            if key in known:
+            if key in known or self.filepath_key(info.path) in known:
                 continue
             if info.modified > cutoff:
                 self.report.orphans_kept += 1
@@ -376,31 +406,44 @@ class _Sweeper:
         for key, name, info in chunk:
             by_key.setdefault(key, []).append(info)
             names.setdefault(key, name)
+        # the key of the filepath entry each object would have: claimed too, so that a
+        # filepath writer of the same object waits for this batch (or it for the writer)
+        path_keys = {info.path: self.filepath_key(info.path) for _, _, info in chunk}
         with conn.begin():
             self._write_lock(conn)
-            keys = sorted(by_key)
-            values = [
-                {
+            rows = {
+                k: {
                     "hash": k,
                     "size": by_key[k][0].size,
                     "attachment_name": names[k],
                     "contents_hash": token,
                 }
-                for k in keys
-            ]
-            self._insert_ignore(conn, values)
-            ours = set(
-                conn.scalars(
-                    sa.select(t.c.hash).where(t.c.hash.in_(keys), t.c.contents_hash == token)
+                for k in by_key
+            }
+            for fk in path_keys.values():
+                rows.setdefault(
+                    fk, {"hash": fk, "size": 0, "attachment_name": None, "contents_hash": token}
                 )
-            )
-            paths = {info.path: info for k in keys if k in ours for info in by_key[k]}
+            keys = sorted(rows)
+            self._insert_ignore(conn, [rows[k] for k in keys])
+            ours: set[uuid.UUID] = set()
+            for part in _chunks(keys, self.batch):
+                ours.update(
+                    conn.scalars(
+                        sa.select(t.c.hash).where(t.c.hash.in_(part), t.c.contents_hash == token)
+                    )
+                )
+            paths = {
+                info.path: info
+                for k in by_key
+                if k in ours
+                for info in by_key[k]
+                if path_keys[info.path] in ours
+            }
             failed = call(self.store.remove_many, list(paths)) if paths else {}
             rep.errors.extend(f"cannot delete orphan {p}: {why}" for p, why in failed.items())
-            if ours:
-                conn.execute(
-                    sa.delete(t).where(t.c.hash.in_(sorted(ours)), t.c.contents_hash == token)
-                )
+            for part in _chunks(sorted(ours), self.batch):
+                conn.execute(sa.delete(t).where(t.c.hash.in_(part), t.c.contents_hash == token))
             went = [p for p in paths if p not in failed]
             if _after_remove is not None:
                 _after_remove("orphans", went)
@@ -467,17 +510,30 @@ def sweep(
 # -- verify ------------------------------------------------------------------
 
 
-def _check(store: Store, key: uuid.UUID, name: str | None, path: PurePosixPath) -> str:
-    """``"ok"``, ``"missing"``, ``"corrupt"`` or an error message."""
-    prefix = b"" if name is None else attachment_prefix(name)
+def _check(
+    store: Store, key: uuid.UUID | None, prefix: bytes, path: PurePosixPath, size: int
+) -> str:
+    """``"ok"``, ``"missing"``, ``"corrupt"`` or an error message. *key* None: no hash was
+    recorded (a filepath past DataJoint's checksum limit), the size is checked."""
     try:
         with store.open(path) as f:
-            got, _ = hash_stream(f, prefix=prefix, algorithm=store.hash)
+            got, n = hash_stream(f, prefix=prefix, algorithm=store.hash)
     except MissingPayloadError:
         return "missing"
     except Exception as exc:  # reported per payload
         return f"cannot read {path}: {exc}"
+    if key is None:
+        return "ok" if n == size else "corrupt"
     return "ok" if got == key else "corrupt"
+
+
+def _verify_item(store: Store, area: Area, row: Any) -> tuple[PurePosixPath, Any]:
+    """(object path, arguments of :func:`_check` after it) of an externals row."""
+    h, name, fp, contents, size = row
+    if fp and not name:
+        return filepath_object(store, fp), (contents, b"", size)
+    prefix = b"" if name is None else attachment_prefix(name)
+    return area.path(h, name), (h, prefix, size)
 
 
 def verify(
@@ -490,7 +546,7 @@ def verify(
         if not ext.exists(conn):
             return report
         t = ext.table
-        q = sa.select(t.c.hash, t.c.attachment_name)
+        q = sa.select(t.c.hash, t.c.attachment_name, t.c.filepath, t.c.contents_hash, t.c.size)
         if not include_unused:
             q = q.where(ext.used_clause(ext.references(conn)))
         rows = conn.execute(q.order_by(t.c.hash)).all()
@@ -500,12 +556,21 @@ def verify(
             report.errors.append(str(exc))
             return report
     store = area.store
-    items = [(h, name, area.path(h, name)) for h, name in rows]
+    items: list[tuple[uuid.UUID, PurePosixPath, Any]] = []
+    for row in rows:
+        try:
+            path, args = _verify_item(store, area, row)
+        except SaDjblobError as exc:  # a filepath row edited by hand
+            report.errors.append(str(exc))
+            continue
+        items.append((row[0], path, args))
     bar = _bar(progress, len(items), f"verify {ext.name}")
     try:
         for part in _chunks(items, chunk):
-            results = run_all(lambda it: _check(store, it[0], it[1], it[2]), part)
-            for (h, _, path), result in zip(part, results, strict=True):
+            results = run_all(
+                lambda it: _check(store, it[2][0], it[2][1], it[1], int(it[2][2])), part
+            )
+            for (h, path, _), result in zip(part, results, strict=True):
                 report.checked += 1
                 if result == "missing":
                     report.missing.append((h, path))

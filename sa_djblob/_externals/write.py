@@ -105,6 +105,18 @@ def _check_stored_name(ext: sa.Table, key: uuid.UUID, wanted: Any, stored: Any) 
         )
 
 
+def _check_stored_contents(ext: sa.Table, wanted: Mapping[str, Any], stored: Any) -> None:
+    """A filepath's row must record the contents being written (DataJoint refuses a
+    different version of a file that is already placed)."""
+    if wanted.get("filepath") is not None and stored != wanted["contents_hash"]:
+        raise StoreError(
+            f"a different version of {wanted.get('filepath')!r} has already been placed in"
+            f" {ext.name} (contents hash {stored}, this file's {wanted['contents_hash']}):"
+            " give the new version a new file name, or delete the rows that reference the"
+            " old one and sweep the store first"
+        )
+
+
 def claim_rows(
     conn: Connection,
     ext: sa.Table,
@@ -120,19 +132,26 @@ def claim_rows(
     opts = {**(options or {}), INTERNAL: True}
     created: set[uuid.UUID] = set()
     pending = sorted(rows)  # one order for every writer: fewer deadlocks
+    select = sa.select(ext.c.hash, ext.c.attachment_name, ext.c.contents_hash)
     for _ in range(_CLAIM_ATTEMPTS):
         for chunk in _chunks(pending, _BATCH):
             values = [{"hash": k, **rows[k]} for k in chunk]
             created.update(dialect.insert_missing(conn, ext, values, **opts) or ())
         if not dialect.row_locks:
-            return created  # the write transaction already excludes sweepers
+            # the write transaction already excludes sweepers; existing filepath rows
+            # must still record the same contents
+            known = [k for k in pending if rows[k].get("filepath") and k not in created]
+            for chunk in _chunks(known, _BATCH):
+                plain = select.where(ext.c.hash.in_(chunk))
+                for key, _, stored in conn.execute(plain, execution_options=opts):
+                    _check_stored_contents(ext, rows[key], stored)
+            return created
         locked: set[uuid.UUID] = set()
         for chunk in _chunks(pending, _BATCH):
-            q = dialect.lock_shared(
-                sa.select(ext.c.hash, ext.c.attachment_name).where(ext.c.hash.in_(chunk))
-            )
-            for key, stored_name in conn.execute(q, execution_options=opts):
+            q = dialect.lock_shared(select.where(ext.c.hash.in_(chunk)))
+            for key, stored_name, stored_contents in conn.execute(q, execution_options=opts):
                 _check_stored_name(ext, key, rows[key].get("attachment_name"), stored_name)
+                _check_stored_contents(ext, rows[key], stored_contents)
                 locked.add(key)
         # A row that a sweeper deleted between our insert and our lock: insert it again.
         pending = [k for k in pending if k not in locked]
@@ -157,7 +176,7 @@ def _serial(items: list[tuple[Area, Payload]]) -> bool:
 
 def _present(item: tuple[Area, Payload]) -> bool:
     area, p = item
-    size = area.store.size(area.path(p.key, p.attachment_name))
+    size = area.store.size(p.path(area))
     # a payload of the wrong size (a torn or tampered file) is written again
     return size is not None and (size < 0 or size == p.size)
 
@@ -178,6 +197,8 @@ def _flush(st: _Statement, payloads: dict[str, dict[uuid.UUID, Payload]]) -> Non
         ext = external_table(metadata, store_name, table_schema)
         area = Area(store, resolve_schema(conn, ext.schema, ext.name, st.options))
         check_owner(conn, area)
+        for p in items.values():
+            p.check(area)
         try:
             created = claim_rows(conn, ext, {k: p.row() for k, p in items.items()}, st.options)
         except sa.exc.DBAPIError as exc:

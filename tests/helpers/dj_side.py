@@ -2,6 +2,7 @@
 
     python dj_side.py write CONFIG.json   # declare tables with DataJoint and insert values
     python dj_side.py read  CONFIG.json   # read sa_djblob's tables through DataJoint, write one row
+    python dj_side.py fp-write / fp-read CONFIG.json   # filepath@fp, both directions
 
 CONFIG.json: {"host", "port", "user", "password", "database", "store", "io"}; ``store``
 is the file store folder shared with sa_djblob (store name 'local'), ``io`` a folder
@@ -12,6 +13,7 @@ Credentials are read from the file, never printed.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -307,6 +309,68 @@ def pack(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"packed": {name: dj_pack(v).hex() for name, v in blob_values().items()}}
 
 
+# -- filepath@store ----------------------------------------------------------------
+
+#: the files DataJoint places (relative to its stage) and their contents
+FILEPATH_FILES = {
+    "raw/a.dat": b"recording A" * 100,
+    "raw/sub dir/b.bin": bytes(range(256)) * 10,
+    "c.txt": b"",
+}
+
+
+def _fp_paths(schema: Any) -> list[list[str]]:
+    ext = schema.external["fp"]
+    return sorted([str(h), str(p)] for h, p in ext.fetch_external_paths())
+
+
+def _fp_connect(cfg: dict[str, Any]) -> Any:
+    os.environ["DJ_SUPPORT_FILEPATH_MANAGEMENT"] = "TRUE"  # DataJoint 0.14's switch
+    return connect(cfg)
+
+
+def fp_write(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Declare ``dj_fp`` (filepath@fp) and insert files of DataJoint's stage."""
+    schema = _fp_connect(cfg)
+    stage = Path(cfg["stores"]["fp"]["stage"])
+
+    @schema
+    class DjFp(dj.Manual):
+        definition = """
+        item_id : int
+        ---
+        f : filepath@fp
+        """
+
+    names = sorted(FILEPATH_FILES)
+    for rel, data in FILEPATH_FILES.items():
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stage / rel).write_bytes(data)
+    rows = [{"item_id": i, "f": names[i % len(names)]} for i in range(len(names) + 1)]
+    DjFp.insert([{"item_id": r["item_id"], "f": str(stage / r["f"])} for r in rows])
+    files = {rel: data.hex() for rel, data in FILEPATH_FILES.items()}
+    return {"rows": rows, "files": files, "paths": _fp_paths(schema)}
+
+
+def fp_read(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Read sa_djblob's ``sa_fp`` through a VirtualModule (downloads into the stage)."""
+    schema = _fp_connect(cfg)
+    stage = Path(cfg["stores"]["fp"]["stage"]).absolute()
+    vm = dj.VirtualModule("vm", cfg["database"])
+    rows = vm.SaFp.fetch(as_dict=True, order_by="item_id")
+    return {
+        "rows": [
+            {
+                "item_id": int(r["item_id"]),
+                "f": Path(r["f"]).relative_to(stage).as_posix(),
+                "contents": Path(r["f"]).read_bytes().hex(),
+            }
+            for r in rows
+        ],
+        "paths": _fp_paths(schema),
+    }
+
+
 def main() -> None:
     command, cfg_path = sys.argv[1], sys.argv[2]
     cfg = json.loads(Path(cfg_path).read_text())
@@ -320,6 +384,8 @@ def main() -> None:
         "s3-read": s3_read,
         "path-rules": path_rules,
         "delete": delete,
+        "fp-write": fp_write,
+        "fp-read": fp_read,
     }[command](cfg)
     result["datajoint"] = dj.__version__
     result["numpy"] = np.__version__
