@@ -34,7 +34,14 @@ from ._layout import object_path, store_root
 from ._pool import call
 from .stores import Store
 
-__all__ = ["Area", "check_owner", "database_identity", "resolve_schema"]
+__all__ = [
+    "FILEPATHS",
+    "Area",
+    "check_filepath_owner",
+    "check_owner",
+    "database_identity",
+    "resolve_schema",
+]
 
 _identities: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 _owned: set[tuple[str, str, str, str]] = set()
@@ -73,6 +80,17 @@ class Area:
 
     def __str__(self) -> str:
         return f"{self.prefix} of store {self.store.name!r}"
+
+
+FILEPATHS = ".filepath"
+"""The pseudo-schema of a store's filepath objects (``<root>/<relative path>``): they live
+outside every schema's area, so one (database, schema, store) owns them all."""
+
+
+def check_filepath_owner(conn: Connection, store: Store, schema: str, *, claim: bool) -> None:
+    """Raise ``StoreError`` unless this database's *schema* owns *store*'s filepath objects:
+    two schemas placing the same relative path would sweep each other's files away."""
+    check_owner(conn, Area(store, FILEPATHS), claim=claim, holder=f"schema={schema}")
 
 
 def resolve_schema(
@@ -117,15 +135,18 @@ def _owner_line(identity: str, store: Store) -> str:
     return f"{identity} store={store.name}"
 
 
-def check_owner(conn: Connection, area: Area, *, claim: bool = True) -> None:
+def check_owner(
+    conn: Connection, area: Area, *, claim: bool = True, holder: str | None = None
+) -> None:
     """Raise ``StoreError`` unless this (database, store) owns *area*; claim it if unclaimed
-    (with *claim*). Checked once per process for each area and database."""
+    (with *claim*). *holder* narrows the owner further (the filepath objects of a store
+    belong to one schema). Checked once per process for each area and database."""
     me = database_identity(conn)
     store = area.store
-    key = (repr(store), area.schema, store.name, me)
+    mine = _owner_line(me, store) + (f" {holder}" if holder else "")
+    key = (repr(store), area.schema, store.name, mine)
     if key in _owned:
         return
-    mine = _owner_line(me, store)
     try:
         recorded = call(store.get, area.marker).decode("utf-8", "replace").strip()
     except MissingPayloadError:
@@ -140,7 +161,7 @@ def check_owner(conn: Connection, area: Area, *, claim: bool = True) -> None:
             mine if created else call(store.get, area.marker).decode("utf-8", "replace").strip()
         )
     # markers written before the store was part of the owner name the database alone
-    if recorded not in (mine, me):
+    if recorded != mine and (holder or recorded != me):
         raise StoreError(
             f"{area} belongs to another owner ({recorded}; this is {mine}): each database"
             " and each store name needs its own store location (two store names on one"

@@ -21,6 +21,7 @@ from test_externals import make_models
 
 import sa_djblob as djb
 from sa_djblob._kinds import AttachKind
+from sa_djblob._layout import content_hash
 
 ZERO = timedelta(0)
 
@@ -556,3 +557,61 @@ def test_unsupported_dialect_is_refused() -> None:
         md.create_all(mock, checkfirst=False)
     assert ddl == []
     assert "t.b" in str(sa.select(t))
+
+
+# -- filepath objects live outside every schema's area ---------------------------------
+
+
+@pytest.mark.backends("mysql", "postgresql")
+def test_two_schemas_cannot_share_a_stores_filepaths(
+    engine: sa.Engine, database: Database, tmp_path: Path
+) -> None:
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    djb.config["stores"] = {
+        "fp": {"protocol": "file", "location": str(tmp_path / "s"), "stage": str(stage)}
+    }
+    other = database.make_schema("other")
+
+    def table(schema: str | None) -> sa.Table:
+        md = sa.MetaData()
+        t = sa.Table(
+            "doc",
+            md,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("f", djb.Filepath(store="fp")),
+            schema=schema,
+        )
+        md.create_all(engine)
+        return t
+
+    mine, theirs = table(None), table(other)
+    djb.install(engine)
+    f = stage / "run1" / "data.bin"
+    f.parent.mkdir()
+    f.write_bytes(b"shared relative path")
+    with engine.begin() as conn:
+        conn.execute(sa.insert(mine), {"id": 1, "f": f})
+    # the other schema would place the same relative path at the same object
+    with pytest.raises(djb.StoreError, match="belongs to another owner"), engine.begin() as conn:
+        conn.execute(sa.insert(theirs), {"id": 1, "f": f})
+    # and its sweep removes no filepath object of this schema's
+    ext_other = djb.externals(engine, other)["fp"]
+    with engine.begin() as conn:
+        key = conn.execute(sa.select(mine.c.f)).scalar_one()
+    (obj,) = {p for _, p in djb.externals(engine)["fp"].paths()}
+    with engine.begin() as conn:  # an unused entry for the same relative path there
+        conn.execute(
+            sa.insert(ext_other.table),
+            {
+                "hash": content_hash(b"run1/data.bin"),
+                "size": 20,
+                "filepath": "run1/data.bin",
+                "contents_hash": content_hash(b"shared relative path"),
+            },
+        )
+    report = ext_other.sweep(grace=ZERO, progress=False)
+    assert report.rows_deleted == 0
+    assert any("belongs to another owner" in e for e in report.errors), report
+    assert Path(obj).is_file()
+    assert key.read_bytes() == b"shared relative path"

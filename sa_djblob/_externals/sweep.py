@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .._area import Area, check_owner
+from .._area import Area, check_filepath_owner, check_owner
 from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
@@ -187,6 +187,23 @@ class _Sweeper:
         if row.get("filepath") and not row["attachment_name"]:
             return filepath_object(self.store, row["filepath"])
         return self.path(row["hash"], row["attachment_name"])
+
+    _filepaths_owned: bool | None = None
+
+    def check_filepaths(self, conn: Connection) -> None:
+        """Raise ``StoreError`` unless this schema owns the store's filepath objects."""
+        if self._filepaths_owned is None:
+            try:
+                check_filepath_owner(conn, self.store, self.area.schema, claim=True)
+                self._filepaths_owned = True
+            except StoreError:
+                self._filepaths_owned = False
+                raise
+        if not self._filepaths_owned:
+            raise StoreError(
+                f"the filepath objects of store {self.store.name!r} belong to another"
+                " schema or database: their unused entries are kept"
+            )
 
     def filepath_key(self, path: PurePosixPath) -> uuid.UUID:
         """The key a filepath entry whose object is *path* has (the hash of the path
@@ -301,9 +318,13 @@ class _Sweeper:
             where: dict[uuid.UUID, PurePosixPath] = {}
             for k, row in rows.items():
                 try:
+                    if row.get("filepath") and not row["attachment_name"]:
+                        self.check_filepaths(conn)
                     where[k] = self.row_path(row)
-                except SaDjblobError as exc:  # a filepath row edited by hand: kept
-                    rep.errors.append(f"{exc}; kept")
+                except SaDjblobError as exc:  # not ours, or a filepath row edited by hand
+                    msg = f"{exc}; kept"
+                    if msg not in rep.errors:
+                        rep.errors.append(msg)
             keys = sorted(where)
             if not keys:
                 return len(rows) < self.batch, last, set()

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from .._area import Area, check_owner, resolve_schema
+from .._area import Area, check_filepath_owner, check_owner, resolve_schema
 from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import NotInstalledError, SaDjblobError, StoreError
@@ -197,6 +197,8 @@ def _flush(st: _Statement, payloads: dict[str, dict[uuid.UUID, Payload]]) -> Non
         ext = external_table(metadata, store_name, table_schema)
         area = Area(store, resolve_schema(conn, ext.schema, ext.name, st.options))
         check_owner(conn, area)
+        if any(p.filepath is not None for p in items.values()):
+            check_filepath_owner(conn, store, area.schema, claim=True)
         for p in items.values():
             p.check(area)
         try:
