@@ -8,7 +8,6 @@ path) and :meth:`Kind.load` (the read path).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
@@ -36,6 +35,7 @@ from ._layout import (
     new_hasher,
     store_root,
 )
+from ._util import discard as _unlink
 
 if TYPE_CHECKING:
     from ._area import Area
@@ -485,11 +485,6 @@ def _snapshot(f: BinaryIO, head: bytes, prefix: bytes, name: str, algorithm: str
     """Copy the rest of *f* (after *head*) to a private temporary file while hashing."""
     key, size, tmp = _copy_hashing(f, head, prefix, algorithm)
     return Payload(key, size, attachment_name=name, file=tmp, snapshot=True)
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (BlobKind(), AttachKind(), FilepathKind())}

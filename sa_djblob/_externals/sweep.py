@@ -67,7 +67,7 @@ import datetime
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -81,6 +81,7 @@ from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
 from .._kinds import filepath_object
 from .._layout import attachment_prefix, content_hash, hash_stream, store_root
 from .._pool import call, run_all
+from .._util import chunks as _chunks
 from ..stores import Store
 from ..stores.base import ObjectInfo, is_temp_name
 from .maintenance import Reference, SweepReport, VerifyReport
@@ -125,11 +126,6 @@ def _bar(progress: bool, total: int | None, desc: str) -> _Bar:
 
 
 _Orphan = tuple[uuid.UUID, str | None, ObjectInfo]
-
-
-def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
 
 
 class _Sweeper:

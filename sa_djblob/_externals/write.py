@@ -22,7 +22,7 @@ import contextlib
 import contextvars
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from .._dialects.base import INTERNAL
 from .._exceptions import NotInstalledError, SaDjblobError, StoreError
 from .._kinds import Kind, Payload
 from .._pool import call, run_all
+from .._util import chunks as _chunks
 from ..stores import Store, get_store
 from .table import external_table
 
@@ -84,11 +85,6 @@ def bind_external(kind: Kind, store_name: str, value: Any) -> bytes:
 
 
 # -- step 2: upsert and lock the externals rows ------------------------------
-
-
-def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
 
 
 def _check_stored_name(ext: sa.Table, key: uuid.UUID, wanted: Any, stored: Any) -> None:

@@ -27,6 +27,7 @@ from typing import BinaryIO
 
 from .._exceptions import StoreError
 from .._layout import cache_path, content_hash, hash_stream
+from .._util import discard as _discard
 from .base import COPY_CHUNK, is_temp_name, temp_name
 
 __all__ = ["Cache"]
@@ -254,9 +255,3 @@ class Cache:
             for _, _, p in self._scan():
                 p.unlink(missing_ok=True)
             self._total = 0
-
-
-def _discard(tmp: Path) -> None:
-    """Remove a temporary file, if it is there and can be removed."""
-    with contextlib.suppress(OSError):
-        tmp.unlink()

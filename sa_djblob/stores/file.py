@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, ClassVar, TypeVar
 
 from .._exceptions import MissingPayloadError, StoreError
+from .._util import discard as _discard
 from .base import (
     COMMON_SETTINGS,
     COPY_CHUNK,
@@ -249,9 +250,3 @@ def _sync_dir(folder: Path | str) -> None:
             raise
     finally:
         os.close(fd)
-
-
-def _discard(tmp: Path) -> None:
-    """Remove a temporary file, if it is there and can be removed."""
-    with contextlib.suppress(OSError):
-        tmp.unlink()
