@@ -160,6 +160,7 @@ class Located:
     key: uuid.UUID
     name: Any
     loaded: Any = _NOTHING
+    uses: int = 0  # rows of the chunk that hold it: the payload is let go after the last
 
     def load(self) -> None:
         try:
@@ -168,11 +169,15 @@ class Located:
             self.loaded = exc  # raised when its row is read
 
     def value(self, options: dict[str, Any]) -> Any:
-        if self.loaded is _NOTHING:
+        loaded = self.loaded
+        self.uses -= 1
+        if self.uses <= 0:
+            self.loaded = _NOTHING  # the bytes are not kept beside the values made of them
+        if loaded is _NOTHING:
             return self.kind.finish(self.kind.load(self.area, self.key, self.name), options)
-        if isinstance(self.loaded, BaseException):
-            raise self.loaded
-        return self.kind.finish(self.loaded, options)
+        if isinstance(loaded, BaseException):
+            raise loaded
+        return self.kind.finish(loaded, options)
 
 
 def read_external(
@@ -232,6 +237,7 @@ def _locator(conn: Connection, context: Any) -> Any:
                 if area.store.is_remote:
                     # one fetch for each payload, however many rows use it
                     located = remote.setdefault((k.name, area.store.name, key, name), located)
+                located.uses += 1
                 cells[i] = located
             out.append(tuple(cells))
         # (under asyncio even one payload is fetched on the pool: the loop runs on)
