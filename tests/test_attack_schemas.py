@@ -100,3 +100,34 @@ def test_text_insert_into_qualified_table_claims_in_the_default_schema(
     with engine.connect() as conn:
         got = conn.execute(sa.select(t_other.c.b).where(t_other.c.id == 1)).scalar_one()
     np.testing.assert_array_equal(got, val)
+
+
+@pytest.mark.backends("mysql")
+def test_use_database_puts_payloads_in_the_urls_databases_area(
+    engine: sa.Engine, database, store: None  # type: ignore[no-untyped-def]
+) -> None:
+    """MySQL: an unqualified table resolves through the connection's current database
+    (``USE``), but the area comes from ``dialect.default_schema_name`` (the URL's)."""
+    b = database.make_schema("b")
+    md, _ = _metadata()
+    md.create_all(engine)
+    md_b, _ = _metadata(b)
+    md_b.create_all(engine)
+    djb.install(engine)
+    _, t = _metadata()
+    val = np.arange(17.0)
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"USE `{b}`"))
+        conn.execute(sa.insert(t).values(id=1, b=val))  # goes to b.item
+        conn.commit()
+        conn.execute(sa.text(f"USE `{database.default_schema}`"))
+        conn.commit()
+    reader = sa.create_engine(database.url.set(database=b))
+    djb.install(reader)
+    try:
+        with reader.connect() as conn:
+            got = conn.execute(sa.select(t.c.b).where(t.c.id == 1)).scalar_one()
+        np.testing.assert_array_equal(got, val)
+    finally:
+        djb.uninstall(reader)
+        reader.dispose()
