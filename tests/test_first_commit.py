@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 import zlib
 from collections import Counter
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 import sa_djblob as djb
-from sa_djblob import _codec, pack, unpack
+from sa_djblob import _codec, _layout, pack, unpack
+from sa_djblob._externals import write as _write
 
 
 class _CountingZlib:
@@ -95,3 +100,73 @@ def test_datajoint_mode_still_compresses_like_datajoint(counting_zlib: _Counting
         plain = pack(value, compress=False)
         framed = _codec.ZL123 + len(plain).to_bytes(8, "little") + zlib.compress(plain)
         assert blob == (framed if len(framed) < len(plain) else plain)
+
+
+# -- the write path's per-row work ------------------------------------------------------
+
+
+def test_one_statement_looks_up_its_store_once_and_builds_each_path_root_once(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 values of one store in one commit: the store and the area's root path are
+    resolved once, not once per value (each lookup validates the settings, each root
+    parses the location)."""
+    location = tmp_path / "store"
+    djb.config["stores"] = {"local": {"protocol": "file", "location": str(location)}}
+    djb.install(engine)
+    md = sa.MetaData()
+    table = sa.Table(
+        "rec",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("v", djb.Blob(store="local")),
+    )
+    md.create_all(engine)
+    lookups = Counter[str]()
+    real_get_store, real_store_root = _write.get_store, _layout.store_root
+
+    def get_store(name: str) -> Any:
+        lookups["get_store"] += 1
+        return real_get_store(name)
+
+    def store_root(location: str, protocol: str = "file") -> Any:
+        lookups["store_root"] += 1
+        return real_store_root(location, protocol)
+
+    monkeypatch.setattr(_write, "get_store", get_store)
+    monkeypatch.setattr(_layout, "store_root", store_root)
+    rng = np.random.default_rng(14)
+    values = [rng.random(128) for _ in range(1000)]
+    with Session(engine) as session:
+        session.execute(sa.insert(table), [{"id": i, "v": v} for i, v in enumerate(values)])
+        session.commit()
+    assert lookups["get_store"] <= 2, lookups  # binding the values, then their upload
+    assert lookups["store_root"] <= 2, lookups
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.select(table.c.id, table.c.v)).all())
+    assert len(got) == 1000
+    for i in (0, 499, 999):
+        np.testing.assert_array_equal(got[i], values[i])
+    assert sum(1 for p in location.rglob("*") if p.is_file()) >= 1000
+
+
+@pytest.mark.parametrize("protocol", ["file", "s3"])
+@pytest.mark.parametrize(
+    "location", ["", ".", "/", "/data/dj", "data//dj/", "f:\\data\\dj", "\\dj", "//server"]
+)
+@pytest.mark.parametrize("folds", [(), (1,), (2, 2), (3, 3, 3)])
+def test_object_paths_are_unchanged(protocol: str, location: str, folds: tuple[int, ...]) -> None:
+    key = uuid.UUID("0123456789abcdef0123456789abcdef")
+    for schema in ("lab", "my_schema", ""):
+        for name in (None, "data.csv", "x"):
+            try:
+                root = _layout.store_root(location, protocol)
+            except djb.ConfigError:
+                with pytest.raises(djb.ConfigError):
+                    _layout.object_path(location, schema, key, name, folds, protocol=protocol)
+                continue
+            leaf = key.hex if name is None else f"{key.hex}.{name}"
+            expected = PurePosixPath(root, schema, *_layout.subfold(key.hex, folds), leaf)
+            got = _layout.object_path(location, schema, key, name, folds, protocol=protocol)
+            assert got == expected
+            assert str(got) == str(expected)
