@@ -142,12 +142,9 @@ def child(url: str, folder: str, fsync: bool, warm: int) -> None:
 
 
 def run_child(url: str, folder: Path, fsync: bool, warm: int) -> dict[str, Any]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])
-        ),
-    }
+    # the caller's PYTHONPATH first: it may point at another copy of sa_djblob
+    path = [os.environ.get("PYTHONPATH"), str(HERE.parent)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", url, str(folder)]
     argv += ["--fsync" if fsync else "--no-fsync", "--warm", str(warm)]
     t0 = time.perf_counter()
