@@ -700,6 +700,9 @@ def pack(obj: Any, compress: bool = True) -> bytes:
 
 #: blobs up to this size are probed without zlib (where zlib's setup dominates)
 _SMALL = 1 << 12
+#: ``x * log2(x)`` for the byte counts of a blob up to _SMALL bytes (0 for 0)
+_XLOG2X = np.arange(_SMALL + 1, dtype=np.float64)
+_XLOG2X[1:] *= np.log2(_XLOG2X[1:])
 #: blobs up to this size (and above _SMALL) are compressed outright; larger ones are
 #: sampled first
 _PROBE_ABOVE = 1 << 18
@@ -728,12 +731,14 @@ def _small_compressible(plain: bytes) -> bool:
     size = len(plain)
     data = np.frombuffer(plain, np.uint8)
     counts = np.bincount(data, minlength=256)
-    used = counts[counts.nonzero()]
-    bits = size * math.log2(size) - float(np.dot(used, np.log2(used)))
+    bits = size * math.log2(size) - float(_XLOG2X[counts].sum())
     if bits < _INCOMPRESSIBLE * 8 * size:
         return True  # a skewed byte distribution: Huffman codes alone pay off
     wide = data.astype(np.uint32)
-    grams = np.sort((wide[:-2] << 16) | (wide[1:-1] << 8) | wide[2:])
+    grams = wide[:-2] << 16
+    grams |= wide[1:-1] << 8
+    grams |= wide[2:]
+    grams.sort()
     repeats = int(np.count_nonzero(grams[1:] == grams[:-1]))
     return bits * (size - repeats) < _INCOMPRESSIBLE * 8 * size * size
 
