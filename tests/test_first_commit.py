@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 import zlib
 from collections import Counter
@@ -170,3 +173,33 @@ def test_object_paths_are_unchanged(protocol: str, location: str, folds: tuple[i
             got = _layout.object_path(location, schema, key, name, folds, protocol=protocol)
             assert got == expected
             assert str(got) == str(expected)
+
+
+# -- the cold start ---------------------------------------------------------------------
+
+
+def test_import_loads_no_store_client_cli_or_migration_tool() -> None:
+    """``import sa_djblob`` is part of every cold start: what only some paths need (S3,
+    fsspec, progress bars, the CLI, Alembic, the ORM, asyncio support) loads on use."""
+    heavy = [
+        "boto3",
+        "botocore",
+        "s3transfer",
+        "fsspec",
+        "tqdm",
+        "click",
+        "alembic",
+        "sqlalchemy.orm",
+        "sqlalchemy.ext.asyncio",
+        "pymysql",
+        "psycopg",
+        "psycopg2",
+    ]
+    code = (
+        "import sys, json, sa_djblob\n"
+        f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out) == []
