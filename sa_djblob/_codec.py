@@ -673,7 +673,7 @@ def pack(obj: Any, compress: bool = True) -> bytes:
 
     The header is ``mYm`` when MATLAB can read the value, else ``dj0``. With
     ``compress`` (the default), blobs longer than 1000 bytes are stored zlib-compressed
-    (``ZL123`` framing) when that is shorter; data that a sample shows to be
+    (``ZL123`` framing) when that is shorter; data that a probe shows to be
     incompressible is stored as is. Raises :class:`UnsupportedTypeError` naming the
     value's type and its position (``value['a'][2]: float16 arrays are not supported``).
     """
@@ -698,7 +698,13 @@ def pack(obj: Any, compress: bool = True) -> bytes:
 
 # -- compression ---------------------------------------------------------------------------
 
-#: blobs up to this size are compressed outright; larger ones are sampled first
+#: blobs up to this size are probed without zlib (where zlib's setup dominates)
+_SMALL = 1 << 12
+#: ``x * log2(x)`` for the byte counts of a blob up to _SMALL bytes (0 for 0)
+_XLOG2X = np.arange(_SMALL + 1, dtype=np.float64)
+_XLOG2X[1:] *= np.log2(_XLOG2X[1:])
+#: blobs up to this size (and above _SMALL) are compressed outright; larger ones are
+#: sampled first
 _PROBE_ABOVE = 1 << 18
 _PROBE_CHUNK = 1 << 14
 _PROBE_COUNT = 4
@@ -713,8 +719,34 @@ _ZLIB_HEADER = zlib.compressobj(_LEVEL, zlib.DEFLATED, 15, _MEM_LEVEL).flush()[:
 _PARALLEL_ABOVE = 1 << 22
 
 
+def _small_compressible(plain: bytes) -> bool:
+    """Whether deflate can shrink a small blob below ``_INCOMPRESSIBLE``, without zlib.
+
+    Deflate saves through repeats (matches of 3 bytes or more) and through the byte
+    distribution (Huffman codes). The estimate charges the bytes that start no repeated
+    3-byte string at their order-0 entropy, which deflate cannot beat on them; for such
+    small inputs that is cheaper than zlib's setup, and random numbers (the usual
+    incompressible payload) are recognised without calling zlib at all.
+    """
+    size = len(plain)
+    data = np.frombuffer(plain, np.uint8)
+    counts = np.bincount(data, minlength=256)
+    bits = size * math.log2(size) - float(_XLOG2X[counts].sum())
+    if bits < _INCOMPRESSIBLE * 8 * size:
+        return True  # a skewed byte distribution: Huffman codes alone pay off
+    wide = data.astype(np.uint32)
+    grams = wide[:-2] << 16
+    grams |= wide[1:-1] << 8
+    grams |= wide[2:]
+    grams.sort()
+    repeats = int(np.count_nonzero(grams[1:] == grams[:-1]))
+    return bits * (size - repeats) < _INCOMPRESSIBLE * 8 * size * size
+
+
 def _compressible(plain: bytes) -> bool:
     size = len(plain)
+    if size <= _SMALL:
+        return _small_compressible(plain)
     if size <= _PROBE_ABOVE:
         return True
     view = memoryview(plain)

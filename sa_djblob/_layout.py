@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -125,9 +126,14 @@ def object_path(
     name = key.hex
     if attachment_name is not None:
         name = f"{name}.{attachment_name}"
-    return PurePosixPath(
-        store_root(location, protocol), schema, *subfold(key.hex, subfolding), name
-    )
+    folds = subfold(key.hex, subfolding)
+    return _area_root(location, schema, protocol).joinpath(*folds, name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _area_root(location: str, schema: str, protocol: str) -> PurePosixPath:
+    """``<root>/<schema>``, parsed once: object paths are built for every row."""
+    return PurePosixPath(store_root(location, protocol), schema)
 
 
 def cache_path(key: uuid.UUID, subfolding: Sequence[int] = (2, 2)) -> PurePosixPath:

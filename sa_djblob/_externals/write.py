@@ -61,6 +61,8 @@ class _Statement:
     options: dict[str, Any]
     writes: bool
     payloads: dict[str, dict[uuid.UUID, Payload]] = field(default_factory=dict)
+    #: the stores its values name, looked up once per statement rather than per value
+    stores: dict[str, Store] = field(default_factory=dict)
 
 
 _current: contextvars.ContextVar[_Statement | None] = contextvars.ContextVar(
@@ -77,7 +79,9 @@ def bind_external(kind: Kind, store_name: str, value: Any) -> bytes:
             " without the sa_djblob write path: call sa_djblob.install(engine) once for"
             " the engine (or AsyncEngine) the session or connection uses"
         )
-    store = get_store(store_name)
+    store = st.stores.get(store_name)
+    if store is None:
+        store = st.stores[store_name] = get_store(store_name)
     payload = call(kind.prepare, value, store)
     if st.writes:
         st.payloads.setdefault(store_name, {}).setdefault(payload.key, payload)
