@@ -16,6 +16,9 @@ one fails there, loudly, not somewhere in a user's result.
   key and index, flagged as SQLAlchemy flags the CHECK constraint of a ``Boolean``
   and the index of ``Column(index=True)``, so table copies (``Table.to_metadata``,
   Alembic's batch mode) do not double them.
+- ``dml_statement``: the statement a context executes, lambdas resolved
+  (``StatementLambdaElement._resolved``), to find the table an INSERT or UPDATE (also
+  one inside a CTE) writes to.
 - ``SchemaEventType``: ``TypeDecorator._set_parent``, the hook SQLAlchemy's own
   schema types (``Enum``, ``Boolean``) use to act when their column joins a table.
 """
@@ -28,11 +31,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine.cursor import CursorFetchStrategy
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.base import SchemaEventTarget
 
 __all__ = [
     "RowTransformingStrategy",
     "SchemaEventType",
+    "dml_statement",
     "install_strategy",
     "result_columns",
     "type_bound_foreign_key",
@@ -146,6 +151,23 @@ class RowTransformingStrategy(CursorFetchStrategy):
         self._buffer.clear()
         result._soft_close()
         return rows
+
+
+def dml_statement(context: Any) -> tuple[str, Any]:
+    """What an executing statement is, for the write path: ``("text", None)`` for a
+    text() statement, ``("write", table)`` for an INSERT or UPDATE (at the top, or
+    inside a CTE) and the table it writes to, ``("read", None)`` for anything else."""
+    compiled = getattr(context, "compiled", None)
+    stmt = getattr(compiled, "statement", None)
+    if stmt is None or isinstance(stmt, sa.TextClause):
+        return "text", None
+    stmt = getattr(stmt, "_resolved", stmt)  # a lambda_stmt(): the statement it made
+    if isinstance(stmt, sa.Insert | sa.Update):
+        return "write", stmt.table
+    for element in visitors.iterate(stmt):
+        if isinstance(element, sa.Insert | sa.Update):
+            return "write", element.table
+    return "read", None
 
 
 def install_strategy(context: Any, strategy: RowTransformingStrategy) -> None:

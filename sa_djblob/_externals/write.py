@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from .._dialects.base import INTERNAL
 from .._exceptions import NotInstalledError, SaDjblobError, StoreError
 from .._kinds import Kind, Payload
 from .._pool import call, run_all
+from .._sa_internals import dml_statement
 from .._util import chunks as _chunks
 from ..stores import Store, get_store
 from .table import external_table
@@ -57,9 +59,7 @@ class _Statement:
     """A statement executing on an installed engine, and the external values it binds."""
 
     conn: Connection
-    table: sa.Table | None
     options: dict[str, Any]
-    writes: bool
     payloads: dict[str, dict[uuid.UUID, Payload]] = field(default_factory=dict)
     #: the stores its values name, looked up once per statement rather than per value
     stores: dict[str, Store] = field(default_factory=dict)
@@ -83,8 +83,8 @@ def bind_external(kind: Kind, store_name: str, value: Any) -> bytes:
     if store is None:
         store = st.stores[store_name] = get_store(store_name)
     payload = call(kind.prepare, value, store)
-    if st.writes:
-        st.payloads.setdefault(store_name, {}).setdefault(payload.key, payload)
+    # kept until the statement is about to be sent: then it is known whether it writes
+    st.payloads.setdefault(store_name, {}).setdefault(payload.key, payload)
     return payload.key.bytes
 
 
@@ -185,11 +185,11 @@ def _upload(item: tuple[Area, Payload]) -> None:
     item[1].upload(item[0])
 
 
-def _flush(st: _Statement, payloads: dict[str, dict[uuid.UUID, Payload]]) -> None:
+def _flush(st: _Statement, table: sa.Table, payloads: dict[str, dict[uuid.UUID, Payload]]) -> None:
     conn = st.conn
     _require_transaction(conn)
-    metadata = st.table.metadata if st.table is not None else sa.MetaData()
-    table_schema = st.table.schema if st.table is not None else None
+    metadata = table.metadata
+    table_schema = table.schema
     upload: list[tuple[Area, Payload]] = []
     check: list[tuple[Area, Payload]] = []
     for store_name, items in payloads.items():
@@ -277,18 +277,28 @@ def _before_execute(
     params: Any,
     execution_options: Mapping[str, Any],
 ) -> None:
-    if execution_options.get(INTERNAL):
-        return
-    table = getattr(clauseelement, "table", None)
-    dml = isinstance(clauseelement, sa.Insert | sa.Update)
-    writes = dml or isinstance(clauseelement, sa.TextClause)
-    _current.set(
-        _Statement(
-            conn,
-            table if dml and isinstance(table, sa.Table) else None,
-            dict(execution_options),
-            writes,
-        )
+    if not execution_options.get(INTERNAL):
+        _current.set(_Statement(conn, dict(execution_options)))
+
+
+_READ_ONLY = re.compile(
+    r"\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(SELECT|VALUES|SHOW|EXPLAIN)\b", re.I | re.S
+)
+
+
+def _written_table(context: Any, statement: str) -> sa.Table | None:
+    """The table a statement writes external values into; None if it only reads them
+    (``where(col == value)`` in a SELECT or DELETE: the values are only hashed)."""
+    what, table = dml_statement(context)
+    if what == "read" or (what == "text" and _READ_ONLY.match(statement)):
+        return None
+    if isinstance(table, sa.Table):
+        return table
+    raise SaDjblobError(
+        "external values in a statement whose target table sa_djblob cannot tell (a text()"
+        " INSERT or UPDATE, or one into a non-table): it cannot store their payloads in the"
+        " right place. Write them with insert() / update() on the Table (or the ORM);"
+        " text() may still compare them in a SELECT"
     )
 
 
@@ -298,10 +308,12 @@ def _before_cursor_execute(
     st = _current.get()
     if st is None or st.conn is not conn or not st.payloads:
         return
-    if context is not None and context.execution_options.get(INTERNAL):
+    if context is None or context.execution_options.get(INTERNAL):
         return
     payloads, st.payloads = st.payloads, {}
-    _flush(st, payloads)
+    table = _written_table(context, str(statement))
+    if table is not None:
+        _flush(st, table, payloads)
 
 
 def _after_execute(
