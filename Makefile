@@ -20,11 +20,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The same suite on the oldest SQLAlchemy sa_djblob supports (CI runs both).
-OLDEST := .venv-sqlalchemy20
+OLDEST := .venv-sqlalchemy2045
 $(OLDEST)/.installed-stamp: pyproject.toml
 	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/python -m pip install -q -U pip
-	$(OLDEST)/bin/python -m pip install -q -e ".[test]" "sqlalchemy==2.0.0"
+	$(OLDEST)/bin/python -m pip install -q -e ".[test]" "sqlalchemy==2.0.45"
 	touch $@
 
 test-oldest: $(OLDEST)/.installed-stamp

@@ -112,7 +112,14 @@ def resolve_schema(
     schema = translate.get(table_schema, table_schema)
     if schema:
         return str(schema)
-    found = dialect_support(conn.dialect).table_schema(conn, table_name, **{INTERNAL: True})
+    # Where an unqualified table resolves can change between transactions (SET
+    # search_path, USE db): asked once per transaction, on the statement's connection.
+    cache = _transaction_cache(conn)
+    found = cache.get(table_name)
+    if found is None:
+        found = dialect_support(conn.dialect).table_schema(conn, table_name, **{INTERNAL: True})
+        if found:
+            cache[table_name] = found
     if not found:
         raise SaDjblobError(
             f"the externals table {table_name!r} does not exist in the schemas this connection"
@@ -120,6 +127,22 @@ def resolve_schema(
             " every table with an external column) or run your Alembic migrations"
         )
     return found
+
+
+_CACHE_KEY = "sa_djblob.schemas"
+
+
+def _transaction_cache(conn: Connection) -> dict[str, str]:
+    """A dict that lives as long as *conn*'s current transaction (none: a fresh one)."""
+    txn = conn.get_transaction()
+    if txn is None:
+        return {}
+    info = conn.connection.info
+    held = info.get(_CACHE_KEY)
+    if held is None or held[0] is not txn:
+        held = info[_CACHE_KEY] = (txn, {})
+    cache: dict[str, str] = held[1]
+    return cache
 
 
 def database_identity(conn: Connection) -> str:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import sa_djblob as djb
 
-ASYNC = {"sqlite": "sqlite+aiosqlite", "mysql": "mysql+asyncmy", "postgresql": "postgresql+psycopg_async"}
+ASYNC = {
+    "sqlite": "sqlite+aiosqlite",
+    "mysql": "mysql+asyncmy",
+    "postgresql": "postgresql+psycopg_async",
+}
 
 
 class SlowLocalStore(djb.MemoryStore):
@@ -24,7 +26,7 @@ class SlowLocalStore(djb.MemoryStore):
 
     protocol = "slow-local-memory"
     delay = 0.3
-    loop_thread_calls: list[str] = []
+    loop_thread_calls: ClassVar[list[str]] = []
 
     def _slow(self, what: str) -> None:
         try:

@@ -82,6 +82,11 @@ class MySQLSupport(DialectSupport):
         # so a later "SAVEPOINT does not exist" carries it as its context)
         return sqlstate_retryable(exc, ("40001",), (1205, 1213))
 
+    def table_schema(self, conn: Connection, name: str, **options: Any) -> str | None:
+        # the connection's current database (USE may have changed it since connect)
+        found = conn.execute(sa.text("SELECT DATABASE()"), execution_options=options).scalar()
+        return None if found is None else str(found)
+
     def attachment_ref_sql(self, hash_sql: str, name_sql: str) -> str:
         return f"CONCAT({hash_sql}, CAST({name_sql} AS BINARY))"
 

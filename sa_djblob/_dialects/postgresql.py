@@ -16,7 +16,6 @@ from .base import DialectSupport, sqlstate_retryable
 
 __all__ = ["support"]
 
-_CACHE_KEY = "sa_djblob.table_schemas"
 _WHERE = sa.text(
     "SELECT n.nspname FROM pg_catalog.pg_class c"
     " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
@@ -53,16 +52,9 @@ class PostgreSQLSupport(DialectSupport):
 
     def table_schema(self, conn: Connection, name: str, **options: Any) -> str | None:
         # An unqualified name is found through search_path, which may name several
-        # schemas: ask the server where this one resolves, once per DBAPI connection
-        # (the pool's connection info; a SET search_path on a pooled connection
-        # afterwards is not seen: set search_path in the engine's connect options).
-        cache = conn.connection.info.setdefault(_CACHE_KEY, {})
-        found = cache.get(name)
-        if found is None:
-            quoted = '"' + name.replace('"', '""') + '"'
-            found = conn.execute(_WHERE, {"name": quoted}, execution_options=options).scalar()
-            if found is not None:
-                cache[name] = found
+        # schemas: ask the server where this one resolves.
+        quoted = '"' + name.replace('"', '""') + '"'
+        found = conn.execute(_WHERE, {"name": quoted}, execution_options=options).scalar()
         return None if found is None else str(found)
 
     def database_identity(self, conn: Connection) -> str:

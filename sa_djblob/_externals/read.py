@@ -20,6 +20,7 @@ on every read from a store.
 from __future__ import annotations
 
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +224,8 @@ def _locator(conn: Connection, context: Any) -> Any:
     def locate(rows: list[Any]) -> list[Any]:
         out: list[Any] = []
         remote: dict[tuple[str, str, uuid.UUID, Any], Located] = {}
+        # under asyncio every payload is read here, on the pool, never later on the loop
+        asyncio = in_async_greenlet()
         for row in rows:
             cells = list(row)
             for i, k, area in plan:
@@ -234,31 +237,44 @@ def _locator(conn: Connection, context: Any) -> Any:
                     continue
                 key, name = _split(k, raw, area.store)
                 located = Located(k, area, key, name)
-                if area.store.is_remote:
+                if area.store.is_remote or asyncio:
                     # one fetch for each payload, however many rows use it
                     located = remote.setdefault((k.name, area.store.name, key, name), located)
                 located.uses += 1
                 cells[i] = located
             out.append(tuple(cells))
         # (under asyncio even one payload is fetched on the pool: the loop runs on)
-        if len(remote) > 1 or (remote and in_async_greenlet()):
+        if len(remote) > 1 or (remote and asyncio):
             run_all(Located.load, list(remote.values()))
         return out
 
     return locate
 
 
+_locators: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _before_cursor_execute(
+    conn: Connection, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool
+) -> None:
+    # The areas are resolved before the statement runs: a streamed (server-side) result
+    # leaves no room on the connection for another query until it is read.
+    if executemany or context is None or context.execution_options.get(INTERNAL):
+        return
+    locate = _locator(conn, context)
+    if locate is not None:
+        _locators[context] = locate
+
+
 def _after_cursor_execute(
     conn: Connection, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool
 ) -> None:
-    if cursor.description is None or executemany or context is None:
+    if context is None:
+        return
+    locate = _locators.pop(context, None)
+    if locate is None or cursor.description is None or executemany:
         return
     options = context.execution_options
-    if options.get(INTERNAL):
-        return
-    locate = _locator(conn, context)
-    if locate is None:
-        return
     stream = bool(options.get("stream_results"))
     chunk = options.get("yield_per")
     strategy = RowTransformingStrategy(
@@ -271,11 +287,19 @@ def _after_cursor_execute(
     install_strategy(context, strategy)
 
 
+_READER = [
+    ("before_cursor_execute", _before_cursor_execute),
+    ("after_cursor_execute", _after_cursor_execute),
+]
+
+
 def install_reader(engine: Engine) -> None:
-    if not event.contains(engine, "after_cursor_execute", _after_cursor_execute):
-        event.listen(engine, "after_cursor_execute", _after_cursor_execute)
+    for name, fn in _READER:
+        if not event.contains(engine, name, fn):
+            event.listen(engine, name, fn)
 
 
 def uninstall_reader(engine: Engine) -> None:
-    if event.contains(engine, "after_cursor_execute", _after_cursor_execute):
-        event.remove(engine, "after_cursor_execute", _after_cursor_execute)
+    for name, fn in _READER:
+        if event.contains(engine, name, fn):
+            event.remove(engine, name, fn)

@@ -5,7 +5,8 @@ Settings: ``url`` (where the payloads go, e.g. ``"gcs://bucket/prefix"``,
 ``options`` (a dict passed to ``fsspec.filesystem``: credentials, project...) and the
 common keys. Payload paths (``<location>/<schema>/...``) are placed below the URL's path.
 Options whose names contain ``key``, ``secret``, ``token``, ``password``, ``credential``,
-``sas`` or ``connection_string`` are secrets: masked in reprs, messages and the command
+``sas``, ``connection_string``, ``auth`` or ``cookie`` (at any nesting level, e.g. inside
+``client_kwargs`` or ``headers``) are secrets: masked in reprs, messages and the command
 line, like a password in the URL.
 
 Needs the ``fsspec`` extra (``pip install 'sa_djblob[fsspec]'``) and the file system's
@@ -50,11 +51,39 @@ __all__ = ["FsspecStore", "is_secret_option"]
 
 _T = TypeVar("_T")
 _SECRET_OPTION = re.compile(
-    r"key|secret|token|password|passwd|credential|sas|connection_string", re.IGNORECASE
+    r"key|secret|token|password|passwd|credential|sas|connection_string|auth|cookie",
+    re.IGNORECASE,
 )
 _LOCAL = {"file", "local"}
 _MOVE_INTO_PLACE = _LOCAL | {"memory"}
 _TIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "created", "ctime")
+
+
+def _mask_options(value: Any) -> Any:
+    """*value* with every secret option masked, at every nesting level."""
+    if isinstance(value, Mapping):
+        return {
+            k: (MASK if is_secret_option(str(k)) and v else _mask_options(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_mask_options(v) for v in value)
+    return value
+
+
+def _option_secrets(value: Any) -> list[str]:
+    """The secret strings among *value*'s options, at every nesting level."""
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if is_secret_option(str(k)) and v and not isinstance(v, Mapping | list | tuple):
+                found.append(str(v))
+            else:
+                found += _option_secrets(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            found += _option_secrets(v)
+    return found
 
 
 def is_secret_option(name: str) -> bool:
@@ -115,7 +144,7 @@ class FsspecStore(Store):
     def _setup(self, spec: dict[str, Any]) -> None:
         self.url: str = spec["url"]
         options = dict(spec.get("options", {}))
-        self._secrets = [str(v) for k, v in options.items() if is_secret_option(k) and v]
+        self._secrets = _option_secrets(options)
         try:
             import fsspec.core
         except ImportError:  # pragma: no cover - depends on the installation
@@ -147,9 +176,7 @@ class FsspecStore(Store):
             shown["url"] = _mask_url(shown["url"])
         options = spec.get("options")
         if isinstance(options, Mapping):
-            shown["options"] = {
-                k: (MASK if is_secret_option(str(k)) and v else v) for k, v in options.items()
-            }
+            shown["options"] = _mask_options(options)
         return shown
 
     @classmethod
@@ -157,7 +184,7 @@ class FsspecStore(Store):
         found = super().secret_values(spec)
         options = spec.get("options")
         if isinstance(options, Mapping):
-            found += [str(v) for k, v in options.items() if is_secret_option(str(k)) and v]
+            found += _option_secrets(options)
         url = spec.get("url")
         if isinstance(url, str):
             with contextlib.suppress(ValueError):
