@@ -39,6 +39,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/codec.py
 	$(BIN)/python benchmarks/external.py
 	$(BIN)/python benchmarks/sweep.py
+	$(BIN)/python benchmarks/first_commit.py
+	$(BIN)/python benchmarks/fsync.py
+	$(BIN)/python benchmarks/async_stall.py
+	$(BIN)/python benchmarks/streaming.py --rows 3000
 
 clean:
 	rm -rf $(VENV) $(OLDEST) build dist *.egg-info
