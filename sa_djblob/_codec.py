@@ -1,4 +1,4 @@
-"""DataJoint's blob format, both directions (see FORMAT.md): ``pack`` and ``unpack``.
+"""DataJoint's blob format, both directions (see docs/format.md): ``pack`` and ``unpack``.
 
 Pure functions, no I/O. The writer produces DataJoint 0.14's bytes; the reader accepts
 everything DataJoint and MATLAB's mym write, and treats its input as hostile: every
@@ -191,7 +191,7 @@ def _check_record_layout(arr: NDArray[Any]) -> None:
     """Refuse structured arrays that would read back with another shape or dtype.
 
     The reader rebuilds the array's shape as the longest common prefix of the field
-    columns' shapes (FORMAT.md, ``F``); sub-array fields that share leading dimensions
+    columns' shapes (docs/format.md, ``F``); sub-array fields that share leading dimensions
     would extend it. Byte-string fields would read back as one string per column.
     """
     shapes = []
@@ -296,7 +296,7 @@ class _Packer:
         return self.generic(obj, depth)
 
     def generic(self, obj: Any, depth: int) -> int:
-        # the order decides the bytes: it is DataJoint's (FORMAT.md, "Writer dispatch order")
+        # the order decides the bytes: it is DataJoint's writer order
         if isinstance(obj, MatCell):
             return self.cell(obj, depth)
         if isinstance(obj, MatStruct):

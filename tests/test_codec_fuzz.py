@@ -211,7 +211,7 @@ values = st.recursive(
 
 
 def expected(value: Any) -> Any:
-    """What reading back ``value`` gives (FORMAT.md: the types that change on a round trip)."""
+    """What reading back ``value`` gives (docs/format.md: what reads back differently)."""
     if isinstance(value, MatCell | MatStruct):
         result = value.copy()
         flat = np.asarray(result).reshape(-1)

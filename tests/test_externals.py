@@ -365,7 +365,7 @@ def test_hostile_external_attachment_name_is_refused(
     assert list(Path(djb.config["download_path"]).iterdir()) == []
 
 
-# -- the layout of FORMAT.md ------------------------------------------------------
+# -- the layout of docs/design.md ------------------------------------------------------
 
 
 def test_vector_layout(

@@ -1,6 +1,6 @@
 """``ExternalTable.sweep`` and ``ExternalTable.verify``: safe upkeep of an externals table.
 
-The invariant (DESIGN.md): a committed row never references a payload that is missing
+The invariant (docs/design.md): a committed row never references a payload that is missing
 from its store, and a payload that a committed row references is never deleted. The
 sweep keeps it while the application goes on writing, because it only deletes a payload
 while it holds the lock that every writer of that payload needs, and only after the
