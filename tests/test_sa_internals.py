@@ -12,6 +12,7 @@ from sqlalchemy.engine.cursor import CursorFetchStrategy
 import sa_djblob as djb
 from sa_djblob._sa_internals import (
     RowTransformingStrategy,
+    dml_statement,
     install_strategy,
     result_columns,
     type_bound_foreign_key,
@@ -120,3 +121,18 @@ def test_a_type_learns_its_column_through_set_parent() -> None:
     assert "_set_parent" in vars(sa.types.TypeDecorator) or hasattr(
         sa.types.TypeDecorator, "_set_parent"
     )
+
+
+def test_dml_statement_sees_lambdas_and_ctes() -> None:
+    eng, t = _engine()
+    seen: list[Any] = []
+
+    @sa.event.listens_for(eng, "before_cursor_execute")
+    def grab(conn: Any, cursor: Any, stmt: Any, params: Any, context: Any, many: bool) -> None:
+        seen.append(dml_statement(context))
+
+    with eng.begin() as conn:
+        conn.execute(sa.lambda_stmt(lambda: sa.insert(t).values(id=100, v=1)))
+        conn.execute(sa.select(t.c.id).where(t.c.id == 1))
+        conn.execute(sa.text("SELECT 1"))
+    assert seen == [("write", t), ("read", None), ("text", None)]
