@@ -31,6 +31,8 @@ from ._layout import (
     HASH_CHUNK,
     attachment_prefix,
     content_hash,
+    copy_hashed,
+    file_matches,
     hash_stream,
     new_hasher,
     store_root,
@@ -422,19 +424,17 @@ def fetch_filepath(store: Store, ref: FileRef) -> Path:
     otherwise downloaded from the store (to a temporary file, verified, renamed)."""
     source = filepath_object(store, ref.filepath)
     local = FilepathKind.stage(store) / ref.filepath
-    if local.is_file() and (ref.contents_hash is None or _matches(local, ref, store.hash)):
+    if local.is_file() and (
+        ref.contents_hash is None or file_matches(local, ref.contents_hash, algorithm=store.hash)
+    ):
         return local
     local.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{local.name[:40]}.", suffix=".djb-part", dir=local.parent)
     try:
-        h = new_hasher(store.hash)
         with os.fdopen(fd, "wb") as out, store.open(source) as src:
-            while chunk := src.read(HASH_CHUNK):
-                h.update(chunk)
-                out.write(chunk)
+            got = copy_hashed(src, out, algorithm=store.hash)
             out.flush()
             os.fsync(out.fileno())
-        got = uuid.UUID(bytes=h.digest()[:16])
         if ref.contents_hash is not None and got != ref.contents_hash:
             raise IntegrityError(
                 f"file {ref.filepath!r} in store {store.name!r} at {source} does not match"
@@ -445,14 +445,6 @@ def fetch_filepath(store: Store, ref: FileRef) -> Path:
         _unlink(Path(tmp))
         raise
     return local
-
-
-def _matches(path: Path, ref: FileRef, algorithm: str) -> bool:
-    try:
-        with path.open("rb") as f:
-            return hash_stream(f, algorithm=algorithm)[0] == ref.contents_hash
-    except OSError:
-        return False
 
 
 _IN_MEMORY = 1 << 20  # attachments for remote stores up to this size are read into memory

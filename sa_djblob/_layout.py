@@ -6,7 +6,7 @@ import functools
 import hashlib
 import uuid
 from collections.abc import Sequence
-from pathlib import PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO
 
 from ._exceptions import ConfigError
@@ -16,6 +16,8 @@ __all__ = [
     "attachment_prefix",
     "cache_path",
     "content_hash",
+    "copy_hashed",
+    "file_matches",
     "hash_stream",
     "new_hasher",
     "object_path",
@@ -58,6 +60,29 @@ def hash_stream(
         h.update(chunk)
         size += len(chunk)
     return _to_uuid(h.digest()), size
+
+
+def copy_hashed(
+    src: BinaryIO, out: BinaryIO, *, prefix: bytes = b"", algorithm: str = "md5"
+) -> uuid.UUID:
+    """Copy *src* to *out* in chunks, hashing ``prefix`` + what passes; return the key."""
+    h = new_hasher(algorithm)
+    h.update(prefix)
+    while chunk := src.read(HASH_CHUNK):
+        h.update(chunk)
+        out.write(chunk)
+    return _to_uuid(h.digest())
+
+
+def file_matches(
+    path: Path, key: uuid.UUID, *, prefix: bytes = b"", algorithm: str = "md5"
+) -> bool:
+    """Whether the local file *path* hashes (after *prefix*) to *key*; False if unreadable."""
+    try:
+        with path.open("rb") as f:
+            return hash_stream(f, prefix=prefix, algorithm=algorithm)[0] == key
+    except OSError:
+        return False
 
 
 def attachment_prefix(name: str) -> bytes:

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, BinaryIO
 from .. import _attach
 from .._exceptions import IntegrityError
 from .._kinds import verify
-from .._layout import HASH_CHUNK, attachment_prefix, hash_stream, new_hasher
+from .._layout import attachment_prefix, copy_hashed, file_matches
 from .._pool import call
 from ..stores import get_cache
 
 if TYPE_CHECKING:
     from .._area import Area
 
-__all__ = ["fetch_attachment", "fetch_bytes", "file_matches", "open_payload"]
+__all__ = ["fetch_attachment", "fetch_bytes", "open_payload"]
 
 
 def fetch_bytes(area: Area, key: uuid.UUID) -> bytes:
@@ -34,14 +34,6 @@ def fetch_bytes(area: Area, key: uuid.UUID) -> bytes:
     if cache is not None:
         cache.put(key, data)
     return data
-
-
-def file_matches(path: Path, prefix: bytes, key: uuid.UUID, algorithm: str) -> bool:
-    try:
-        with path.open("rb") as f:
-            return hash_stream(f, prefix=prefix, algorithm=algorithm)[0] == key
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager
@@ -67,20 +59,18 @@ def fetch_attachment(area: Area, key: uuid.UUID, name: str) -> Path:
     prefix = attachment_prefix(name)
 
     def fill(out: BinaryIO) -> None:
-        h = new_hasher(store.hash)
-        h.update(prefix)
         with open_payload(area, key, name) as src:
-            while chunk := src.read(HASH_CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-        if uuid.UUID(bytes=h.digest()[:16]) != key:
+            got = copy_hashed(src, out, prefix=prefix, algorithm=store.hash)
+        if got != key:
             raise IntegrityError(
                 f"attachment {key} in store {store.name!r} at {area.path(key, name)} does not"
                 f" match its hash ({store.hash}): it was changed or corrupted"
             )
         out.flush()
 
-    result = _attach.write_download(name, lambda p: file_matches(p, prefix, key, store.hash), fill)
+    result = _attach.write_download(
+        name, lambda p: file_matches(p, key, prefix=prefix, algorithm=store.hash), fill
+    )
     cache = get_cache() if store.is_remote else None
     if cache is not None and cache.path(key) is None:
         cache.put_file(key, result)

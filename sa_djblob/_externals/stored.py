@@ -26,11 +26,11 @@ from sqlalchemy.types import TypeDecorator
 from .. import _attach
 from .._area import Area
 from .._exceptions import IntegrityError, SaDjblobError
-from .._layout import attachment_prefix, new_hasher
+from .._layout import attachment_prefix, file_matches, new_hasher
 from .._pool import call
 from ..stores import Store, get_store
 from ..stores.base import COPY_CHUNK
-from .fetch import file_matches, open_payload
+from .fetch import open_payload
 from .read import Resolved, _attach_ref, _base_table
 from .table import external_table
 
@@ -119,7 +119,7 @@ class StoredObject:
 
         return _attach.write_download(
             self.name if self.name is not None else str(self.key),
-            lambda p: file_matches(p, prefix, self.key, store.hash),
+            lambda p: file_matches(p, self.key, prefix=prefix, algorithm=store.hash),
             fill,
             folder,
         )

@@ -64,12 +64,13 @@ the bounded pool) and checks it against its hash.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -94,6 +95,7 @@ __all__ = ["DEFAULT_BATCH", "DEFAULT_GRACE", "sweep", "verify"]
 DEFAULT_BATCH = 1000
 DEFAULT_GRACE = datetime.timedelta(hours=1)
 _ATTEMPTS = 5
+_T = TypeVar("_T")
 _NAME = re.compile(r"([0-9a-f]{32})(?:\.(.+))?", re.DOTALL)
 
 # A test hook: called after a batch's payloads were removed, before its commit.
@@ -278,14 +280,8 @@ class _Sweeper:
             try:
                 after: uuid.UUID | None = None
                 while True:
-                    for attempt in range(_ATTEMPTS):
-                        try:
-                            done, after, went = self._rows_batch(conn, refs, after)
-                            break
-                        except sa.exc.DBAPIError as exc:
-                            conn.rollback()
-                            if attempt + 1 == _ATTEMPTS or not self.dialect.is_retryable(exc):
-                                raise
+                    batch = functools.partial(self._rows_batch, conn, refs, after)
+                    done, after, went = self._retrying(conn, batch)
                     removed.update(went)
                     bar.update(len(went))
                     if done:
@@ -397,19 +393,24 @@ class _Sweeper:
             with self.connect() as conn:
                 ordered = sorted(candidates, key=lambda c: (c[0], str(c[2].path)))
                 for chunk in _chunks(ordered, self.batch):
-                    for attempt in range(_ATTEMPTS):
-                        try:
-                            went = self._orphan_batch(conn, chunk)
-                            break
-                        except sa.exc.DBAPIError as exc:
-                            conn.rollback()
-                            if attempt + 1 == _ATTEMPTS or not self.dialect.is_retryable(exc):
-                                raise
+                    went = self._retrying(conn, functools.partial(self._orphan_batch, conn, chunk))
                     bar.update(len(chunk))
                     if self.report.errors and not went:
                         break
         finally:
             bar.close()
+
+    def _retrying(self, conn: Connection, batch: Callable[[], _T]) -> _T:
+        """Run one batch (its own transaction); deadlocks, lock timeouts and serialization
+        failures roll it back and run it again, up to ``_ATTEMPTS`` times."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                return batch()
+            except sa.exc.DBAPIError as exc:
+                conn.rollback()
+                if attempt + 1 == _ATTEMPTS or not self.dialect.is_retryable(exc):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _insert_ignore(self, conn: Connection, values: list[dict[str, Any]]) -> None:
         self.dialect.insert_missing(conn, self.table, values)

@@ -193,7 +193,7 @@ def _flush(st: _Statement, table: sa.Table, payloads: dict[str, dict[uuid.UUID, 
     upload: list[tuple[Area, Payload]] = []
     check: list[tuple[Area, Payload]] = []
     for store_name, items in payloads.items():
-        store: Store = get_store(store_name)
+        store = st.stores[store_name]  # looked up when its values were bound
         ext = external_table(metadata, store_name, table_schema)
         area = Area(store, resolve_schema(conn, ext.schema, ext.name, st.options))
         check_owner(conn, area)
