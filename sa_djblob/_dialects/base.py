@@ -99,3 +99,19 @@ def sqlstate_retryable(exc: BaseException, states: Sequence[str], codes: Sequenc
             return True
         cur = cur.__cause__ or cur.__context__
     return False
+
+
+def insert_do_nothing_returning(
+    conn: Connection,
+    insert: Any,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    options: dict[str, Any],
+) -> set[uuid.UUID]:
+    """``INSERT ... ON CONFLICT (hash) DO NOTHING RETURNING hash`` with *insert*, the
+    dialect's insert construct (PostgreSQL's and SQLite's spell it alike). Executemany
+    with RETURNING: SQLAlchemy batches it ("insertmanyvalues")."""
+    stmt = (
+        insert(table).on_conflict_do_nothing(index_elements=[table.c.hash]).returning(table.c.hash)
+    )
+    return set(conn.scalars(stmt, list(rows), execution_options=options))

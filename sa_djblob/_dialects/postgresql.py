@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeEngine
 
-from .base import DialectSupport, sqlstate_retryable
+from .base import DialectSupport, insert_do_nothing_returning, sqlstate_retryable
 
 __all__ = ["support"]
 
@@ -35,13 +35,7 @@ class PostgreSQLSupport(DialectSupport):
     def insert_missing(
         self, conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], **options: Any
     ) -> set[uuid.UUID] | None:
-        stmt = (
-            pg_insert(table)
-            .on_conflict_do_nothing(index_elements=[table.c.hash])
-            .returning(table.c.hash)
-        )
-        # executemany with RETURNING: SQLAlchemy batches it ("insertmanyvalues")
-        return set(conn.scalars(stmt, list(rows), execution_options=options))
+        return insert_do_nothing_returning(conn, pg_insert, table, rows, options)
 
     def is_retryable(self, exc: BaseException) -> bool:
         # serialization failure, deadlock, lock not available

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import TypeEngine
 
-from .base import DialectSupport
+from .base import DialectSupport, insert_do_nothing_returning
 
 __all__ = ["support"]
 
@@ -37,12 +37,7 @@ class SQLiteSupport(DialectSupport):
     def insert_missing(
         self, conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], **options: Any
     ) -> set[uuid.UUID] | None:
-        stmt = (
-            sqlite_insert(table)
-            .on_conflict_do_nothing(index_elements=[table.c.hash])
-            .returning(table.c.hash)
-        )
-        return set(conn.scalars(stmt, list(rows), execution_options=options))
+        return insert_do_nothing_returning(conn, sqlite_insert, table, rows, options)
 
     def lock_shared(self, select: sa.Select[Any]) -> sa.Select[Any]:
         return select  # the write transaction already excludes sweepers
