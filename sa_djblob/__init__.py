@@ -6,6 +6,8 @@ Use it as ``import sa_djblob as djb``. Importing it registers nothing; call
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from ._codec import MatCell, MatStruct, pack, unpack
 from ._config import config
 from ._exceptions import (
@@ -32,7 +34,10 @@ from ._externals.stored import StoredObject, stored
 from .stores import Cache, FileStore, MemoryStore, S3Store, Store, get_store
 from .types import Attach, Blob, Filepath
 
-__version__ = "0.1.0"
+try:
+    __version__: str = _metadata.version("sa_djblob")
+except _metadata.PackageNotFoundError:  # a checkout on sys.path, never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AsyncExternalTable",

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ConfigError
+from ._layout import is_store_name
 
 __all__ = ["CONFIG_ENV", "Config", "config", "validate_store_spec"]
 
@@ -69,8 +70,11 @@ def validate_store_spec(name: str, spec: Any) -> dict[str, Any]:
     """
     from .stores import store_class
 
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ConfigError(f"store name {name!r} must be an identifier (letters, digits, _)")
+    if not is_store_name(name):
+        raise ConfigError(
+            f"store name {name!r} must start with a letter or _ and hold only letters, digits,"
+            " _ and - (as DataJoint's store names)"
+        )
     if not isinstance(spec, Mapping):
         raise ConfigError(f"store {name!r}: settings must be a dict, got {type(spec).__name__}")
     if "protocol" not in spec:

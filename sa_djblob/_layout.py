@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -12,6 +13,7 @@ from typing import Any, BinaryIO
 from ._exceptions import ConfigError
 
 __all__ = [
+    "is_store_name",
     "HASH_CHUNK",
     "attachment_prefix",
     "cache_path",
@@ -24,6 +26,15 @@ __all__ = [
     "store_root",
     "subfold",
 ]
+
+# DataJoint 0.14 declares `blob@<store>` with `[a-z][-\w]*` (its own tests use `repo-s3`);
+# sa_djblob also keeps accepting any Python identifier, as 0.1 did.
+_STORE_NAME = re.compile(r"[^\W\d][-\w]*")
+
+
+def is_store_name(name: object) -> bool:
+    """Whether *name* can name a store: a letter or ``_``, then letters, digits, ``_``, ``-``."""
+    return isinstance(name, str) and _STORE_NAME.fullmatch(name) is not None
 
 HASH_CHUNK = 1 << 20
 

@@ -25,6 +25,7 @@ from ._externals.read import external_column_expression, read_external
 from ._externals.table import HashType, attach_external
 from ._externals.write import bind_external
 from ._kinds import Kind, kind
+from ._layout import is_store_name
 from ._sa_internals import SchemaEventType
 
 __all__ = ["Attach", "Blob", "ExternalType", "Filepath", "HashType"]
@@ -41,8 +42,11 @@ class ExternalType(SchemaEventType, TypeDecorator[Any]):
         """*foreign_key=False*: the column gets no foreign key to ``~external_<store>``, no
         index and no externals table on its MetaData; the DDL around it spells them out
         (a migration rendered by :mod:`sa_djblob.alembic_helpers`)."""
-        if store is not None and (not isinstance(store, str) or not store.isidentifier()):
-            raise ValueError(f"store must be a store name (an identifier), got {store!r}")
+        if store is not None and not is_store_name(store):
+            raise ValueError(
+                f"store must be a store name (a letter or _, then letters, digits, _ or -),"
+                f" got {store!r}"
+            )
         if not isinstance(foreign_key, bool):
             raise TypeError(f"foreign_key must be True or False, got {foreign_key!r}")
         super().__init__()

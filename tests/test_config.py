@@ -44,7 +44,8 @@ def test_defaults_and_mapping_protocol() -> None:
             "both",
         ),
         ("stores", {"s": {"protocol": "file", "location": "/x", "hash": "sha1"}}, "'hash' must be"),
-        ("stores", {"bad name": {"protocol": "file", "location": "/x"}}, "identifier"),
+        ("stores", {"bad name": {"protocol": "file", "location": "/x"}}, "letters, digits"),
+        ("stores", {"-lead": {"protocol": "file", "location": "/x"}}, "start with a letter"),
     ],
 )
 def test_validation_errors_name_the_key(key: str, value: object, message: str) -> None:

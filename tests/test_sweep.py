@@ -290,3 +290,29 @@ def test_progress_bar(setup: Any, capsys: pytest.CaptureFixture[str]) -> None:
     report = ext.sweep(progress=True)
     assert report.rows_deleted == 3
     assert "sweep" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("store_kind", ["memory"])
+def test_no_progress_bars_by_default_when_stderr_is_not_a_terminal(
+    setup: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine, table, ext = setup
+    _insert(engine, table, [{"id": i, "b": value(i)} for i in range(3)])
+    with engine.begin() as conn:
+        conn.execute(sa.delete(table).where(table.c.id == 0))
+    assert ext.sweep().rows_deleted == 1
+    assert ext.verify().ok
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("store_kind", ["memory"])
+def test_progress_bars_by_default_on_a_terminal(
+    setup: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, table, ext = setup
+    _insert(engine, table, [{"id": i, "b": value(i)} for i in range(3)])
+    with engine.begin() as conn:
+        conn.execute(sa.delete(table))
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    assert ext.sweep().rows_deleted == 3
+    assert "sweep" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import struct
 import uuid
@@ -319,3 +320,43 @@ def test_legacy_u32_column_setting(engine: sa.Engine, tmp_path: Path) -> None:
                 conn.execute(sa.select(t.c.default)).scalar_one(), expected
             )
     assert eval(repr(djb.Blob(legacy_u32=True)), {"Blob": djb.Blob}).legacy_u32 is True
+
+
+@pytest.mark.parametrize("name", ["repo-s3", "raw-data_2", "_x"])
+def test_datajoint_store_names_are_accepted(name: str) -> None:
+    assert djb.Blob(store=name).store == name
+    cfg = djb.config.__class__()
+    cfg["stores"] = {name: {"protocol": "file", "location": "/x"}}
+
+
+@pytest.mark.parametrize("name", ["9lives", "a b", "a/b", "a.b", "", "-x"])
+def test_store_names_datajoint_refuses_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="store"):
+        djb.Blob(store=name)
+    with pytest.raises(djb.ConfigError, match="store name"):
+        djb.config.__class__()["stores"] = {name: {"protocol": "file", "location": "/x"}}
+
+
+def test_a_store_named_as_datajoint_names_them_round_trips(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    djb.config["stores"] = {"repo-s3": {"protocol": "file", "location": str(tmp_path / "s")}}
+    djb.install(engine)
+    md = sa.MetaData()
+    t = sa.Table(
+        "t",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("b", djb.Blob(store="repo-s3")),
+    )
+    md.create_all(engine)
+    assert sa.inspect(engine).has_table("~external_repo-s3")
+    with engine.begin() as conn:
+        conn.execute(sa.insert(t), [{"id": 1, "b": np.arange(3)}, {"id": 2, "b": [1, 2]}])
+        conn.execute(sa.delete(t).where(t.c.id == 2))
+    with engine.connect() as conn:
+        assert np.array_equal(conn.execute(sa.select(t.c.b)).scalar_one(), np.arange(3))
+    ext = djb.externals(engine)["repo-s3"]
+    assert ext.sweep(grace=datetime.timedelta(0), progress=False).rows_deleted == 1
+    assert ext.verify(progress=False).ok
+    assert len(ext.paths()) == 1

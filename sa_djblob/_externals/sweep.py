@@ -67,6 +67,7 @@ import datetime
 import functools
 import re
 import secrets
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
@@ -116,7 +117,11 @@ class _NoBar:
         return None
 
 
-def _bar(progress: bool, total: int | None, desc: str) -> _Bar:
+def _bar(progress: bool | None, total: int | None, desc: str) -> _Bar:
+    """A tqdm bar on stderr; *progress=None* draws it only when stderr is a terminal (so logs,
+    services and captured notebook output get no bars unless asked for)."""
+    if progress is None:
+        progress = sys.stderr.isatty()
     if not progress:
         return _NoBar()
     try:
@@ -137,7 +142,7 @@ class _Sweeper:
         *,
         dry_run: bool,
         grace: datetime.timedelta,
-        progress: bool,
+        progress: bool | None,
         batch: int,
     ) -> None:
         if batch < 1:
@@ -517,7 +522,7 @@ def sweep(
     *,
     dry_run: bool = False,
     grace: datetime.timedelta = DEFAULT_GRACE,
-    progress: bool = True,
+    progress: bool | None = None,
     batch: int = DEFAULT_BATCH,
 ) -> SweepReport:
     """Remove the unused entries of *ext* and their payloads, then the orphan payloads
@@ -555,7 +560,7 @@ def _verify_item(store: Store, area: Area, row: Any) -> tuple[PurePosixPath, Any
 
 
 def verify(
-    ext: ExternalTable, *, progress: bool = True, include_unused: bool = False, chunk: int = 256
+    ext: ExternalTable, *, progress: bool | None = None, include_unused: bool = False, chunk: int = 256
 ) -> VerifyReport:
     """Check that every referenced payload (every payload, with *include_unused*) is in
     the store and matches its hash; payloads are streamed, several at a time."""
