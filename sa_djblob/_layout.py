@@ -36,6 +36,7 @@ def is_store_name(name: object) -> bool:
     """Whether *name* can name a store: a letter or ``_``, then letters, digits, ``_``, ``-``."""
     return isinstance(name, str) and _STORE_NAME.fullmatch(name) is not None
 
+
 HASH_CHUNK = 1 << 20
 
 

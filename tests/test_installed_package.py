@@ -83,8 +83,15 @@ def _install(target: Path, tmp: Path) -> Path:
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     python = env_dir / "bin" / "python"
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         f"{target}[cli]"],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"{target}[cli]",
+        ],
         check=True,
         cwd=tmp,
     )
@@ -114,9 +121,7 @@ def test_sdist_holds_every_tracked_module(dist: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["whl", "tar.gz"])
-def test_installed_package_imports_and_round_trips(
-    dist: Path, kind: str, tmp_path: Path
-) -> None:
+def test_installed_package_imports_and_round_trips(dist: Path, kind: str, tmp_path: Path) -> None:
     (target,) = dist.glob(f"sa_djblob-*.{kind}")
     python = _install(target, tmp_path)
     run = tmp_path / "run"

@@ -560,7 +560,11 @@ def _verify_item(store: Store, area: Area, row: Any) -> tuple[PurePosixPath, Any
 
 
 def verify(
-    ext: ExternalTable, *, progress: bool | None = None, include_unused: bool = False, chunk: int = 256
+    ext: ExternalTable,
+    *,
+    progress: bool | None = None,
+    include_unused: bool = False,
+    chunk: int = 256,
 ) -> VerifyReport:
     """Check that every referenced payload (every payload, with *include_unused*) is in
     the store and matches its hash; payloads are streamed, several at a time."""
