@@ -33,6 +33,7 @@ top-level keys are these; it is read on first access.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import json
 import os
@@ -130,6 +131,11 @@ class Config(MutableMapping[str, Any]):
 
     def __init__(self) -> None:
         self._data: dict[str, Any] = copy.deepcopy(_DEFAULTS)
+        # override()'s changes: context-local, so concurrent requests (threads, asyncio
+        # tasks) never see each other's; sa_djblob's worker threads copy the caller's context.
+        self._overrides: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+            "sa_djblob_config_overrides", default={}
+        )
         self._lock = threading.RLock()
         self._loaded_env = False
 
@@ -143,6 +149,9 @@ class Config(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         self._ensure_env()
+        overrides = self._overrides.get()
+        if key in overrides:
+            return overrides[key]
         return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -166,7 +175,7 @@ class Config(MutableMapping[str, Any]):
 
     def __repr__(self) -> str:
         self._ensure_env()
-        return f"Config({_redact(self._data)!r})"
+        return f"Config({_redact({**self._data, **self._overrides.get()})!r})"
 
     def store_spec(self, name: str) -> dict[str, Any]:
         """The validated settings of store *name*."""
@@ -214,17 +223,21 @@ class Config(MutableMapping[str, Any]):
 
     @contextlib.contextmanager
     def override(self, **changes: Any) -> Iterator[Config]:
-        """Change some settings for the duration of a ``with`` block."""
+        """Change some settings for the duration of a ``with`` block, in this context only.
+
+        The changes are seen by the current thread or asyncio task (and by the work
+        sa_djblob hands to its own threads), not by other threads or tasks running at the
+        same time: two requests of a web app can each override ``download_path``. Inside the
+        block an overridden key keeps its overridden value even if ``config[key]`` is
+        assigned (assignments change the global settings, seen once the block ends).
+        """
         self._ensure_env()
         validated = {k: _validate(k, v) for k, v in changes.items()}
-        with self._lock:
-            saved = {k: self._data[k] for k in validated}
-            self._data.update(validated)
+        token = self._overrides.set({**self._overrides.get(), **validated})
         try:
             yield self
         finally:
-            with self._lock:
-                self._data.update(saved)
+            self._overrides.reset(token)
 
 
 config = Config()

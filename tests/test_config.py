@@ -117,3 +117,50 @@ def test_bad_file_is_a_config_error(tmp_path: Path) -> None:
         Config().load(f)
     with pytest.raises(djb.ConfigError, match="cannot read"):
         Config().load(tmp_path / "missing.json")
+
+
+def test_override_is_seen_only_by_its_own_thread() -> None:
+    import threading
+
+    barrier = threading.Barrier(2, timeout=10)
+    seen: dict[str, str] = {}
+
+    def request(name: str) -> None:
+        with djb.config.override(download_path=f"/downloads/{name}"):
+            barrier.wait()  # both overrides are active now
+            seen[name] = djb.config["download_path"]
+            barrier.wait()
+
+    threads = [threading.Thread(target=request, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"a": "/downloads/a", "b": "/downloads/b"}
+
+
+def test_override_is_seen_only_by_its_own_task() -> None:
+    import asyncio
+
+    async def request(name: str, both: asyncio.Barrier) -> str:
+        with djb.config.override(download_path=f"/downloads/{name}"):
+            await both.wait()  # both overrides are active now
+            seen = str(djb.config["download_path"])
+            await both.wait()
+            return seen
+
+    async def main() -> list[str]:
+        both = asyncio.Barrier(2)
+        return list(await asyncio.gather(request("a", both), request("b", both)))
+
+    before = djb.config["download_path"]
+    assert asyncio.run(main()) == ["/downloads/a", "/downloads/b"]
+    assert djb.config["download_path"] == before
+
+
+def test_override_reaches_sa_djblobs_worker_threads() -> None:
+    from sa_djblob import _pool
+
+    with djb.config.override(download_path="/downloads/worker"):
+        got = _pool.run_all(lambda i: (i, djb.config["download_path"]), range(8))
+    assert got == [(i, "/downloads/worker") for i in range(8)]
