@@ -19,6 +19,7 @@ from ._exceptions import (
     SaDjblobError,
     StoreError,
     StoreNotConfiguredError,
+    UnsupportedDialectError,
     UnsupportedTypeError,
 )
 from ._externals import (
@@ -62,6 +63,7 @@ __all__ = [
     "StoreNotConfiguredError",
     "StoredObject",
     "SweepReport",
+    "UnsupportedDialectError",
     "UnsupportedTypeError",
     "VerifyReport",
     "__version__",
@@ -74,3 +76,11 @@ __all__ = [
     "uninstall",
     "unpack",
 ]
+
+# Reprs and tracebacks name the public path (sa_djblob.SweepReport, sa_djblob.StoreError), not
+# the private module a class happens to live in (as httpx does).
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj

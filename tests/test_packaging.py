@@ -142,3 +142,12 @@ def test_no_pickle_in_package() -> None:
     for path in (ROOT / "sa_djblob").rglob("*.py"):
         text = path.read_text()
         assert "import pickle" not in text and "allow_pickle=True" not in text, path
+
+
+def test_public_classes_are_named_by_their_public_path() -> None:
+    assert djb.UnsupportedDialectError in djb.SaDjblobError.__subclasses__()
+    for name in djb.__all__:
+        obj = getattr(djb, name)
+        if isinstance(obj, type):
+            assert obj.__module__ == "sa_djblob", name
+    assert repr(djb.SweepReport).startswith("<class 'sa_djblob.SweepReport'")
