@@ -40,6 +40,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from ._exceptions import ConfigError
@@ -134,7 +135,7 @@ class Config(MutableMapping[str, Any]):
         # override()'s changes: context-local, so concurrent requests (threads, asyncio
         # tasks) never see each other's; sa_djblob's worker threads copy the caller's context.
         self._overrides: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-            "sa_djblob_config_overrides", default={}
+            "sa_djblob_config_overrides", default=MappingProxyType({})
         )
         self._lock = threading.RLock()
         self._loaded_env = False
