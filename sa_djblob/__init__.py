@@ -17,6 +17,8 @@ from ._exceptions import (
     SaDjblobError,
     StoreError,
     StoreNotConfiguredError,
+    TransactionRequiredError,
+    UnreadableFileError,
     UnsupportedTypeError,
 )
 from ._externals import (
@@ -57,6 +59,8 @@ __all__ = [
     "StoreNotConfiguredError",
     "StoredObject",
     "SweepReport",
+    "TransactionRequiredError",
+    "UnreadableFileError",
     "UnsupportedTypeError",
     "VerifyReport",
     "__version__",
