@@ -96,3 +96,16 @@ def test_cli_stores_listing_masks_option_and_query_values(tmp_path: Path) -> Non
         assert res.exit_code == 0, res.output
         _assert_clean(res.output)
         assert "***" in res.output
+
+
+def test_each_part_of_a_chained_url_hides_its_password_and_query() -> None:
+    spec = {
+        "protocol": "fsspec",
+        "url": "simplecache::ftp://lab:PW-CHAIN-9@127.0.0.1:1/data?token=TOK-CHAIN-8",
+    }
+    shown = repr(FsspecStore.redact(spec)) + FsspecStore.display_location(spec)
+    assert "PW-CHAIN-9" not in shown and "TOK-CHAIN-8" not in shown
+    assert "simplecache::ftp://lab:***@127.0.0.1:1/data?token=***" in shown
+    assert {"PW-CHAIN-9", "TOK-CHAIN-8"} <= set(FsspecStore.secret_values(spec))
+    # a URL with nothing to hide is shown as written
+    assert FsspecStore.display_location({"url": "file:///Data/Store"}) == "file:///Data/Store"

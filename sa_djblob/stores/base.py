@@ -118,36 +118,43 @@ def _mask_query_item(item: str, harmless: frozenset[str]) -> str:
 
 def mask_url(url: str, harmless: frozenset[str] = frozenset()) -> str:
     """*url* with its password, its fragment and every query value whose parameter is
-    not in *harmless* replaced by ``***`` (all of it, if it cannot be parsed)."""
+    not in *harmless* replaced by ``***`` (all of it, if it cannot be parsed); each part
+    of a chained fsspec URL (``simplecache::s3://...``) alike."""
+    return "::".join(_mask_one_url(part, harmless) for part in url.split("::"))
+
+
+def _mask_one_url(url: str, harmless: frozenset[str]) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
         return MASK
-    netloc = parts.netloc
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.partition(':')[0]}:{MASK}@{hostport}"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not ((at and ":" in userinfo) or parts.query or parts.fragment):
+        return url  # nothing to hide: as written
+    netloc = f"{userinfo.partition(':')[0]}:{MASK}@{hostport}" if ":" in userinfo else parts.netloc
     query = "&".join(_mask_query_item(i, harmless) for i in parts.query.split("&"))
     fragment = MASK if parts.fragment else ""
     return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
 
 
 def _url_secrets(url: str, harmless: frozenset[str]) -> list[str]:
-    """The password, fragment and non-harmless query values of *url*, as written and
-    decoded."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return [url]
+    """The passwords, fragments and non-harmless query values of *url* (each part of a
+    chained URL), as written and decoded."""
     found: list[str] = []
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    if at and ":" in userinfo:
-        found.append(userinfo.partition(":")[2])
-    for item in parts.query.split("&"):
-        name, eq, value = item.partition("=")
-        if unquote_plus(name) not in harmless:
-            found.append(value if eq else name)
-    found.append(parts.fragment)
+    for part in url.split("::"):
+        try:
+            parts = urlsplit(part)
+        except ValueError:
+            found.append(part)
+            continue
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        if at and ":" in userinfo:
+            found.append(userinfo.partition(":")[2])
+        for item in parts.query.split("&"):
+            name, eq, value = item.partition("=")
+            if unquote_plus(name) not in harmless:
+                found.append(value if eq else name)
+        found.append(parts.fragment)
     return [v for raw in found for v in {raw, unquote_plus(raw)} if v]
 
 
