@@ -135,7 +135,7 @@ class Payload:
         try:
             f = self.file.open("rb")
         except OSError as exc:
-            raise StoreError(f"cannot read {what} {self.file}: {exc.strerror}") from None
+            raise unreadable_file(exc, self.file, what, bound=True) from None
         with f:
             reader = _VerifyingReader(f, self, store.hash)
             store.put_file(path, io.BufferedReader(reader, HASH_CHUNK))
@@ -186,9 +186,17 @@ class _VerifyingReader(io.RawIOBase):
         return n
 
 
-def unreadable_file(exc: OSError, file: Path, what: str) -> UnreadableFileError:
-    """The documented error for a bound *file* that cannot be read, saying what to do."""
-    if exc.errno == errno.ENOENT:
+def unreadable_file(
+    exc: OSError, file: Path, what: str, *, bound: bool = False
+) -> UnreadableFileError:
+    """The documented error for a bound *file* that cannot be read, saying what to do
+    (*bound*: it was read when the value was bound, and no longer can be)."""
+    if exc.errno == errno.ENOENT and bound:
+        reason = (
+            "does not exist any more (it was removed after the value was bound, before it"
+            " was stored): keep the file until the statement has run"
+        )
+    elif exc.errno == errno.ENOENT:
         reason = "does not exist: check the path (relative paths start in the working folder)"
     elif exc.errno == errno.EISDIR:
         reason = "is a directory: bind the path of a regular file"

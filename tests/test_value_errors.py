@@ -48,7 +48,8 @@ def _nothing_written(engine: sa.Engine, table: sa.Table, tmp_path: Path) -> None
         assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(ext)).scalar_one() == 0
     store = tmp_path / "store"
-    assert not store.exists() or not [p for p in store.rglob("*") if p.is_file()]
+    payloads = [p for p in store.rglob("*") if p.is_file() and ".sa_djblob-owner" not in p.parts]
+    assert payloads == []
 
 
 def _insert(engine: sa.Engine, table: sa.Table, column: str, value: Any) -> None:
@@ -135,3 +136,22 @@ def test_pandas_values_get_a_conversion_hint(
 ) -> None:
     with pytest.raises(djb.UnsupportedTypeError, match=hint):
         _insert(engine, table, "b", value)
+
+
+def test_attachment_removed_before_its_upload_is_a_documented_error(
+    engine: sa.Engine, table: sa.Table, tmp_path: Path
+) -> None:
+    f = tmp_path / "vanishing.txt"
+    f.write_text("here at bind time")
+
+    def remove_it(*args: Any) -> None:
+        f.unlink(missing_ok=True)  # after the value was bound, before the upload
+
+    sa.event.listen(engine, "before_cursor_execute", remove_it, insert=True)
+    try:
+        with pytest.raises(djb.UnreadableFileError, match="removed after") as info:
+            _insert(engine, table, "ext", f)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", remove_it)
+    assert info.value.filename == str(f)
+    _nothing_written(engine, table, tmp_path)
