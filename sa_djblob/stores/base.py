@@ -197,7 +197,7 @@ def _option_secrets(options: Mapping[Any, Any], harmless: frozenset[str]) -> lis
     return found
 
 
-def mask_opaque(value: Any, harmless: frozenset[str]) -> Any:
+def _mask_opaque(value: Any, harmless: frozenset[str]) -> Any:
     """The value of a setting with *harmless* names, fit to print (see :class:`Setting`)."""
     if isinstance(value, Mapping):
         return _mask_options(value, harmless)
@@ -206,8 +206,8 @@ def mask_opaque(value: Any, harmless: frozenset[str]) -> Any:
     return None if value is None else MASK
 
 
-def opaque_secrets(value: Any, harmless: frozenset[str]) -> list[str]:
-    """The strings :func:`mask_opaque` hides, to scrub from messages."""
+def _opaque_secrets(value: Any, harmless: frozenset[str]) -> list[str]:
+    """The strings ``_mask_opaque`` hides, to scrub from messages."""
     if isinstance(value, Mapping):
         found = _option_secrets(value, harmless)
     elif isinstance(value, str):
@@ -420,7 +420,7 @@ class Store(abc.ABC):
                 out[key] = setting.check(spec[key])
             except ValueError as exc:
                 detail = str(exc)
-                if setting.secret:
+                if setting.secret or setting.harmless is not None:
                     detail = detail.replace(repr(spec[key]), MASK).replace(str(spec[key]), MASK)
                 raise ConfigError(f"{where}: {key!r} {detail}") from None
         cls._check_together(name, out)
@@ -447,7 +447,7 @@ class Store(abc.ABC):
             if setting is not None and setting.secret and v:
                 shown[k] = MASK
             elif setting is not None and setting.harmless is not None:
-                shown[k] = mask_opaque(v, setting.harmless)
+                shown[k] = _mask_opaque(v, setting.harmless)
             else:
                 shown[k] = v
         return shown
@@ -461,15 +461,8 @@ class Store(abc.ABC):
             if setting is not None and setting.secret and v:
                 found.add(str(v))
             elif setting is not None and setting.harmless is not None:
-                found.update(opaque_secrets(v, setting.harmless))
+                found.update(_opaque_secrets(v, setting.harmless))
         return sorted(found, key=lambda s: (-len(s), s))
-
-    @classmethod
-    def scrub(cls, spec: Mapping[str, Any], text: str) -> str:
-        """*text* with every secret string of *spec* replaced by ``***``."""
-        for secret in cls.secret_values(spec):
-            text = text.replace(secret, MASK)
-        return text
 
     @classmethod
     def display_location(cls, spec: Mapping[str, Any]) -> str:
