@@ -19,6 +19,8 @@ from ._exceptions import (
     SaDjblobError,
     StoreError,
     StoreNotConfiguredError,
+    TransactionRequiredError,
+    UnreadableFileError,
     UnsupportedDialectError,
     UnsupportedTypeError,
 )
@@ -63,6 +65,8 @@ __all__ = [
     "StoreNotConfiguredError",
     "StoredObject",
     "SweepReport",
+    "TransactionRequiredError",
+    "UnreadableFileError",
     "UnsupportedDialectError",
     "UnsupportedTypeError",
     "VerifyReport",

@@ -25,6 +25,7 @@ from ._exceptions import BlobFormatError, UnsupportedTypeError
 __all__ = [
     "attachment_name",
     "check_name",
+    "check_new_name",
     "decode_inrow",
     "encode_inrow",
     "safe_name",
@@ -40,7 +41,9 @@ def attachment_name(path: str | os.PathLike[str]) -> str:
     """The name an attachment is stored under: the file's base name."""
     name = Path(os.fspath(path)).name
     if not name:
-        raise ValueError(f"attachment {os.fspath(path)!r} has no file name")
+        raise UnsupportedTypeError(
+            f"attachment {os.fspath(path)!r} has no file name: bind the path of a file"
+        )
     return name
 
 
@@ -70,6 +73,21 @@ def check_name(name: str, *, max_object_name: int | None = None) -> None:
         raise UnsupportedTypeError(
             f"attachment name {name[:40]!r}... is {size} bytes long; this store holds names of"
             f" at most {limit} bytes (its objects are named <hash>.<name>): rename the file"
+        )
+
+
+def check_new_name(name: str, *, max_object_name: int | None = None) -> None:
+    """:func:`check_name` for a name being written, which must also hold no control
+    character (CR, LF, tab...): S3 answers "404 Not Found" for such an object, and a
+    download gets another name (:func:`safe_name` drops them). Names already stored are
+    still read."""
+    check_name(name, max_object_name=max_object_name)
+    control = next((c for c in name if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise UnsupportedTypeError(
+            f"attachment name {name[:60]!r} holds the control character {control!r} (a line"
+            " break, a tab...): stores refuse or alter such names and a download would get"
+            " another name: rename the file"
         )
 
 

@@ -219,6 +219,19 @@ def _check_record_layout(arr: NDArray[Any]) -> None:
         )
 
 
+def _pandas_hint(kind: type) -> str:
+    """How to store a pandas object (pandas need not be installed to say so)."""
+    if kind.__module__.partition(".")[0] != "pandas":
+        return ""
+    if kind.__name__ == "DataFrame":
+        return (
+            ": convert it, e.g. df.to_numpy() (one dtype, the column names are lost) or"
+            " df.to_records(index=False) (a record array that keeps the column names and"
+            " dtypes)"
+        )
+    return ": convert it with .to_numpy()"
+
+
 class _PackError(Exception):
     """Internal: an unsupported value; ``path`` collects the location, innermost first."""
 
@@ -351,7 +364,7 @@ class _Packer:
             name = f"{kind.__module__}.{name}"
         if isinstance(obj, np.generic):
             raise _PackError(f"{name} values are not supported")
-        raise _PackError(f"values of type {name} are not supported")
+        raise _PackError(f"values of type {name} are not supported{_pandas_hint(kind)}")
 
     # -- Python scalars (dj0) ------------------------------------------------------------
     def none(self, obj: Any, depth: int) -> int:

@@ -13,6 +13,8 @@ __all__ = [
     "SaDjblobError",
     "StoreError",
     "StoreNotConfiguredError",
+    "TransactionRequiredError",
+    "UnreadableFileError",
     "UnsupportedDialectError",
     "UnsupportedTypeError",
 ]
@@ -61,3 +63,18 @@ class NotInstalledError(SaDjblobError):
 
 class UnsupportedDialectError(SaDjblobError):
     """A database that sa_djblob has no SQL for (external values need its row locks)."""
+
+
+class UnreadableFileError(SaDjblobError, OSError):
+    """The file bound to an ``Attach`` or ``Filepath`` column cannot be read (it does not
+    exist, is a directory, or may not be read); the message names it and ``errno`` and
+    ``filename`` are set as on the ``OSError`` behind it."""
+
+    def __str__(self) -> str:
+        # the message, not OSError's "[Errno 2] ...: 'file'" built from the attributes
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+class TransactionRequiredError(SaDjblobError):
+    """External values were written on a connection in AUTOCOMMIT mode: write them in a
+    transaction (``engine.begin()``, a Session)."""

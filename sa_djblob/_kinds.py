@@ -8,6 +8,7 @@ path) and :meth:`Kind.load` (the read path).
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -25,6 +26,7 @@ from ._exceptions import (
     IntegrityError,
     SaDjblobError,
     StoreError,
+    UnreadableFileError,
     UnsupportedTypeError,
 )
 from ._layout import (
@@ -133,7 +135,7 @@ class Payload:
         try:
             f = self.file.open("rb")
         except OSError as exc:
-            raise StoreError(f"cannot read {what} {self.file}: {exc.strerror}") from None
+            raise unreadable_file(exc, self.file, what, bound=True) from None
         with f:
             reader = _VerifyingReader(f, self, store.hash)
             store.put_file(path, io.BufferedReader(reader, HASH_CHUNK))
@@ -182,6 +184,31 @@ class _VerifyingReader(io.RawIOBase):
                 )
             self._left = -1  # verified; further reads see the end
         return n
+
+
+def unreadable_file(
+    exc: OSError, file: Path, what: str, *, bound: bool = False
+) -> UnreadableFileError:
+    """The documented error for a bound *file* that cannot be read, saying what to do
+    (*bound*: it was read when the value was bound, and no longer can be)."""
+    if exc.errno == errno.ENOENT and bound:
+        reason = (
+            "does not exist any more (it was removed after the value was bound, before it"
+            " was stored): keep the file until the statement has run"
+        )
+    elif exc.errno == errno.ENOENT:
+        reason = "does not exist: check the path (relative paths start in the working folder)"
+    elif exc.errno == errno.EISDIR:
+        reason = "is a directory: bind the path of a regular file"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        reason = "may not be read: give this process read permission"
+    else:
+        reason = f"cannot be read ({exc.strerror or exc}): bind the path of a readable file"
+    error = UnreadableFileError(f"{what} {file} {reason}")
+    error.errno = exc.errno
+    error.strerror = exc.strerror
+    error.filename = str(file)
+    return error
 
 
 class Kind:
@@ -265,8 +292,11 @@ class AttachKind(Kind):
 
     def encode_inrow(self, value: Any) -> bytes:
         file = self._file(value)
-        _attach.check_name(_attach.attachment_name(file))
-        return _attach.encode_inrow(file)
+        _attach.check_new_name(_attach.attachment_name(file))
+        try:
+            return _attach.encode_inrow(file)
+        except OSError as exc:
+            raise unreadable_file(exc, file, "attachment") from None
 
     def decode_inrow(self, value: bytes, options: dict[str, Any]) -> Path:
         name, contents = _attach.decode_inrow(value)
@@ -283,7 +313,7 @@ class AttachKind(Kind):
         private snapshot while it is hashed, and that is what is uploaded."""
         file = self._file(value)
         name = _attach.attachment_name(file)
-        _attach.check_name(name, max_object_name=store.max_object_name)
+        _attach.check_new_name(name, max_object_name=store.max_object_name)
         prefix = attachment_prefix(name)
         try:
             with file.open("rb") as f:
@@ -296,9 +326,7 @@ class AttachKind(Kind):
                     return Payload(key, len(head), attachment_name=name, data=head)
                 return _snapshot(f, head, prefix, name, store.hash)
         except OSError as exc:
-            raise FileNotFoundError(
-                exc.errno, f"cannot read attachment: {exc.strerror}", str(file)
-            ) from None
+            raise unreadable_file(exc, file, "attachment") from None
 
     def load(self, area: Area, key: uuid.UUID, name: str | None) -> Path:
         from ._externals.fetch import fetch_attachment
@@ -393,9 +421,7 @@ class FilepathKind(Kind):
                 contents, size, tmp = _copy_hashing(f, head, b"", store.hash)
                 return Payload(key, size, file=tmp, snapshot=True, contents_hash=contents, **extra)
         except OSError as exc:
-            raise FileNotFoundError(
-                exc.errno, f"cannot read the file: {exc.strerror}", str(file)
-            ) from None
+            raise unreadable_file(exc, file, "file") from None
 
     def reference(self, raw: bytes, store: Store) -> tuple[uuid.UUID, Any]:
         """``coalesce(contents_hash, hash) || utf8(filepath)``; the key is the hash of the

@@ -54,7 +54,9 @@ __all__ = [
 
 
 class ExternalResult(TypeDecorator[Any]):
-    """The result type of an external column: knows the kind, store and declared schema."""
+    """The result type of an external column: knows the kind, store and declared schema,
+    and the user's TypeDecorators around the column's type (*adapters*, outermost first),
+    whose ``process_result_value`` it applies to the value read, innermost first."""
 
     impl = sa.types.NullType
     cache_ok = True
@@ -65,20 +67,45 @@ class ExternalResult(TypeDecorator[Any]):
         store: str,
         schema: str | None = None,
         options: tuple[tuple[str, Any], ...] = (),
+        adapters: tuple[TypeDecorator[Any], ...] = (),
     ) -> None:
         super().__init__()
         self.kind_name = kind_name
         self.store = store
         self.schema = schema
         self.options = options
+        # not part of the cache key: the statement's key already holds the column's type
+        self._adapters = tuple(
+            a
+            for a in reversed(adapters)
+            if type(a).process_result_value is not TypeDecorator.process_result_value
+        )
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
         options = dict(self.options)
         if isinstance(value, Located):
-            return value.value(options)
-        return read_external(kind(self.kind_name), self.store, self.schema, value, dialect, options)
+            value = value.value(options)
+        else:
+            k = kind(self.kind_name)
+            value = read_external(k, self.store, self.schema, value, dialect, options)
+        for adapter in self._adapters:
+            value = adapter.process_result_value(value, dialect)
+        return value
+
+
+def _adapters(colexpr: Any) -> tuple[TypeDecorator[Any], ...]:
+    """The user's TypeDecorators wrapped around the sa_djblob type of *colexpr*, outermost
+    first (an adapter turning the value into a domain object): the column expression
+    replaces the column's type, so their result processing is applied here."""
+    found: list[TypeDecorator[Any]] = []
+    t = getattr(colexpr, "type", None)
+    # (on the class: a TypeDecorator passes unknown attributes on to its impl)
+    while isinstance(t, TypeDecorator) and not hasattr(type(t), "sa_djblob_store"):
+        found.append(t)
+        t = t.impl_instance
+    return tuple(found) if hasattr(type(t), "sa_djblob_store") else ()
 
 
 class _attach_ref(FunctionElement[Any]):
@@ -113,7 +140,7 @@ def external_column_expression(colexpr: Any, typ: Any) -> Any:
     table = _base_table(colexpr)
     schema = table.schema if table is not None else None
     options = tuple(sorted(typ.read_options().items()))
-    result = ExternalResult(typ.kind.name, typ.store, schema, options)
+    result = ExternalResult(typ.kind.name, typ.store, schema, options, _adapters(colexpr))
     if typ.kind.name not in ("attach", "filepath"):
         return sa.type_coerce(colexpr, result)
     if table is None:

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from .._area import Area, check_filepath_owner, check_owner, resolve_schema
 from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
-from .._exceptions import NotInstalledError, SaDjblobError, StoreError
+from .._exceptions import NotInstalledError, SaDjblobError, StoreError, TransactionRequiredError
 from .._kinds import Kind, Payload
 from .._pool import call, run_all
 from .._sa_internals import dml_statement
@@ -259,7 +259,7 @@ def _require_transaction(conn: Connection) -> None:
     except Exception:  # a driver that cannot tell: nothing to check
         return
     if autocommit:
-        raise SaDjblobError(
+        raise TransactionRequiredError(
             "external values need a transaction, but this connection is in AUTOCOMMIT mode:"
             " the externals row and its lock would be committed before your statement runs,"
             " and a concurrent sweep could delete the payload in between. Write through a"

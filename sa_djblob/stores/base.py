@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, ClassVar, Self
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from .._exceptions import ConfigError, StoreError
 
@@ -34,6 +35,7 @@ __all__ = [
     "Setting",
     "Store",
     "is_temp_name",
+    "mask_url",
     "registered_protocols",
     "store_class",
     "temp_name",
@@ -84,6 +86,12 @@ class Setting:
     must be ("must be a string"); the message becomes ``store 'x': 'key' must be ...``.
     A *default* is filled in when the key is absent (``None`` defaults are left out);
     a *secret* value is masked in reprs and command-line output.
+
+    *harmless* makes a setting that holds options (a dict, nested) or a URL opaque: every
+    option value and every URL query value (and the URL's password) is masked in reprs,
+    messages and command-line output, except the values of the option names and query
+    parameters it lists. A store kind declares there what it knows to be harmless; an
+    option it has never heard of (a passphrase, a header list) stays hidden.
     """
 
     check: Callable[[Any], Any]
@@ -91,6 +99,122 @@ class Setting:
     required: bool = False
     secret: bool = False
     doc: str = ""
+    harmless: frozenset[str] | None = None
+
+
+# -- masking ------------------------------------------------------------------------
+
+#: option and query values shorter than this are masked but not scrubbed from messages:
+#: flags and small numbers are no credentials, and replacing them would garble the text
+_SCRUB_MIN = 4
+
+
+def _mask_query_item(item: str, harmless: frozenset[str]) -> str:
+    name, eq, value = item.partition("=")
+    if not item or unquote_plus(name) in harmless or (eq and not value):
+        return item
+    return f"{name}={MASK}" if eq else MASK
+
+
+def mask_url(url: str, harmless: frozenset[str] = frozenset()) -> str:
+    """*url* with its password, its fragment and every query value whose parameter is
+    not in *harmless* replaced by ``***`` (all of it, if it cannot be parsed); each part
+    of a chained fsspec URL (``simplecache::s3://...``) alike."""
+    return "::".join(_mask_one_url(part, harmless) for part in url.split("::"))
+
+
+def _mask_one_url(url: str, harmless: frozenset[str]) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not ((at and ":" in userinfo) or parts.query or parts.fragment):
+        return url  # nothing to hide: as written
+    netloc = f"{userinfo.partition(':')[0]}:{MASK}@{hostport}" if ":" in userinfo else parts.netloc
+    query = "&".join(_mask_query_item(i, harmless) for i in parts.query.split("&"))
+    fragment = MASK if parts.fragment else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
+
+
+def _url_secrets(url: str, harmless: frozenset[str]) -> list[str]:
+    """The passwords, fragments and non-harmless query values of *url* (each part of a
+    chained URL), as written and decoded."""
+    found: list[str] = []
+    for part in url.split("::"):
+        try:
+            parts = urlsplit(part)
+        except ValueError:
+            found.append(part)
+            continue
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        if at and ":" in userinfo:
+            found.append(userinfo.partition(":")[2])
+        for item in parts.query.split("&"):
+            name, eq, value = item.partition("=")
+            if unquote_plus(name) not in harmless:
+                found.append(value if eq else name)
+        found.append(parts.fragment)
+    return [v for raw in found for v in {raw, unquote_plus(raw)} if v]
+
+
+def _mask_options(options: Mapping[Any, Any], harmless: frozenset[str]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for k, v in options.items():
+        if isinstance(v, Mapping):
+            out[k] = _mask_options(v, harmless)
+        elif v is None or str(k) in harmless:
+            looks_like_url = isinstance(v, str) and ("://" in v or "?" in v)
+            out[k] = mask_url(v, harmless) if looks_like_url else v
+        else:
+            out[k] = MASK
+    return out
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string (and number) inside *value*."""
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple | set | frozenset):
+        return [s for v in value for s in _strings(v)]
+    if isinstance(value, bytes):
+        return [value.decode("utf-8", "replace")]
+    if value is None or isinstance(value, bool):
+        return []
+    return [str(value)]
+
+
+def _option_secrets(options: Mapping[Any, Any], harmless: frozenset[str]) -> list[str]:
+    found: list[str] = []
+    for k, v in options.items():
+        if isinstance(v, Mapping):
+            found += _option_secrets(v, harmless)
+        elif str(k) in harmless:
+            if isinstance(v, str):
+                found += _url_secrets(v, harmless)
+        else:
+            found += _strings(v)
+    return found
+
+
+def _mask_opaque(value: Any, harmless: frozenset[str]) -> Any:
+    """The value of a setting with *harmless* names, fit to print (see :class:`Setting`)."""
+    if isinstance(value, Mapping):
+        return _mask_options(value, harmless)
+    if isinstance(value, str):
+        return mask_url(value, harmless)
+    return None if value is None else MASK
+
+
+def _opaque_secrets(value: Any, harmless: frozenset[str]) -> list[str]:
+    """The strings ``_mask_opaque`` hides, to scrub from messages."""
+    if isinstance(value, Mapping):
+        found = _option_secrets(value, harmless)
+    elif isinstance(value, str):
+        found = _url_secrets(value, harmless)
+    else:
+        found = _strings(value)
+    return [s for s in found if len(s) >= _SCRUB_MIN]
 
 
 def check_string(value: Any) -> str:
@@ -296,7 +420,7 @@ class Store(abc.ABC):
                 out[key] = setting.check(spec[key])
             except ValueError as exc:
                 detail = str(exc)
-                if setting.secret:
+                if setting.secret or setting.harmless is not None:
                     detail = detail.replace(repr(spec[key]), MASK).replace(str(spec[key]), MASK)
                 raise ConfigError(f"{where}: {key!r} {detail}") from None
         cls._check_together(name, out)
@@ -315,13 +439,30 @@ class Store(abc.ABC):
 
     @classmethod
     def redact(cls, spec: Mapping[str, Any]) -> dict[str, Any]:
-        """A copy of *spec* fit to print: secret values replaced by ``***``."""
-        return {k: (MASK if cls.is_secret(k) and v else v) for k, v in spec.items()}
+        """A copy of *spec* fit to print: secret values replaced by ``***``, and in
+        settings with *harmless* names every option and URL query value but those."""
+        shown: dict[str, Any] = {}
+        for k, v in spec.items():
+            setting = cls.settings.get(k)
+            if setting is not None and setting.secret and v:
+                shown[k] = MASK
+            elif setting is not None and setting.harmless is not None:
+                shown[k] = _mask_opaque(v, setting.harmless)
+            else:
+                shown[k] = v
+        return shown
 
     @classmethod
     def secret_values(cls, spec: Mapping[str, Any]) -> list[str]:
-        """The secret strings of *spec*, to scrub from messages."""
-        return [str(v) for k, v in spec.items() if cls.is_secret(k) and v]
+        """The secret strings of *spec*, to scrub from messages (longest first)."""
+        found: set[str] = set()
+        for k, v in spec.items():
+            setting = cls.settings.get(k)
+            if setting is not None and setting.secret and v:
+                found.add(str(v))
+            elif setting is not None and setting.harmless is not None:
+                found.update(_opaque_secrets(v, setting.harmless))
+        return sorted(found, key=lambda s: (-len(s), s))
 
     @classmethod
     def display_location(cls, spec: Mapping[str, Any]) -> str:

@@ -4,10 +4,11 @@ Settings: ``url`` (where the payloads go, e.g. ``"gcs://bucket/prefix"``,
 ``"az://container/prefix"``, ``"memory://bucket/prefix"``, ``"file:///data/store"``),
 ``options`` (a dict passed to ``fsspec.filesystem``: credentials, project...) and the
 common keys. Payload paths (``<location>/<schema>/...``) are placed below the URL's path.
-Options whose names contain ``key``, ``secret``, ``token``, ``password``, ``credential``,
-``sas``, ``connection_string``, ``auth`` or ``cookie`` (at any nesting level, e.g. inside
-``client_kwargs`` or ``headers``) are secrets: masked in reprs, messages and the command
-line, like a password in the URL.
+Every option value (at any nesting level, e.g. inside ``client_kwargs``) and every query
+value of the URL (a signed URL's signature), like a password in the URL, is masked in
+reprs, messages and the command line, except the options of ``HARMLESS_OPTIONS``
+(``anon``, ``project``, ``region_name``, ``endpoint_url``...): a credential under a name
+nobody listed (paramiko's ``passphrase``, a header list) never shows.
 
 Needs the ``fsspec`` extra (``pip install 'sa_djblob[fsspec]'``) and the file system's
 own package (gcsfs, adlfs, ...).
@@ -25,13 +26,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import re
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, ClassVar, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from .._exceptions import MissingPayloadError, StoreError
 from .base import (
@@ -44,51 +43,56 @@ from .base import (
     check_mapping,
     check_string,
     is_temp_name,
+    mask_url,
     temp_name,
 )
 
-__all__ = ["FsspecStore", "is_secret_option"]
+__all__ = ["HARMLESS_OPTIONS", "HARMLESS_QUERY", "FsspecStore", "is_secret_option"]
 
 _T = TypeVar("_T")
-_SECRET_OPTION = re.compile(
-    r"key|secret|token|password|passwd|credential|sas|connection_string|auth|cookie",
-    re.IGNORECASE,
-)
 _LOCAL = {"file", "local"}
 _MOVE_INTO_PLACE = _LOCAL | {"memory"}
 _TIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "created", "ctime")
 
+HARMLESS_OPTIONS = frozenset(
+    {
+        # fsspec itself
+        "auto_mkdir",
+        "skip_instance_cache",
+        "use_listings_cache",
+        "listings_expiry_time",
+        "max_paths",
+        "asynchronous",
+        # s3fs, gcsfs, adlfs: where and how, never who
+        "anon",
+        "project",
+        "region_name",
+        "endpoint_url",
+        "use_ssl",
+        "requester_pays",
+        "version_aware",
+        "default_block_size",
+        "default_cache_type",
+        "default_fill_cache",
+        "cache_timeout",
+        "consistency",
+        "account_name",
+        "timeout",
+        # sftp, ftp, http: the server, the user's name
+        "host",
+        "port",
+        "username",
+    }
+)
+"""The fsspec options whose values are shown; every other option value is masked."""
 
-def _mask_options(value: Any) -> Any:
-    """*value* with every secret option masked, at every nesting level."""
-    if isinstance(value, Mapping):
-        return {
-            k: (MASK if is_secret_option(str(k)) and v else _mask_options(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return type(value)(_mask_options(v) for v in value)
-    return value
-
-
-def _option_secrets(value: Any) -> list[str]:
-    """The secret strings among *value*'s options, at every nesting level."""
-    found: list[str] = []
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if is_secret_option(str(k)) and v and not isinstance(v, Mapping | list | tuple):
-                found.append(str(v))
-            else:
-                found += _option_secrets(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            found += _option_secrets(v)
-    return found
+HARMLESS_QUERY: frozenset[str] = frozenset()
+"""The URL query parameters whose values are shown (none: a signed URL's are its key)."""
 
 
 def is_secret_option(name: str) -> bool:
-    """Whether the fsspec option *name* holds a credential."""
-    return bool(_SECRET_OPTION.search(name))
+    """Whether the value of the fsspec option *name* is masked (not declared harmless)."""
+    return name not in HARMLESS_OPTIONS
 
 
 def _check_url(value: Any) -> str:
@@ -99,17 +103,8 @@ def _check_url(value: Any) -> str:
 
 
 def _mask_url(url: str) -> str:
-    """*url* without the password of its user part."""
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            netloc = f"{parts.username or ''}:{MASK}@{parts.hostname or ''}"
-            if parts.port:
-                netloc += f":{parts.port}"
-            return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        pass
-    return url
+    """*url* without its password and its query values."""
+    return mask_url(url, HARMLESS_QUERY)
 
 
 def _to_utc(value: Any) -> datetime.datetime | None:
@@ -137,14 +132,18 @@ class FsspecStore(Store):
     protocol = "fsspec"
     settings: ClassVar[Mapping[str, Setting]] = {
         **COMMON_SETTINGS,
-        "url": Setting(_check_url, required=True, doc="e.g. gcs://bucket/prefix"),
-        "options": Setting(check_mapping, default={}, doc="fsspec.filesystem options"),
+        "url": Setting(
+            _check_url, required=True, doc="e.g. gcs://bucket/prefix", harmless=HARMLESS_QUERY
+        ),
+        "options": Setting(
+            check_mapping, default={}, doc="fsspec.filesystem options", harmless=HARMLESS_OPTIONS
+        ),
     }
 
     def _setup(self, spec: dict[str, Any]) -> None:
         self.url: str = spec["url"]
         options = dict(spec.get("options", {}))
-        self._secrets = _option_secrets(options)
+        self._secrets = self.secret_values(spec)
         try:
             import fsspec.core
         except ImportError:  # pragma: no cover - depends on the installation
@@ -169,30 +168,6 @@ class FsspecStore(Store):
         self._lock = threading.Lock()
 
     # -- settings ------------------------------------------------------------------
-    @classmethod
-    def redact(cls, spec: Mapping[str, Any]) -> dict[str, Any]:
-        shown = super().redact(spec)
-        if isinstance(shown.get("url"), str):
-            shown["url"] = _mask_url(shown["url"])
-        options = spec.get("options")
-        if isinstance(options, Mapping):
-            shown["options"] = _mask_options(options)
-        return shown
-
-    @classmethod
-    def secret_values(cls, spec: Mapping[str, Any]) -> list[str]:
-        found = super().secret_values(spec)
-        options = spec.get("options")
-        if isinstance(options, Mapping):
-            found += _option_secrets(options)
-        url = spec.get("url")
-        if isinstance(url, str):
-            with contextlib.suppress(ValueError):
-                password = urlsplit(url).password
-                if password:
-                    found.append(password)
-        return found
-
     @classmethod
     def display_location(cls, spec: Mapping[str, Any]) -> str:
         url = _mask_url(str(spec.get("url", "")))
