@@ -16,6 +16,7 @@ from ._exceptions import (
     IntegrityError,
     MissingPayloadError,
     NotInstalledError,
+    NotSliceableError,
     SaDjblobError,
     StoreError,
     StoreNotConfiguredError,
@@ -30,6 +31,7 @@ from ._externals import (
     uninstall,
 )
 from ._externals.aio import AsyncExternalTable
+from ._externals.lazy import LazyBlob, lazy
 from ._externals.stored import StoredObject, stored
 from .stores import Cache, FileStore, MemoryStore, S3Store, Store, get_store
 from .types import Attach, Blob, Filepath
@@ -50,11 +52,13 @@ __all__ = [
     "FileStore",
     "Filepath",
     "IntegrityError",
+    "LazyBlob",
     "MatCell",
     "MatStruct",
     "MemoryStore",
     "MissingPayloadError",
     "NotInstalledError",
+    "NotSliceableError",
     "S3Store",
     "SaDjblobError",
     "Store",
@@ -69,6 +73,7 @@ __all__ = [
     "externals",
     "get_store",
     "install",
+    "lazy",
     "pack",
     "stored",
     "uninstall",

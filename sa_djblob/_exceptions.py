@@ -10,6 +10,7 @@ __all__ = [
     "IntegrityError",
     "MissingPayloadError",
     "NotInstalledError",
+    "NotSliceableError",
     "SaDjblobError",
     "StoreError",
     "StoreNotConfiguredError",
@@ -61,3 +62,8 @@ class NotInstalledError(SaDjblobError):
 
 class UnsupportedDialectError(SaDjblobError):
     """A database that sa_djblob has no SQL for (external values need its row locks)."""
+
+
+class NotSliceableError(SaDjblobError, TypeError):
+    """A :class:`~sa_djblob.LazyBlob` was indexed (or asked its shape) but its blob is not
+    one numeric array (a dict, a cell array, a string ...): ``load()`` it instead."""
