@@ -232,6 +232,8 @@ def _index(key: Any, shape: tuple[int, ...]) -> tuple[list[tuple[int, int, int, 
             dims.append((i % size, 1, 1, True))
             final.append(0)
         axis += 1
+    if any(k is Ellipsis for k in items):
+        final.append(Ellipsis)  # numpy: with an ellipsis, integers give a 0-d array
     return dims, final
 
 
@@ -308,7 +310,7 @@ class SlicePlan:
             limit = np.partition(gaps, len(gaps) - (max_requests - 1))[
                 len(gaps) - (max_requests - 1)
             ]
-            join = gaps < limit
+            join = gaps <= limit
         cut = np.flatnonzero(~join) + 1
         first = np.concatenate([[0], cut])
         last = np.concatenate([cut, [len(offsets)]])
