@@ -341,6 +341,12 @@ class SlicePlan:
         else:
             box = view(gathered)
         out = box[self.final]
-        if isinstance(out, np.ndarray) and out.base is not None:
-            out = out.copy(order="K")  # owned and compact, not a view of the chunks
+        if (
+            isinstance(out, np.ndarray)
+            and out.base is not None
+            and 2 * out.nbytes < gathered.nbytes
+        ):
+            out = out.copy(order="K")  # compact: do not keep the bytes read around it
+        elif isinstance(out, np.ndarray) and out.ndim == 0 and out.base is not None:
+            out = out.copy()
         return out

@@ -330,9 +330,14 @@ class LazyBlob:
             store = self._source.store if isinstance(self._source, _StoreSource) else None
             gap = store.range_gap if store is not None else 0
             most = store.max_range_requests if store is not None else 1 << 30
-            requests = plan.requests(gap, most)
-            got = self._source.read_ranges([(s, e - s) for s, e, _, _ in requests])
-            for (start, _, _, _), data in zip(requests, got, strict=True):
+            # long reads in parts, each copied once into place (S3: parts in parallel)
+            part = int(getattr(store, "part_size", 0) or 0) if store is not None else 0
+            pieces: list[tuple[int, int]] = []
+            for start, end, _, _ in plan.requests(gap, most):
+                step = part or end - start
+                pieces.extend((at, min(step, end - at)) for at in range(start, end, step))
+            got = self._source.read_ranges(pieces)
+            for (start, _), data in zip(pieces, got, strict=True):
                 filler.fill(start, data)
         filler.check()
         return plan.result(gathered)
