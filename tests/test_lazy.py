@@ -5,6 +5,8 @@ header for ``.shape`` and only the byte ranges a slice needs."""
 from __future__ import annotations
 
 import asyncio
+import struct
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -117,12 +119,14 @@ def _put(store_name: str, data: bytes) -> djb.LazyBlob:
     return LazyBlob(_StoreSource(obj), {})
 
 
-@pytest.fixture(params=["file", "s3", "fsspec"])
+@pytest.fixture(params=["file", "s3", "fsspec", "memory"])
 def range_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Store 'big' of each kind that reads by range."""
+    """Store 'big' of each kind that reads by range (memory: the Store default)."""
     kind = request.param
-    if kind == "file":
-        spec: dict[str, Any] = {"protocol": "file", "location": str(tmp_path / "big")}
+    if kind == "memory":
+        spec: dict[str, Any] = {"protocol": "memory", "location": uuid.uuid4().hex}
+    elif kind == "file":
+        spec = {"protocol": "file", "location": str(tmp_path / "big")}
     elif kind == "fsspec":
         spec = {"protocol": "fsspec", "url": f"memory://djbt-{uuid.uuid4().hex[:8]}/lab"}
     else:
@@ -495,3 +499,42 @@ def _slowed(fn: Any, delay: float) -> Any:
         return fn(*args, **kw)
 
     return slow
+
+
+def test_s3_reads_the_ranges_of_a_slice_concurrently(
+    s3_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    djb.config["stores"] = {"big": s3_server.store_spec(s3_bucket)}
+    value = np.arange(50_000 * 8, dtype="<f8").reshape(50_000, 8)
+    ref = _put("big", djb.pack(value, compress=False))
+    _ = ref.shape
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0, "calls": 0}
+    plain = djb.S3Store._get_range
+
+    def counted(self: Any, path: Any, start: int, length: int) -> bytes:
+        with lock:
+            state["now"] += 1
+            state["calls"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            time.sleep(0.05)
+            return plain(self, path, start, length)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(djb.S3Store, "_get_range", counted)
+    np.testing.assert_array_equal(ref[100:200], value[100:200])  # 8 ranges, one per column
+    assert state["calls"] == 8 and state["most"] >= 4, state
+
+
+def test_legacy_u32_blobs_are_sliced_with_their_u32_dimensions() -> None:
+    value = np.arange(24, dtype="<i4").reshape(4, 6)
+    header = b"mYm\0A" + struct.pack("<3I", 2, 4, 6) + struct.pack("<II", 12, 0)
+    data = header + value.tobytes(order="F")
+    np.testing.assert_array_equal(djb.unpack(data, legacy_u32=True), value)
+    ref = LazyBlob(_RowSource(data), {"legacy_u32": True})
+    assert ref.shape == (4, 6)
+    np.testing.assert_array_equal(ref[1:3, ::2], value[1:3, ::2])
+    np.testing.assert_array_equal(ref.load(), value)

@@ -151,10 +151,7 @@ class _StoreSource(_Source):
 
 
 class LazyBlob:
-    """A blob that reads nothing until asked (see :func:`sa_djblob.lazy`).
-
-    Thread-safe; picklable it is not (it names a store, a key and a size).
-    """
+    """A blob that reads nothing until asked (see :func:`sa_djblob.lazy`). Thread-safe."""
 
     def __init__(self, source: _Source, options: dict[str, Any]) -> None:
         self._source = source
