@@ -29,6 +29,8 @@ _U64 = struct.Struct("<Q")
 _TWO_U32 = struct.Struct("<II")
 _CHAR = 4
 _OBJECT = 5
+#: the most chunks a slice is cut into (their offsets are an array of this many int64)
+MAX_CHUNKS = 1 << 20
 
 #: what an item code holds, for messages
 _ITEMS = {
@@ -272,6 +274,8 @@ class SlicePlan:
             if span <= 2 * b * math.prod(counts[:d]):
                 split = d
                 break
+        while split < len(dims) and math.prod(counts[split:]) > MAX_CHUNKS:
+            split += 1  # fewer, longer chunks: read through the gaps of a sparse slice
         length = sum((c - 1) * step * st[i] for i, (_, step, c, _) in enumerate(dims[:split])) + b
         base = header.data_at + sum(first * st[i] for i, (first, _, _, _) in enumerate(dims))
         offsets = np.full(1, base, np.int64)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sa_djblob as djb
 from sa_djblob._area import Area
+from sa_djblob._blobheader import MAX_CHUNKS, SlicePlan, parse_header
 from sa_djblob._codec import ZL123
 from sa_djblob._externals.lazy import LazyBlob, _RowSource, _StoreSource
 from sa_djblob._layout import content_hash
@@ -538,3 +539,11 @@ def test_legacy_u32_blobs_are_sliced_with_their_u32_dimensions() -> None:
     assert ref.shape == (4, 6)
     np.testing.assert_array_equal(ref[1:3, ::2], value[1:3, ::2])
     np.testing.assert_array_equal(ref.load(), value)
+
+
+def test_a_sparse_slice_of_a_big_array_is_planned_in_bounded_memory() -> None:
+    value = (np.arange(5_000_000) % 251).astype("u1")
+    data = djb.pack(value, compress=False)
+    plan = SlicePlan.make(parse_header(data[:4096], len(data)), np.s_[::3])
+    assert len(plan.offsets) <= MAX_CHUNKS
+    np.testing.assert_array_equal(LazyBlob(_RowSource(data), {})[::3], value[::3])
