@@ -110,12 +110,8 @@ class _StoreSource(_Source):
     def size(self) -> int:
         if self._size is None:
             found = self.store.size(self.obj.path)
-            if found is None:
-                from .._exceptions import MissingPayloadError
-
-                raise MissingPayloadError(
-                    f"store {self.obj.store!r}: payload {self.obj.path} is missing"
-                )
+            if found is None or found < 0:  # (-1: present, size unknown: read it whole)
+                found = len(self.store.get(self.obj.path))
             self._size = found
         return self._size
 
