@@ -547,3 +547,21 @@ def test_a_sparse_slice_of_a_big_array_is_planned_in_bounded_memory() -> None:
     plan = SlicePlan.make(parse_header(data[:4096], len(data)), np.s_[::3])
     assert len(plan.offsets) <= MAX_CHUNKS
     np.testing.assert_array_equal(LazyBlob(_RowSource(data), {})[::3], value[::3])
+
+
+def test_slices_of_a_cached_remote_payload_are_read_from_the_cache(
+    s3_server: Any, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    djb.config["stores"] = {"big": s3_server.store_spec(s3_bucket)}
+    djb.config["cache"] = str(tmp_path / "cache")
+    value = np.arange(30_000 * 4, dtype="<i8").reshape(30_000, 4)
+    ref = _put("big", djb.pack(value, compress=False))
+    np.testing.assert_array_equal(ref.load(), value)  # fills the cache
+
+    def refuse(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("read from S3 although the cache holds the payload")
+
+    monkeypatch.setattr(djb.S3Store, "read_ranges", refuse)
+    fresh = LazyBlob(_StoreSource(ref.stored), {})  # type: ignore[arg-type]
+    assert fresh.shape == (30_000, 4)
+    np.testing.assert_array_equal(fresh[29_000:, 1], value[29_000:, 1])
