@@ -16,6 +16,7 @@ from ._exceptions import (
     IntegrityError,
     MissingPayloadError,
     NotInstalledError,
+    NotSliceableError,
     SaDjblobError,
     StoreError,
     StoreNotConfiguredError,
@@ -33,6 +34,7 @@ from ._externals import (
     uninstall,
 )
 from ._externals.aio import AsyncExternalTable
+from ._externals.lazy import LazyBlob, lazy
 from ._externals.stored import StoredObject, stored
 from .stores import Cache, FileStore, MemoryStore, S3Store, Store, get_store
 from .types import Attach, Blob, Filepath
@@ -53,11 +55,13 @@ __all__ = [
     "FileStore",
     "Filepath",
     "IntegrityError",
+    "LazyBlob",
     "MatCell",
     "MatStruct",
     "MemoryStore",
     "MissingPayloadError",
     "NotInstalledError",
+    "NotSliceableError",
     "S3Store",
     "SaDjblobError",
     "Store",
@@ -75,6 +79,7 @@ __all__ = [
     "externals",
     "get_store",
     "install",
+    "lazy",
     "pack",
     "stored",
     "uninstall",

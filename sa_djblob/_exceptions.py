@@ -10,6 +10,7 @@ __all__ = [
     "IntegrityError",
     "MissingPayloadError",
     "NotInstalledError",
+    "NotSliceableError",
     "SaDjblobError",
     "StoreError",
     "StoreNotConfiguredError",
@@ -78,3 +79,8 @@ class UnreadableFileError(SaDjblobError, OSError):
 class TransactionRequiredError(SaDjblobError):
     """External values were written on a connection in AUTOCOMMIT mode: write them in a
     transaction (``engine.begin()``, a Session)."""
+
+
+class NotSliceableError(SaDjblobError, TypeError):
+    """A :class:`~sa_djblob.LazyBlob` was indexed (or asked its shape) but its blob is not
+    one numeric array (a dict, a cell array, a string ...): ``load()`` it instead."""

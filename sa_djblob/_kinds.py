@@ -255,15 +255,18 @@ class Kind:
 
 class BlobKind(Kind):
     name = "blob"
+    #: whether values are packed compressed (``Blob(compress=False)``: never, so every
+    #: slice of them can be read by range)
+    compress: ClassVar[bool] = True
 
     def encode_inrow(self, value: Any) -> bytes:
-        return pack(value)
+        return pack(value, compress=self.compress)
 
     def decode_inrow(self, value: bytes, options: dict[str, Any]) -> Any:
         return unpack(value, **options)
 
     def prepare(self, value: Any, store: Store) -> Payload:
-        data = pack(value)
+        data = pack(value, compress=self.compress)
         return Payload(content_hash(data, algorithm=store.hash), len(data), data=data)
 
     def load(self, area: Area, key: uuid.UUID, name: str | None) -> bytes:
@@ -506,6 +509,15 @@ def _snapshot(f: BinaryIO, head: bytes, prefix: bytes, name: str, algorithm: str
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (BlobKind(), AttachKind(), FilepathKind())}
+
+
+class UncompressedBlobKind(BlobKind):
+    """The blobs of ``Blob(compress=False)``: written uncompressed, read like any blob."""
+
+    compress = False
+
+
+UNCOMPRESSED_BLOB = UncompressedBlobKind()
 
 
 def kind(name: str) -> Kind:

@@ -24,7 +24,7 @@ from ._dialects import find_support
 from ._externals.read import external_column_expression, read_external
 from ._externals.table import HashType, attach_external
 from ._externals.write import bind_external
-from ._kinds import Kind, kind
+from ._kinds import UNCOMPRESSED_BLOB, Kind, kind
 from ._layout import is_store_name
 from ._sa_internals import SchemaEventType
 
@@ -150,7 +150,9 @@ class Blob(ExternalType):
     ``Blob()`` keeps the packed bytes in the row (LONGBLOB / BYTEA / BLOB);
     ``Blob(store="name")`` keeps them in the named store and the hash in the row.
     ``legacy_u32=True`` reads 32-bit mYm blobs of old MATLAB builds (default:
-    ``djb.config["legacy_u32"]``).
+    ``djb.config["legacy_u32"]``). ``compress=False`` never compresses the column's
+    values (DataJoint reads them as usual): every slice of such a value can be read by
+    range through :func:`sa_djblob.lazy`.
     """
 
     kind_name = "blob"
@@ -162,11 +164,19 @@ class Blob(ExternalType):
         *,
         foreign_key: bool = True,
         legacy_u32: bool | None = None,
+        compress: bool = True,
     ) -> None:
         super().__init__(store, foreign_key=foreign_key)
         if legacy_u32 is not None and not isinstance(legacy_u32, bool):
             raise TypeError(f"legacy_u32 must be True, False or None, got {legacy_u32!r}")
+        if not isinstance(compress, bool):
+            raise TypeError(f"compress must be True or False, got {compress!r}")
         self.legacy_u32 = legacy_u32
+        self.compress = compress
+
+    @property
+    def kind(self) -> Kind:
+        return super().kind if self.compress else UNCOMPRESSED_BLOB
 
     def read_options(self) -> dict[str, Any]:
         return {} if self.legacy_u32 is None else {"legacy_u32": self.legacy_u32}
@@ -175,6 +185,8 @@ class Blob(ExternalType):
         args = super()._args()
         if self.legacy_u32 is not None:
             args.append(f"legacy_u32={self.legacy_u32!r}")
+        if not self.compress:
+            args.append("compress=False")
         return args
 
 

@@ -14,13 +14,15 @@ the entry-point group ``sa_djblob.stores`` (``protocol = "module:Class"``).
 from __future__ import annotations
 
 import abc
+import builtins
 import copy
 import datetime
+import io
 import math
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, ClassVar, Self
@@ -565,3 +567,44 @@ class Store(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, location={self.location!r})"
+
+    # -- ranged reads ------------------------------------------------------------------
+    #: reads of ranges closer than this are joined into one request (bytes)
+    range_gap: ClassVar[int] = 4096
+    #: at most this many requests per ranged read; closer ranges are joined beyond it
+    max_range_requests: ClassVar[int] = 64
+
+    def read_range(self, path: PurePosixPath, start: int, length: int) -> bytes:
+        """*length* bytes of the payload at *path* from byte *start*; fewer if the payload
+        ends sooner (none past its end). ``MissingPayloadError`` if absent."""
+        return self.read_ranges(path, [(start, length)])[0]
+
+    def read_ranges(
+        self, path: PurePosixPath, ranges: Sequence[tuple[int, int]]
+    ) -> builtins.list[bytes]:
+        """The bytes of each ``(start, length)`` of the payload at *path*, as
+        :meth:`read_range` gives them. This default opens the payload once and seeks (or
+        reads past what it skips); stores override it with positioned or ranged reads."""
+        out: builtins.list[bytes] = []
+        with self.open(path) as f:
+            pos = 0
+            for start, length in ranges:
+                try:
+                    f.seek(start)
+                    pos = start
+                except (OSError, ValueError, io.UnsupportedOperation):
+                    if start < pos:
+                        raise StoreError(
+                            f"store {self.name!r}: cannot seek back in {path}"
+                        ) from None
+                    while pos < start and (skipped := f.read(min(start - pos, COPY_CHUNK))):
+                        pos += len(skipped)
+                parts: list[bytes] = []
+                left = length
+                while left > 0 and (chunk := f.read(left)):
+                    parts.append(chunk)
+                    left -= len(chunk)
+                data = b"".join(parts)
+                pos += len(data)
+                out.append(data)
+        return out
