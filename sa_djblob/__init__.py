@@ -11,6 +11,7 @@ from ._config import config
 from ._exceptions import (
     BlobFormatError,
     ConfigError,
+    DownloadError,
     IntegrityError,
     MissingPayloadError,
     NotInstalledError,
@@ -41,6 +42,7 @@ __all__ = [
     "BlobFormatError",
     "Cache",
     "ConfigError",
+    "DownloadError",
     "ExternalTable",
     "FileStore",
     "Filepath",
