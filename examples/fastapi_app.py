@@ -194,7 +194,13 @@ def create_app(
 
     def stream(src: Any) -> Any:
         """The chunks of an open StoredObject stream (verified as they are read), closed
-        at the end; Starlette iterates it in its thread pool."""
+        at the end; Starlette iterates it in its thread pool.
+
+        A stored file that does not match its hash raises ``djb.IntegrityError`` before
+        its last byte is read: the server then drops the connection short of the
+        ``Content-Length`` sent below, and the client reports an incomplete response
+        instead of keeping a complete, corrupt file. (Keep the ``Content-Length``: it
+        is how a client tells a cut response from a whole one.)"""
         with src:
             while chunk := src.read(CHUNK):
                 yield chunk

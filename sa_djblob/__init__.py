@@ -13,6 +13,7 @@ from ._config import config
 from ._exceptions import (
     BlobFormatError,
     ConfigError,
+    DownloadError,
     IntegrityError,
     MissingPayloadError,
     NotInstalledError,
@@ -51,6 +52,7 @@ __all__ = [
     "BlobFormatError",
     "Cache",
     "ConfigError",
+    "DownloadError",
     "ExternalTable",
     "FileStore",
     "Filepath",

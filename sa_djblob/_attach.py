@@ -11,6 +11,7 @@ two writers never clobber each other.
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import os
 import stat
@@ -18,9 +19,9 @@ import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from ._exceptions import BlobFormatError, UnsupportedTypeError
+from ._exceptions import BlobFormatError, DownloadError, UnsupportedTypeError
 
 __all__ = [
     "attachment_name",
@@ -153,16 +154,23 @@ def write_download(
 
         folder = config["download_path"]
     base = Path(os.fspath(folder))
-    base.mkdir(parents=True, exist_ok=True)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _download_error(base, exc) from None
     target = base / safe_name(name)
     for candidate in _aliases(target):
         if not os.path.lexists(candidate):
             break
         if _reusable(candidate) and is_same(candidate):
             return candidate
-    fd, tmp = tempfile.mkstemp(dir=base, prefix=".djb-download-")
     try:
-        with os.fdopen(fd, "wb") as f:
+        fd, tmp = tempfile.mkstemp(dir=base, prefix=".djb-download-")
+    except OSError as exc:
+        raise _download_error(base, exc) from None
+    try:
+        # (errors of reading the source pass as they are; of writing, they name the folder)
+        with io.BufferedWriter(_FolderFile(os.fdopen(fd, "wb", buffering=0), base), _CHUNK) as f:
             fill(f)
         for candidate in _aliases(target):
             try:
@@ -171,10 +179,45 @@ def write_download(
             except FileExistsError:
                 if _reusable(candidate) and is_same(candidate):
                     return candidate
+            except OSError as exc:
+                raise _download_error(base, exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _download_error(folder: Path, exc: OSError) -> DownloadError:
+    return DownloadError(
+        f"cannot write into the download folder {str(folder)!r}: {exc.strerror or exc}"
+        " (free space there, or write downloads elsewhere: djb.config['download_path'])"
+    )
+
+
+class _FolderFile(io.RawIOBase):
+    """The temporary file of a download: a failed write raises a DownloadError that names
+    the folder (a full disk fails a write, or the flush when the file is closed)."""
+
+    def __init__(self, f: BinaryIO, folder: Path) -> None:
+        self._f = f
+        self._folder = folder
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        try:
+            return self._f.write(b)
+        except OSError as exc:
+            raise _download_error(self._folder, exc) from None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            super().close()
+        finally:
+            self._f.close()
 
 
 def _reusable(path: Path) -> bool:

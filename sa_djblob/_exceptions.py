@@ -7,6 +7,7 @@ from sqlalchemy.exc import DontWrapMixin
 __all__ = [
     "BlobFormatError",
     "ConfigError",
+    "DownloadError",
     "IntegrityError",
     "MissingPayloadError",
     "NotInstalledError",
@@ -56,6 +57,11 @@ class MissingPayloadError(StoreError):
 
 class IntegrityError(StoreError):
     """A payload read from a store or the cache does not match its hash."""
+
+
+class DownloadError(SaDjblobError, OSError):
+    """A fetched file could not be written into its download folder (full, read-only, ...);
+    the message names the folder."""
 
 
 class NotInstalledError(SaDjblobError):

@@ -11,7 +11,7 @@ one fails there, loudly, not somewhere in a user's result.
   context's ``cursor_fetch_strategy`` in ``after_cursor_execute``) that hands the
   result its rows in chunks after a function has seen each chunk: the read path
   prefetches a chunk's payloads concurrently, a partition at a time for
-  ``yield_per`` / ``stream_results``.
+  ``yield_per`` / ``stream_results``, and no row is lost to an error.
 - ``type_bound_foreign_key`` and ``type_bound_index``: a column type's own foreign
   key and index, flagged as SQLAlchemy flags the CHECK constraint of a ``Boolean``
   and the index of ``Column(index=True)``, so table copies (``Table.to_metadata``,
@@ -26,6 +26,7 @@ one fails there, loudly, not somewhere in a user's result.
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,6 +56,7 @@ def result_columns(context: Any) -> list[tuple[int, Any]]:
 
 
 Transform = Callable[[list[Any]], list[Any]]
+Check = Callable[[list[Any]], tuple[int, BaseException] | None]
 
 
 class RowTransformingStrategy(CursorFetchStrategy):
@@ -64,9 +66,16 @@ class RowTransformingStrategy(CursorFetchStrategy):
     result is read whole at the first fetch, and a streamed one (*stream*) in chunks that
     grow from 5 rows up to *max_buffer*, as SQLAlchemy's own buffered strategy does.
     Rows transformed but not yet handed out wait in a buffer.
+
+    No row is lost to an error. If *transform* raises, the chunk's raw rows are kept and
+    the next fetch transforms them again. Before rows are handed out, *check* sees them:
+    it may raise (nothing is handed out, the rows stay), or return ``(i, error)`` for a
+    row that cannot be read: that row is taken out and *error* raised for it alone, so
+    that it never fails a batch (``fetchmany``, ``partitions``, ``all``) that SQLAlchemy
+    would then drop whole.
     """
 
-    __slots__ = ("_buffer", "_chunk", "_done", "_grow", "_max", "_transform")
+    __slots__ = ("_buffer", "_check", "_chunk", "_done", "_grow", "_max", "_pending", "_transform")
 
     def __init__(
         self,
@@ -75,29 +84,53 @@ class RowTransformingStrategy(CursorFetchStrategy):
         *,
         stream: bool = False,
         max_buffer: int = 1000,
+        check: Check | None = None,
     ) -> None:
         self._transform = transform
+        self._check = check
         self._chunk = chunk
         self._grow: int | None = 5 if stream else None
         self._max = max_buffer
         self._buffer: collections.deque[Any] = collections.deque()
+        self._pending: list[Any] = []  # raw rows whose transform failed: tried again first
         self._done = False
 
+    @property
+    def _exhausted(self) -> bool:
+        return self._done and not self._pending
+
     def _fill(self, result: Any, dbapi_cursor: Any, want: int | None) -> None:
-        if self._done:
-            return
-        try:
-            if want is None:
-                raw = dbapi_cursor.fetchall()
-                self._done = True
-            else:
-                raw = dbapi_cursor.fetchmany(want)
-                if len(raw) < want:
+        if not self._pending:
+            if self._done:
+                return
+            try:
+                if want is None:
+                    raw = dbapi_cursor.fetchall()
                     self._done = True
-        except BaseException as e:
-            self.handle_exception(result, dbapi_cursor, e)
-        if raw:
-            self._buffer.extend(self._transform(list(raw)))
+                else:
+                    raw = dbapi_cursor.fetchmany(want)
+                    if len(raw) < want:
+                        self._done = True
+            except BaseException as e:
+                self.handle_exception(result, dbapi_cursor, e)
+            self._pending = list(raw)
+        if self._pending:
+            # raises: the raw rows stay pending, the next fetch transforms them again
+            self._buffer.extend(self._transform(self._pending))
+            self._pending = []
+
+    def _take(self, size: int) -> list[Any]:
+        """The next *size* buffered rows (fewer at the end), checked, taken out."""
+        rows = list(itertools.islice(self._buffer, size))
+        if rows and self._check is not None:
+            bad = self._check(rows)
+            if bad is not None:
+                i, error = bad
+                del self._buffer[i]
+                raise error
+        for _ in rows:
+            self._buffer.popleft()
+        return rows
 
     def prefill(self, dbapi_cursor: Any) -> None:
         """Read and transform every row now (before the result exists)."""
@@ -117,10 +150,12 @@ class RowTransformingStrategy(CursorFetchStrategy):
 
     def soft_close(self, result: Any, dbapi_cursor: Any) -> None:
         self._buffer.clear()
+        self._pending = []
         super().soft_close(result, dbapi_cursor)
 
     def hard_close(self, result: Any, dbapi_cursor: Any) -> None:
         self._buffer.clear()
+        self._pending = []
         super().hard_close(result, dbapi_cursor)
 
     def yield_per(self, result: Any, dbapi_cursor: Any, num: int) -> None:
@@ -132,23 +167,23 @@ class RowTransformingStrategy(CursorFetchStrategy):
         if not self._buffer:
             result._soft_close(hard=hard_close)
             return None
-        return self._buffer.popleft()
+        return self._take(1)[0]
 
     def fetchmany(self, result: Any, dbapi_cursor: Any, size: int | None = None) -> Any:
         if size is None:
             size = self._chunk or getattr(dbapi_cursor, "arraysize", 1) or 1
-        while len(self._buffer) < size and not self._done:
+        while len(self._buffer) < size and not self._exhausted:
             # whole partitions, so that no prefetch is smaller than one
             self._fill(result, dbapi_cursor, max(size - len(self._buffer), self._chunk or 0))
-        rows = [self._buffer.popleft() for _ in range(min(size, len(self._buffer)))]
+        rows = self._take(size)
         if not rows:
             result._soft_close()
         return rows
 
     def fetchall(self, result: Any, dbapi_cursor: Any) -> Any:
-        self._fill(result, dbapi_cursor, None)
-        rows = list(self._buffer)
-        self._buffer.clear()
+        while not self._exhausted:
+            self._fill(result, dbapi_cursor, None)
+        rows = self._take(len(self._buffer))
         result._soft_close()
         return rows
 

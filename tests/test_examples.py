@@ -249,3 +249,36 @@ def test_fastapi_serves_s3_attachments_by_presigned_redirect(
         assert "s3 file.txt" in got.headers["content-disposition"]
 
     drive(tmp_path, scenario)
+
+
+def test_fastapi_ends_the_download_of_a_corrupt_file_with_an_error_the_client_sees(
+    tmp_path: Path,
+) -> None:
+    """Served by uvicorn over real HTTP: a stored file corrupted in place (same size) is
+    never received whole; the response ends short of its Content-Length, which the HTTP
+    client reports as an error instead of handing over a complete, corrupt body."""
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (test extra)")
+    from test_browser import serve
+
+    app = make_app(tmp_path)
+    body = os.urandom(3 << 20)
+    with serve(app) as base, httpx.Client(base_url=base, timeout=30) as client:
+        r = client.post("/files", files={"file": ("scan.bin", body)})
+        assert r.status_code == 201, r.text
+        url = f"/files/{r.json()['id']}"
+        assert client.get(url).content == body
+        (stored,) = (
+            p for p in (tmp_path / "store").rglob("*.scan.bin") if ".sa_djblob-owner" not in p.parts
+        )
+        data = bytearray(stored.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        stored.write_bytes(bytes(data))
+        received = 0
+        with (
+            pytest.raises(httpx.RemoteProtocolError, match="complete message body"),
+            client.stream("GET", url) as response,
+        ):
+            assert response.headers["content-length"] == str(len(body))
+            for chunk in response.iter_bytes():
+                received += len(chunk)
+        assert received < len(body)

@@ -32,7 +32,7 @@ def fetch_bytes(area: Area, key: uuid.UUID) -> bytes:
     path = area.path(key)
     data = verify(store, key, path, call(store.get, path))
     if cache is not None:
-        cache.put(key, data)
+        cache.offer(key, data)
     return data
 
 
@@ -73,5 +73,5 @@ def fetch_attachment(area: Area, key: uuid.UUID, name: str) -> Path:
     )
     cache = get_cache() if store.is_remote else None
     if cache is not None and cache.path(key) is None:
-        cache.put_file(key, result)
+        cache.offer_file(key, result)
     return result

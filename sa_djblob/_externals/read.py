@@ -14,7 +14,9 @@ located in their areas and the payloads of remote stores are fetched concurrentl
 before the chunk's rows are handed out. A plain result is one chunk; with
 ``yield_per`` / ``stream_results`` / ``partitions()`` a chunk is a partition, so
 memory stays bounded by the partition size. Payloads are verified against their hash
-on every read from a store.
+on every read from a store. An error loses no row: a chunk whose payloads could not be
+fetched stays in the result and is fetched again by the next read; a row whose payload
+is missing or corrupt raises alone, before it is handed out (see ``_check``).
 """
 
 from __future__ import annotations
@@ -196,11 +198,15 @@ class Located:
         except (MissingPayloadError, IntegrityError) as exc:
             self.loaded = exc  # raised when its row is read
 
-    def value(self, options: dict[str, Any]) -> Any:
-        loaded = self.loaded
+    def release(self) -> None:
+        """One row that holds it is done with it."""
         self.uses -= 1
         if self.uses <= 0:
             self.loaded = _NOTHING  # the bytes are not kept beside the values made of them
+
+    def value(self, options: dict[str, Any]) -> Any:
+        loaded = self.loaded
+        self.release()
         if loaded is _NOTHING:
             return self.kind.finish(self.kind.load(self.area, self.key, self.name), options)
         if isinstance(loaded, BaseException):
@@ -278,6 +284,28 @@ def _locator(conn: Connection, context: Any) -> Any:
     return locate
 
 
+def _check(rows: list[Any]) -> tuple[int, BaseException] | None:
+    """Before located rows are handed out: load what they still need (a store error
+    raises, and they stay in the result), then find the first row that cannot be read
+    (a missing or corrupt payload): the result raises its error for it alone."""
+    lazy = {
+        id(cell): cell
+        for row in rows
+        for cell in row
+        if isinstance(cell, Located) and cell.loaded is _NOTHING
+    }
+    if lazy:
+        run_all(Located.load, list(lazy.values()))
+    for i, row in enumerate(rows):
+        cells = [cell for cell in row if isinstance(cell, Located)]
+        error = next((c.loaded for c in cells if isinstance(c.loaded, BaseException)), None)
+        if error is not None:
+            for cell in cells:
+                cell.release()
+            return i, error
+    return None
+
+
 _locators: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
@@ -305,7 +333,11 @@ def _after_cursor_execute(
     stream = bool(options.get("stream_results"))
     chunk = options.get("yield_per")
     strategy = RowTransformingStrategy(
-        locate, chunk, stream=stream, max_buffer=int(options.get("max_row_buffer", 1000))
+        locate,
+        chunk,
+        stream=stream,
+        max_buffer=int(options.get("max_row_buffer", 1000)),
+        check=_check,
     )
     if not (stream or chunk) and in_async_greenlet():
         # An AsyncConnection hands a plain result's rows out after leaving SQLAlchemy's

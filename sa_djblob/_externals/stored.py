@@ -66,12 +66,13 @@ class StoredObject:
     def open(self) -> BinaryIO:
         """A readable binary stream of the payload (use it as a context manager).
 
-        Its contents are hashed as they are read: reading to the end raises
-        :class:`~sa_djblob.IntegrityError` if they do not match the key (the stream
-        ends with an error instead of EOF), and so does ``close()`` after every byte
-        of ``size`` was read without reaching EOF. Closing a partly read stream checks
-        nothing. Remote stores are read through the local cache when it holds the
-        object. Blocking: under asyncio, open and read it in a thread (Starlette's
+        Its contents are hashed as they are read, and the last byte is handed out only
+        after the whole object matched its key and size: a stream of an object that
+        does not verify raises :class:`~sa_djblob.IntegrityError` before its reader has
+        every byte (``f.read(size)`` raises too), so a response sent with
+        ``Content-Length: size`` ends short, an error its client sees. Closing a partly
+        read stream checks nothing. Remote stores are read through the local cache when
+        it holds the object. Blocking: under asyncio, open and read it in a thread (Starlette's
         ``StreamingResponse`` iterates sync iterators in its thread pool).
         """
         store = self._store()
@@ -126,7 +127,9 @@ class StoredObject:
 
 
 class _VerifiedReader(io.RawIOBase):
-    """The payload's bytes, hashed on the way; the hash is checked at EOF."""
+    """The payload's bytes, hashed on the way. The last byte is held back until the
+    source has ended and the hash (and size) matched: a reader never receives the whole
+    of an object that does not verify, however it reads."""
 
     def __init__(
         self, obj: StoredObject, store: Store, src: BinaryIO, stack: contextlib.ExitStack
@@ -138,44 +141,62 @@ class _VerifiedReader(io.RawIOBase):
         self._hasher = new_hasher(store.hash)
         self._hasher.update(obj._prefix())
         self._read = 0
-        self._checked = False
+        self._held = b""  # the last byte read from the source, not handed out yet
+        self._ended = False  # verified, and every byte handed out
+        self._failed: IntegrityError | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
+        if self._failed is not None:
+            raise self._failed
         view = memoryview(buffer).cast("B")
-        data = self._src.read(len(view))
-        if not data:
-            self._check()
+        if self._ended or not view:
             return 0
-        n = len(data)
-        view[:n] = data
-        self._hasher.update(data)
-        self._read += n
-        return n
+        while True:
+            data = self._src.read(len(view))
+            if not data:
+                self._verify()
+                n = len(self._held)
+                view[:n] = self._held
+                self._held = b""
+                self._ended = True
+                return n
+            self._hasher.update(data)
+            self._read += len(data)
+            if self._obj.size is not None and self._read > self._obj.size:
+                self._fail()
+            held = len(self._held)
+            n = held + len(data) - 1  # <= len(view): at most one byte was held
+            if n:
+                view[:held] = self._held
+                view[held:n] = memoryview(data)[:-1]
+                self._held = data[-1:]
+                return n
+            self._held = data  # the first byte: keep it, read on
 
-    def _check(self) -> None:
-        if self._checked:
-            return
-        self._checked = True
+    def _verify(self) -> None:
         key = uuid.UUID(bytes=self._hasher.digest()[:16])
         obj = self._obj
         if key != obj.key or (obj.size is not None and self._read != obj.size):
-            raise IntegrityError(
-                f"payload {obj.key} in store {obj.store!r} at {obj.path} does not match its"
-                f" hash ({self._store.hash}): it was changed or corrupted"
-            )
+            self._fail()
+
+    def _fail(self) -> None:
+        obj = self._obj
+        self._held = b""
+        self._failed = IntegrityError(
+            f"payload {obj.key} in store {obj.store!r} at {obj.path} does not match its"
+            f" hash ({self._store.hash}): it was changed or corrupted"
+        )
+        raise self._failed
 
     def close(self) -> None:
         if self.closed:
             return
         try:
-            size = self._obj.size
-            if not self._checked and size is not None and self._read >= size:
-                self._check()
-        finally:
             super().close()
+        finally:
             self._stack.close()
 
 

@@ -47,6 +47,7 @@ class Cache:
         self.limit = limit
         self._lock = threading.Lock()
         self._total: int | None = None  # bytes in the cache, known after the first scan
+        self._warned = False  # a failed fill was logged
 
     def __repr__(self) -> str:
         return f"Cache(root={str(self.root)!r}, limit={self.limit!r})"
@@ -161,6 +162,29 @@ class Cache:
                 shutil.copyfileobj(s, f, COPY_CHUNK)
 
         return self._fill(key, copy)
+
+    def offer(self, key: uuid.UUID, data: bytes | memoryview) -> None:
+        """:meth:`put`, as the read path fills the cache: an entry that cannot be written
+        (a full disk, a read-only folder) is left out, and the read goes on."""
+        self._best_effort(lambda: self.put(key, data))
+
+    def offer_file(self, key: uuid.UUID, src: str | os.PathLike[str]) -> None:
+        """:meth:`put_file`, as the read path fills the cache (see :meth:`offer`)."""
+        self._best_effort(lambda: self.put_file(key, src))
+
+    def _best_effort(self, fill: Callable[[], Path]) -> None:
+        try:
+            fill()
+        except StoreError as exc:
+            with self._lock:
+                first, self._warned = not self._warned, True
+            # the cache is an optimization: said once, not at every read
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "%s; payloads are read from their stores without caching them%s",
+                exc,
+                " (further cache write failures are logged at DEBUG level)" if first else "",
+            )
 
     def _fill(self, key: uuid.UUID, write: Callable[[BinaryIO], None]) -> Path:
         entry = self._entry(key)
