@@ -10,6 +10,7 @@ decompression is bounded, nesting is capped, and every violation is a
 from __future__ import annotations
 
 import collections.abc as abc
+import contextlib
 import datetime
 import math
 import struct
@@ -1261,13 +1262,38 @@ class _Reader:
         start = self.pos - 1
         shape, n = self.shape(self.dim_size + 1)
         self.charge(_COST_ARRAY + _COST_SLOT * n, start)
-        result = MatCell(shape, dtype=object, order="F")
-        flat = result.reshape(-1, order="F")
         child = depth + 1
-        for i in range(n):
-            flat[i] = self.sized_item(child, i, shape)
+        items = [self.sized_item(child, i, shape) for i in range(n)]
+        result = self.stack_cell(items, shape, start)
         if self.squeeze:
             return result.squeeze()
+        return result
+
+    def stack_cell(self, items: list[Any], shape: tuple[int, ...], start: int) -> MatCell:
+        """The cell as DataJoint 0.14 builds it: ``np.array(items)`` in ``shape``.
+
+        numpy's rule for a list of items makes a cell of numbers a numeric array and a
+        cell of strings a unicode array. Where that rule does not give one element per
+        item (items of several elements or of different shapes, which DataJoint fails
+        to read), the cell is an object array of the items. The memory numpy may
+        allocate (unicode elements as wide as the longest string) is charged first.
+        """
+        n = len(items)
+        count, width = _stack_bound(items, n)
+        stacked = None
+        if count == n:
+            # numpy's array, then the cell (which owns its data) copied from it
+            self.charge(_COST_ARRAY + 2 * n * width, start)
+            with contextlib.suppress(ValueError, TypeError, OverflowError):
+                stacked = np.array(items)
+        if stacked is not None and stacked.size == n:
+            result = MatCell(shape, dtype=stacked.dtype, order="F")
+            result.reshape(-1, order="F")[...] = stacked.reshape(-1)
+            return result
+        result = MatCell(shape, dtype=object, order="F")
+        flat = result.reshape(-1, order="F")
+        for i, item in enumerate(items):
+            flat[i] = item
         return result
 
     def _names(self, what: str, n: int) -> list[str]:
@@ -1372,6 +1398,51 @@ class _Reader:
         except (ValueError, TypeError) as exc:
             _fail(f"inconsistent record fields ({exc})", start)
         return result
+
+
+#: bytes per element numpy makes of a number: at most complex128, or U64 as text
+_NUMBER_WIDTH = 16
+_NUMBER_AS_TEXT_WIDTH = 256
+
+
+def _stack_bound(items: list[Any], n: int) -> tuple[int, int]:
+    """How many elements ``np.array(items)`` holds (counting stops beyond ``n``), and
+    the most bytes per element it can allocate for them.
+
+    numpy descends into lists and tuples and stacks arrays; it makes unicode elements
+    as wide as the longest text, and numbers become text next to text.
+    """
+    count = 0
+    text = other = 0
+    number = False
+    stack = list(items)
+    while stack and count <= n:
+        item = stack.pop()
+        if isinstance(item, list | tuple):
+            stack.extend(item)
+            continue
+        if isinstance(item, np.ndarray):
+            count += item.size
+            kind = item.dtype.kind
+            if kind == "U":
+                text = max(text, item.dtype.itemsize)
+            elif kind == "S":
+                text = max(text, 4 * item.dtype.itemsize)
+            elif kind in "biufcmM":
+                number = True
+            else:
+                other = max(other, item.dtype.itemsize)
+            continue
+        count += 1
+        if isinstance(item, str | bytes):
+            text = max(text, 4 * len(item))
+        elif isinstance(item, int | float | complex | np.generic):
+            number = True
+        else:
+            other = max(other, 8)
+    if number:
+        other = max(other, _NUMBER_AS_TEXT_WIDTH if text else _NUMBER_WIDTH)
+    return count, max(text, other)
 
 
 _READERS: list[_Reader_fn | None] = [None] * 256
