@@ -188,6 +188,22 @@ def _holds_a_set(key: Any) -> bool:
     return False
 
 
+def _check_write_hashes(keys: abc.Iterable[Any], what: str) -> None:
+    """Refuse more than _MAX_SAME_HASH keys on one hash value: the reader would."""
+    hashes = [hash(key) for key in keys]
+    if len(set(hashes)) == len(hashes):
+        return
+    counts: dict[int, int] = {}
+    for h in hashes:
+        counts[h] = counts.get(h, 0) + 1
+    if max(counts.values()) > _MAX_SAME_HASH:
+        raise _PackError(
+            f"more than {_MAX_SAME_HASH} {what} share one hash value (e.g. ints that"
+            " differ by multiples of 2**61 - 1): unpack refuses them as hash flooding;"
+            " store them in a list"
+        )
+
+
 def _check_record_layout(arr: NDArray[Any]) -> None:
     """Refuse structured arrays that would read back with another shape or dtype.
 
@@ -277,11 +293,12 @@ _Packer_fn = Callable[["_Packer", Any, int], int]
 class _Packer:
     """Serializes one value into a list of byte pieces (joined once at the end)."""
 
-    __slots__ = ("dj0", "max_depth", "out")
+    __slots__ = ("cells", "dj0", "max_depth", "out")
 
     def __init__(self, max_depth: int) -> None:
         self.out: list[Any] = []  # bytes and bytes-like (memoryviews of arrays)
         self.dj0 = False
+        self.cells = False  # a cell reads as np.array(items): its memory has no bound
         self.max_depth = max_depth
 
     # -- dispatch ----------------------------------------------------------------------
@@ -468,12 +485,16 @@ class _Packer:
                 exc = _PackError(_set_key_phrase("set element"))
                 exc.path.append(f"[{i}]")
                 raise exc
+        if len(obj) > _MAX_SAME_HASH:
+            _check_write_hashes(obj, "set elements")
         return self.sequence(obj, depth, b"\x03")
 
     def mapping(self, obj: Any, depth: int) -> int:
         self.dj0 = True
         out = self.out
         pairs = list(obj.items())
+        if len(pairs) > _MAX_SAME_HASH:
+            _check_write_hashes([key for key, _ in pairs], "dict keys")
         out.append(b"\x04" + _U64.pack(len(pairs)))
         total = 9
         child = depth + 1
@@ -573,6 +594,7 @@ class _Packer:
         return self.recarray(arr, depth)
 
     def cell(self, arr: NDArray[Any], depth: int) -> int:
+        self.cells = True
         shape = arr.shape
         ndim = len(shape)
         self.out.append(b"C" + struct.pack(f"<{ndim + 1}Q", ndim, *shape))
@@ -690,11 +712,68 @@ def pack(obj: Any, compress: bool = True) -> bytes:
         ) from None
     packer.out.insert(0, DJ0 if packer.dj0 else MYM)
     plain = b"".join(packer.out)
+    blob = plain
+    datajoint = config["compression"] == "datajoint"
     if compress and len(plain) > COMPRESS_THRESHOLD:
-        if config["compression"] == "datajoint":
-            return _compress_like_datajoint(plain)
-        return _compress(plain)
-    return plain
+        blob = _compress_like_datajoint(plain) if datajoint else _compress(plain)
+    return _readable(obj, plain, blob, packer.cells, datajoint)
+
+
+#: the most memory (as _Reader.charge counts it) a blob without cells needs per plain
+#: byte: an empty set in a list, 17 bytes for 264 (test_codec_readable.py checks it)
+_MAX_COST_RATIO = 20
+
+
+def _read_cost(plain: bytes) -> int:
+    """The memory the reader charges for ``plain`` with the default ``squeeze``."""
+    reader = _Reader(
+        plain,
+        4,
+        squeeze=False,
+        max_depth=int(config["max_depth"]),
+        legacy_u32=False,
+    )
+    try:
+        reader.item(0)
+    except _ReadError as exc:  # the reader refuses what the writer wrote: a bug
+        inside = f"value{''.join(exc.path[::-1])}: " if exc.path else "value: "
+        raise UnsupportedTypeError(f"{inside}unpack would refuse it: {exc.message}") from None
+    return reader.spent
+
+
+def _readable(obj: Any, plain: bytes, blob: bytes, cells: bool, datajoint: bool) -> bytes:
+    """``blob``, or a less compressed form of ``plain``, that ``unpack`` reads with the
+    current limits (``max_blob_size``, ``max_expansion``); else UnsupportedTypeError.
+
+    The reader refuses a blob whose decoded value needs more than ``max_expansion``
+    times its stored size: highly compressed lists of small objects do. Such blobs get
+    an uncompressed tail, just long enough (a valid zlib stream, read by DataJoint too).
+    """
+    size = len(plain)
+    max_size = int(config["max_blob_size"])
+    if size > max_size:
+        raise UnsupportedTypeError(
+            f"value: its blob would be {size} bytes, more than max_blob_size={max_size}"
+            " that unpack reads: raise djb.config['max_blob_size'] (where it is read too)"
+        )
+    expansion = int(config["max_expansion"])
+    budget = len(blob) * expansion
+    if not cells and size * _MAX_COST_RATIO <= budget:
+        return blob
+    if type(obj) is np.ndarray and obj.dtype.kind in "biufcM" and size + _COST_ARRAY <= budget:
+        return blob  # charged its header and its bytes
+    need = max(_read_cost(plain), size)
+    if need <= budget:
+        return blob
+    if need > size * expansion:
+        raise UnsupportedTypeError(
+            f"value: reading it back needs about {need} bytes of memory, more than"
+            f" max_expansion={expansion} times its {size}-byte blob, so unpack would"
+            " refuse it: store it in another form, or raise djb.config['max_expansion']"
+            " (where it is read too)"
+        )
+    padded = _compress_with_raw_tail(plain, -(-need // expansion), datajoint)
+    return padded if len(padded) < size else plain
 
 
 # -- compression ---------------------------------------------------------------------------
@@ -794,6 +873,27 @@ def _compress_like_datajoint(plain: bytes) -> bytes:
     DataJoint's for the same zlib build, at DataJoint's speed)."""
     framed = b"".join((ZL123, _U64.pack(len(plain)), zlib.compress(plain)))
     return framed if len(framed) < len(plain) else plain
+
+
+def _compress_with_raw_tail(plain: bytes, at_least: int, datajoint: bool) -> bytes:
+    """A ``ZL123`` blob of at least ``at_least`` bytes: the head of ``plain`` deflated,
+    its last ``at_least`` bytes in stored (uncompressed) deflate blocks."""
+    level, mem_level = (zlib.Z_DEFAULT_COMPRESSION, 8) if datajoint else (_LEVEL, _MEM_LEVEL)
+    split = max(len(plain) - at_least, 0)
+    view = memoryview(plain)
+    head = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level)
+    tail = zlib.compressobj(0, zlib.DEFLATED, -15)
+    stream = b"".join(
+        (
+            zlib.compressobj(level, zlib.DEFLATED, 15, mem_level).flush()[:2],
+            head.compress(view[:split]),
+            head.flush(zlib.Z_SYNC_FLUSH),
+            tail.compress(view[split:]),
+            tail.flush(zlib.Z_FINISH),
+            struct.pack(">I", zlib.adler32(view)),
+        )
+    )
+    return b"".join((ZL123, _U64.pack(len(plain)), stream))
 
 
 def _compress(plain: bytes) -> bytes:

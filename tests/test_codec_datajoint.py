@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from test_datajoint_interop import dj_python  # noqa: F401  (the session fixture)
 
+import sa_djblob as djb
 from sa_djblob import MatCell, pack, unpack
 
 try:
@@ -268,3 +269,20 @@ def test_matlab_cells_of_numbers_and_strings_read_as_numpy_arrays() -> None:
         "`MatCell of strings`"
         in (Path(__file__).resolve().parent.parent / "docs" / "format.md").read_text()
     )
+
+
+def test_datajoint_reads_the_blobs_pack_keeps_readable(dj_python: Path) -> None:  # noqa: F811
+    # compressed as DataJoint does, this value would need more than max_expansion times
+    # its blob to read; pack leaves the blob's end uncompressed, DataJoint reads it as is
+    value = [Decimal("0")] * 100_000
+    with djb.config.override(compression="datajoint"):
+        blob = pack(value)
+    assert blob.startswith(b"ZL123\0") and unpack(blob) == value
+    script = (
+        "import sys\nfrom decimal import Decimal\nfrom datajoint import blob\n"
+        "v = blob.unpack(sys.stdin.buffer.read())\n"
+        "print(len(v), v[0] == Decimal('0'), all(x == v[0] for x in v))"
+    )
+    r = subprocess.run([str(dj_python), "-c", script], input=blob, capture_output=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert r.stdout.split() == [b"100000", b"True", b"True"]

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sa_djblob import BlobFormatError, MatCell, MatStruct, pack, unpack
+from sa_djblob._codec import _MAX_COST_RATIO, _Packer, _read_cost
 
 try:
     from .test_codec_helpers import assert_same
@@ -292,6 +293,17 @@ def test_generated_values_round_trip(value: Any, compress: bool) -> None:
     # the bytes are stable: packing what was read gives the same blob (modulo U -> object)
     if not _changes_type(value):
         assert pack(back, compress=False) == pack(value, compress=False)
+
+
+@ROUNDTRIP
+@given(values)
+def test_reading_a_blob_without_cells_needs_at_most_max_cost_ratio_per_byte(value: Any) -> None:
+    # pack() relies on it to skip measuring what reading its blobs needs
+    packer = _Packer(256)
+    packer.item(value, 0)
+    plain = pack(value, compress=False)
+    if not packer.cells:
+        assert _read_cost(plain) <= _MAX_COST_RATIO * len(plain)
 
 
 def _changes_type(value: Any) -> bool:
