@@ -204,6 +204,19 @@ def _check_write_hashes(keys: abc.Iterable[Any], what: str) -> None:
         )
 
 
+def _record_bytes_bound(dt: np.dtype[Any]) -> int:
+    """At least the bytes per element of a record read back (unicode fields are read
+    as object fields, records are packed without padding)."""
+    if dt.names is None:
+        return max(dt.itemsize, 8)
+    total = 0
+    for name in dt.names:
+        field = dt.fields[name][0]  # type: ignore[index]
+        base = field.base if field.subdtype is not None else field
+        total += _record_bytes_bound(base) * math.prod(field.shape)
+    return total
+
+
 def _check_record_layout(arr: NDArray[Any]) -> None:
     """Refuse structured arrays that would read back with another shape or dtype.
 
@@ -293,12 +306,15 @@ _Packer_fn = Callable[["_Packer", Any, int], int]
 class _Packer:
     """Serializes one value into a list of byte pieces (joined once at the end)."""
 
-    __slots__ = ("cells", "dj0", "max_depth", "out")
+    __slots__ = ("cells", "cost", "dj0", "max_depth", "out")
 
     def __init__(self, max_depth: int) -> None:
         self.out: list[Any] = []  # bytes and bytes-like (memoryviews of arrays)
         self.dj0 = False
-        self.cells = False  # a cell reads as np.array(items): its memory has no bound
+        #: at least the memory _Reader.charge counts to read the value back; a cell reads
+        #: as np.array(items), whose memory is measured by reading (see _readable)
+        self.cost = 0
+        self.cells = False
         self.max_depth = max_depth
 
     # -- dispatch ----------------------------------------------------------------------
@@ -388,6 +404,7 @@ class _Packer:
         if n > 0xFFFF:
             raise _PackError(f"int of {n} bytes is too large (the format holds 65535 bytes)")
         self.out.append(b"\x0a" + _U16.pack(n) + int(obj).to_bytes(n, "little", signed=True))
+        self.cost += n
         return 3 + n
 
     def float_(self, obj: Any, depth: int) -> int:
@@ -407,18 +424,21 @@ class _Packer:
         except UnicodeEncodeError as exc:
             raise _PackError(_surrogate_phrase(obj, exc)) from None
         self.out.append(b"\x05" + _U64.pack(len(data)) + data)
+        self.cost += len(data)
         return 9 + len(data)
 
     def bytes_(self, obj: Any, depth: int) -> int:
         self.dj0 = True
         self.out.append(b"\x06" + _U64.pack(len(obj)))
         self.out.append(bytes(obj))
+        self.cost += len(obj)
         return 9 + len(obj)
 
     def decimal(self, obj: Decimal, depth: int) -> int:
         self.dj0 = True
         data = str(obj).encode("ascii")
         self.out.append(b"d" + _U64.pack(len(data)) + data)
+        self.cost += 64 + len(data)
         return 9 + len(data)
 
     def datetime_(self, obj: datetime.date | datetime.time, depth: int) -> int:
@@ -451,6 +471,7 @@ class _Packer:
     def uuid_(self, obj: uuid.UUID, depth: int) -> int:
         self.dj0 = True
         self.out.append(b"u" + obj.bytes)
+        self.cost += 48
         return 17
 
     # -- containers (dj0) ----------------------------------------------------------------
@@ -459,6 +480,10 @@ class _Packer:
         out = self.out
         items = list(obj)
         out.append(code + _U64.pack(len(items)))
+        if code == b"\x03":
+            self.cost += _COST_SET + (_COST_SLOT + _COST_ENTRY) * len(items)
+        else:
+            self.cost += _COST_SEQ + _COST_SLOT * len(items)
         total = 9
         child = depth + 1
         for i, element in enumerate(items):
@@ -493,6 +518,7 @@ class _Packer:
         self.dj0 = True
         out = self.out
         pairs = list(obj.items())
+        self.cost += _COST_SEQ + (2 * _COST_SLOT + _COST_ENTRY) * len(pairs)
         if len(pairs) > _MAX_SAME_HASH:
             _check_write_hashes([key for key, _ in pairs], "dict keys")
         out.append(b"\x04" + _U64.pack(len(pairs)))
@@ -567,17 +593,20 @@ class _Packer:
         )
         total = 1 + 8 * (ndim + 1) + 8
         if class_id == _OBJECT:
+            self.cost += _COST_ARRAY + _COST_SLOT * arr.size
             total += self._elements(arr.ravel(order="F"), shape, depth)
             self.dj0 = True
             return total
         if ndim == 0 or class_id >= 65536:
             self.dj0 = True
         if class_id == _CHAR:
+            self.cost += _COST_ARRAY + 4 * arr.size
             # Fortran order like every MATLAB array (DataJoint 0.14 writes 2-D char arrays
             # in C order, which its own reader transposes; 1-D and 1xN are the same bytes)
             data = arr.ravel(order="F").view(np.uint8).astype("<u2")
             out.append(data.data)
             return total + data.nbytes
+        self.cost += _COST_ARRAY + arr.nbytes
         if real is not None:
             for part in (arr.real, arr.imag):
                 plane = part.ravel(order="F")
@@ -595,6 +624,7 @@ class _Packer:
 
     def cell(self, arr: NDArray[Any], depth: int) -> int:
         self.cells = True
+        self.cost += _COST_ARRAY + _COST_SLOT * arr.size
         shape = arr.shape
         ndim = len(shape)
         self.out.append(b"C" + struct.pack(f"<{ndim + 1}Q", ndim, *shape))
@@ -624,6 +654,7 @@ class _Packer:
         out.append(head)
         total = len(head)
         flat = np.asarray(arr).ravel(order="F")
+        self.cost += _COST_ARRAY + _COST_SLOT * flat.size * len(names)
         columns = [flat[name] for name in names]
         child = depth + 1
         for i in range(flat.shape[0]):
@@ -649,6 +680,7 @@ class _Packer:
         total = len(head)
         plain = np.asarray(arr)
         _check_record_layout(plain)
+        self.cost += _COST_ARRAY + arr.size * _record_bytes_bound(arr.dtype)
         child = depth + 1
         for name in names:
             column = plain[name]
@@ -716,12 +748,7 @@ def pack(obj: Any, compress: bool = True) -> bytes:
     datajoint = config["compression"] == "datajoint"
     if compress and len(plain) > COMPRESS_THRESHOLD:
         blob = _compress_like_datajoint(plain) if datajoint else _compress(plain)
-    return _readable(obj, plain, blob, packer.cells, datajoint)
-
-
-#: the most memory (as _Reader.charge counts it) a blob without cells needs per plain
-#: byte: an empty set in a list, 17 bytes for 264 (test_codec_readable.py checks it)
-_MAX_COST_RATIO = 20
+    return _readable(plain, blob, None if packer.cells else packer.cost, datajoint)
 
 
 def _read_cost(plain: bytes) -> int:
@@ -741,9 +768,10 @@ def _read_cost(plain: bytes) -> int:
     return reader.spent
 
 
-def _readable(obj: Any, plain: bytes, blob: bytes, cells: bool, datajoint: bool) -> bytes:
+def _readable(plain: bytes, blob: bytes, cost: int | None, datajoint: bool) -> bytes:
     """``blob``, or a less compressed form of ``plain``, that ``unpack`` reads with the
     current limits (``max_blob_size``, ``max_expansion``); else UnsupportedTypeError.
+    ``cost`` is the packer's count of the memory reading needs (None: measure it).
 
     The reader refuses a blob whose decoded value needs more than ``max_expansion``
     times its stored size: highly compressed lists of small objects do. Such blobs get
@@ -758,11 +786,7 @@ def _readable(obj: Any, plain: bytes, blob: bytes, cells: bool, datajoint: bool)
         )
     expansion = int(config["max_expansion"])
     budget = len(blob) * expansion
-    if not cells and size * _MAX_COST_RATIO <= budget:
-        return blob
-    if type(obj) is np.ndarray and obj.dtype.kind in "biufcM" and size + _COST_ARRAY <= budget:
-        return blob  # charged its header and its bytes
-    need = max(_read_cost(plain), size)
+    need = max(_read_cost(plain) if cost is None else cost, size)
     if need <= budget:
         return blob
     if need > size * expansion:
