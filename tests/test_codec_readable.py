@@ -7,9 +7,12 @@ value; the writer keeps its blobs within those limits, or refuses the value.
 
 from __future__ import annotations
 
+import re
 import struct
+import tracemalloc
 import uuid
 import zlib
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -70,13 +73,28 @@ def test_unpack_reads_what_pack_writes_with_a_lowered_max_expansion() -> None:
     assert pack(np.arange(1000.0)) == pack(np.arange(1000.0), compress=True)
 
 
+def _peak(fn: Callable[[], Any]) -> tuple[int, Any]:
+    tracemalloc.start()
+    try:
+        try:
+            result: Any = fn()
+        except UnsupportedTypeError as exc:
+            result = exc
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, result
+
+
 def test_pack_refuses_a_value_unpack_could_not_read_in_any_form() -> None:
     # a cell reads as np.array(items): one long string among many empty ones makes
     # every element as wide as it, far more than max_expansion times even the plain blob
     cell = MatCell((20_001,), dtype=object)
     cell[:] = [""] * 20_000 + ["x" * 20_000]
-    with pytest.raises(UnsupportedTypeError, match=r"max_expansion=1100.*raise djb\.config"):
-        pack(cell)
+    peak, result = _peak(lambda: pack(cell))
+    assert isinstance(result, UnsupportedTypeError)
+    assert re.search(r"max_expansion=1100.*raise djb\.config", str(result))
+    assert peak < 32 << 20  # refused before numpy allocates the 1.6 GB array
     with pytest.raises(UnsupportedTypeError, match="max_expansion"):
         pack(cell, compress=False)
     with djb.config.override(max_expansion=100_000):
