@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -319,3 +320,15 @@ def test_legacy_u32_column_setting(engine: sa.Engine, tmp_path: Path) -> None:
                 conn.execute(sa.select(t.c.default)).scalar_one(), expected
             )
     assert eval(repr(djb.Blob(legacy_u32=True)), {"Blob": djb.Blob}).legacy_u32 is True
+
+
+def test_a_committed_blob_of_many_small_objects_reads_back(tables: sa.Engine) -> None:
+    # compressed as usual, these rows would need more than max_expansion times their
+    # stored size to read: committed, then unreadable with the default settings
+    values = {1: [Decimal("0")] * 200_000, 2: [set()] * 50_000}
+    with Session(tables) as s:
+        s.add_all(Item(id=i, b=v) for i, v in values.items())
+        s.commit()
+    with Session(tables) as s:
+        got = {it.id: it.b for it in s.scalars(sa.select(Item))}
+    assert got == values
