@@ -731,6 +731,11 @@ def pack(obj: Any, compress: bool = True) -> bytes:
     (``ZL123`` framing) when that is shorter; data that a probe shows to be
     incompressible is stored as is. Raises :class:`UnsupportedTypeError` naming the
     value's type and its position (``value['a'][2]: float16 arrays are not supported``).
+
+    What it writes, :func:`unpack` reads with the same ``djb.config`` limits: a blob
+    whose value would need more memory than ``max_expansion`` times its compressed size
+    keeps an uncompressed tail, and a value that would exceed ``max_blob_size``, or
+    ``max_expansion`` in any form, is refused with :class:`UnsupportedTypeError`.
     """
     max_depth = int(config["max_depth"])
     packer = _Packer(max_depth)
