@@ -757,23 +757,27 @@ def pack(obj: Any, compress: bool = True) -> bytes:
 
 
 def _read_cost(plain: bytes) -> int:
-    """The memory the reader charges for ``plain`` with the default ``squeeze``, read
-    with the current limits: what exceeds them even uncompressed is refused."""
-    reader = _Reader(
-        plain,
-        4,
-        squeeze=False,
-        max_depth=int(config["max_depth"]),
-        legacy_u32=False,
-        expansion=int(config["max_expansion"]),
-    )
-    try:
-        reader.item(0)
-        reader.charge(0, reader.pos)
-    except _ReadError as exc:
-        inside = f"value{''.join(exc.path[::-1])}: " if exc.path else "value: "
-        raise UnsupportedTypeError(f"{inside}unpack would refuse it: {exc.message}") from None
-    return reader.spent
+    """The memory the reader charges for ``plain`` (the more of ``squeeze`` False and
+    True: a squeezed cell may hold text that widens it), read with the current limits:
+    what exceeds them even uncompressed is refused."""
+    spent = 0
+    for squeeze in (False, True):
+        reader = _Reader(
+            plain,
+            4,
+            squeeze=squeeze,
+            max_depth=int(config["max_depth"]),
+            legacy_u32=False,
+            expansion=int(config["max_expansion"]),
+        )
+        try:
+            reader.item(0)
+            reader.charge(0, reader.pos)
+        except _ReadError as exc:
+            inside = f"value{''.join(exc.path[::-1])}: " if exc.path else "value: "
+            raise UnsupportedTypeError(f"{inside}unpack would refuse it: {exc.message}") from None
+        spent = max(spent, reader.spent)
+    return spent
 
 
 def _readable(plain: bytes, blob: bytes, cost: int | None, datajoint: bool) -> bytes:

@@ -166,3 +166,13 @@ def test_the_writer_counts_at_least_the_memory_the_reader_charges(name: str) -> 
     assert spent <= cost
     if "records" not in name:  # records: unicode fields read as object fields (a bound)
         assert spent == cost
+
+
+def test_unpack_reads_a_cell_pack_writes_with_squeeze_too() -> None:
+    # squeezed, the 0-d object array is a str: numpy makes every number of the cell text
+    cell = MatCell((100_001,), dtype=object)
+    cell[:] = [np.array("x" * 100, dtype=object)] + [1.0] * 100_000
+    blob = pack(cell)
+    assert unpack(blob).dtype == object
+    squeezed = unpack(blob, squeeze=True)
+    assert squeezed.dtype == np.dtype("<U100") and squeezed[1] == "1.0"
