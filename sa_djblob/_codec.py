@@ -10,6 +10,7 @@ decompression is bounded, nesting is capped, and every violation is a
 from __future__ import annotations
 
 import collections.abc as abc
+import contextlib
 import datetime
 import math
 import struct
@@ -187,6 +188,35 @@ def _holds_a_set(key: Any) -> bool:
     return False
 
 
+def _check_write_hashes(keys: abc.Iterable[Any], what: str) -> None:
+    """Refuse more than _MAX_SAME_HASH keys on one hash value: the reader would."""
+    hashes = [hash(key) for key in keys]
+    if len(set(hashes)) == len(hashes):
+        return
+    counts: dict[int, int] = {}
+    for h in hashes:
+        counts[h] = counts.get(h, 0) + 1
+    if max(counts.values()) > _MAX_SAME_HASH:
+        raise _PackError(
+            f"more than {_MAX_SAME_HASH} {what} share one hash value (e.g. ints that"
+            " differ by multiples of 2**61 - 1): unpack refuses them as hash flooding;"
+            " store them in a list"
+        )
+
+
+def _record_bytes_bound(dt: np.dtype[Any]) -> int:
+    """At least the bytes per element of a record read back (unicode fields are read
+    as object fields, records are packed without padding)."""
+    if dt.names is None:
+        return max(dt.itemsize, 8)
+    total = 0
+    for name in dt.names:
+        field = dt.fields[name][0]  # type: ignore[index]
+        base = field.base if field.subdtype is not None else field
+        total += _record_bytes_bound(base) * math.prod(field.shape)
+    return total
+
+
 def _check_record_layout(arr: NDArray[Any]) -> None:
     """Refuse structured arrays that would read back with another shape or dtype.
 
@@ -289,11 +319,15 @@ _Packer_fn = Callable[["_Packer", Any, int], int]
 class _Packer:
     """Serializes one value into a list of byte pieces (joined once at the end)."""
 
-    __slots__ = ("dj0", "max_depth", "out")
+    __slots__ = ("cells", "cost", "dj0", "max_depth", "out")
 
     def __init__(self, max_depth: int) -> None:
         self.out: list[Any] = []  # bytes and bytes-like (memoryviews of arrays)
         self.dj0 = False
+        #: at least the memory _Reader.charge counts to read the value back; a cell reads
+        #: as np.array(items), whose memory is measured by reading (see _readable)
+        self.cost = 0
+        self.cells = False
         self.max_depth = max_depth
 
     # -- dispatch ----------------------------------------------------------------------
@@ -383,6 +417,7 @@ class _Packer:
         if n > 0xFFFF:
             raise _PackError(f"int of {n} bytes is too large (the format holds 65535 bytes)")
         self.out.append(b"\x0a" + _U16.pack(n) + int(obj).to_bytes(n, "little", signed=True))
+        self.cost += n
         return 3 + n
 
     def float_(self, obj: Any, depth: int) -> int:
@@ -402,18 +437,21 @@ class _Packer:
         except UnicodeEncodeError as exc:
             raise _PackError(_surrogate_phrase(obj, exc)) from None
         self.out.append(b"\x05" + _U64.pack(len(data)) + data)
+        self.cost += len(data)
         return 9 + len(data)
 
     def bytes_(self, obj: Any, depth: int) -> int:
         self.dj0 = True
         self.out.append(b"\x06" + _U64.pack(len(obj)))
         self.out.append(bytes(obj))
+        self.cost += len(obj)
         return 9 + len(obj)
 
     def decimal(self, obj: Decimal, depth: int) -> int:
         self.dj0 = True
         data = str(obj).encode("ascii")
         self.out.append(b"d" + _U64.pack(len(data)) + data)
+        self.cost += 64 + len(data)
         return 9 + len(data)
 
     def datetime_(self, obj: datetime.date | datetime.time, depth: int) -> int:
@@ -446,6 +484,7 @@ class _Packer:
     def uuid_(self, obj: uuid.UUID, depth: int) -> int:
         self.dj0 = True
         self.out.append(b"u" + obj.bytes)
+        self.cost += 48
         return 17
 
     # -- containers (dj0) ----------------------------------------------------------------
@@ -454,6 +493,10 @@ class _Packer:
         out = self.out
         items = list(obj)
         out.append(code + _U64.pack(len(items)))
+        if code == b"\x03":
+            self.cost += _COST_SET + (_COST_SLOT + _COST_ENTRY) * len(items)
+        else:
+            self.cost += _COST_SEQ + _COST_SLOT * len(items)
         total = 9
         child = depth + 1
         for i, element in enumerate(items):
@@ -480,12 +523,17 @@ class _Packer:
                 exc = _PackError(_set_key_phrase("set element"))
                 exc.path.append(f"[{i}]")
                 raise exc
+        if len(obj) > _MAX_SAME_HASH:
+            _check_write_hashes(obj, "set elements")
         return self.sequence(obj, depth, b"\x03")
 
     def mapping(self, obj: Any, depth: int) -> int:
         self.dj0 = True
         out = self.out
         pairs = list(obj.items())
+        self.cost += _COST_SEQ + (2 * _COST_SLOT + _COST_ENTRY) * len(pairs)
+        if len(pairs) > _MAX_SAME_HASH:
+            _check_write_hashes([key for key, _ in pairs], "dict keys")
         out.append(b"\x04" + _U64.pack(len(pairs)))
         total = 9
         child = depth + 1
@@ -558,17 +606,20 @@ class _Packer:
         )
         total = 1 + 8 * (ndim + 1) + 8
         if class_id == _OBJECT:
+            self.cost += _COST_ARRAY + _COST_SLOT * arr.size
             total += self._elements(arr.ravel(order="F"), shape, depth)
             self.dj0 = True
             return total
         if ndim == 0 or class_id >= 65536:
             self.dj0 = True
         if class_id == _CHAR:
+            self.cost += _COST_ARRAY + 4 * arr.size
             # Fortran order like every MATLAB array (DataJoint 0.14 writes 2-D char arrays
             # in C order, which its own reader transposes; 1-D and 1xN are the same bytes)
             data = arr.ravel(order="F").view(np.uint8).astype("<u2")
             out.append(data.data)
             return total + data.nbytes
+        self.cost += _COST_ARRAY + arr.nbytes
         if real is not None:
             for part in (arr.real, arr.imag):
                 plane = part.ravel(order="F")
@@ -585,6 +636,8 @@ class _Packer:
         return self.recarray(arr, depth)
 
     def cell(self, arr: NDArray[Any], depth: int) -> int:
+        self.cells = True
+        self.cost += _COST_ARRAY + _COST_SLOT * arr.size
         shape = arr.shape
         ndim = len(shape)
         self.out.append(b"C" + struct.pack(f"<{ndim + 1}Q", ndim, *shape))
@@ -614,6 +667,7 @@ class _Packer:
         out.append(head)
         total = len(head)
         flat = np.asarray(arr).ravel(order="F")
+        self.cost += _COST_ARRAY + _COST_SLOT * flat.size * len(names)
         columns = [flat[name] for name in names]
         child = depth + 1
         for i in range(flat.shape[0]):
@@ -639,6 +693,7 @@ class _Packer:
         total = len(head)
         plain = np.asarray(arr)
         _check_record_layout(plain)
+        self.cost += _COST_ARRAY + arr.size * _record_bytes_bound(arr.dtype)
         child = depth + 1
         for name in names:
             column = plain[name]
@@ -689,6 +744,11 @@ def pack(obj: Any, compress: bool = True) -> bytes:
     (``ZL123`` framing) when that is shorter; data that a probe shows to be
     incompressible is stored as is. Raises :class:`UnsupportedTypeError` naming the
     value's type and its position (``value['a'][2]: float16 arrays are not supported``).
+
+    What it writes, :func:`unpack` reads with the same ``djb.config`` limits: a blob
+    whose value would need more memory than ``max_expansion`` times its compressed size
+    keeps an uncompressed tail, and a value that would exceed ``max_blob_size``, or
+    ``max_expansion`` in any form, is refused with :class:`UnsupportedTypeError`.
     """
     max_depth = int(config["max_depth"])
     packer = _Packer(max_depth)
@@ -702,11 +762,67 @@ def pack(obj: Any, compress: bool = True) -> bytes:
         ) from None
     packer.out.insert(0, DJ0 if packer.dj0 else MYM)
     plain = b"".join(packer.out)
+    blob = plain
+    datajoint = config["compression"] == "datajoint"
     if compress and len(plain) > COMPRESS_THRESHOLD:
-        if config["compression"] == "datajoint":
-            return _compress_like_datajoint(plain)
-        return _compress(plain)
-    return plain
+        blob = _compress_like_datajoint(plain) if datajoint else _compress(plain)
+    return _readable(plain, blob, None if packer.cells else packer.cost, datajoint)
+
+
+def _read_cost(plain: bytes) -> int:
+    """The memory the reader charges for ``plain`` (the more of ``squeeze`` False and
+    True: a squeezed cell may hold text that widens it), read with the current limits:
+    what exceeds them even uncompressed is refused."""
+    spent = 0
+    for squeeze in (False, True):
+        reader = _Reader(
+            plain,
+            4,
+            squeeze=squeeze,
+            max_depth=int(config["max_depth"]),
+            legacy_u32=False,
+            expansion=int(config["max_expansion"]),
+        )
+        try:
+            reader.item(0)
+            reader.charge(0, reader.pos)
+        except _ReadError as exc:
+            inside = f"value{''.join(exc.path[::-1])}: " if exc.path else "value: "
+            raise UnsupportedTypeError(f"{inside}unpack would refuse it: {exc.message}") from None
+        spent = max(spent, reader.spent)
+    return spent
+
+
+def _readable(plain: bytes, blob: bytes, cost: int | None, datajoint: bool) -> bytes:
+    """``blob``, or a less compressed form of ``plain``, that ``unpack`` reads with the
+    current limits (``max_blob_size``, ``max_expansion``); else UnsupportedTypeError.
+    ``cost`` is the packer's count of the memory reading needs (None: measure it).
+
+    The reader refuses a blob whose decoded value needs more than ``max_expansion``
+    times its stored size: highly compressed lists of small objects do. Such blobs get
+    an uncompressed tail, just long enough (a valid zlib stream, read by DataJoint too).
+    """
+    size = len(plain)
+    max_size = int(config["max_blob_size"])
+    if size > max_size:
+        raise UnsupportedTypeError(
+            f"value: its blob would be {size} bytes, more than max_blob_size={max_size}"
+            " that unpack reads: raise djb.config['max_blob_size'] (where it is read too)"
+        )
+    expansion = int(config["max_expansion"])
+    budget = len(blob) * expansion
+    need = max(_read_cost(plain) if cost is None else cost, size)
+    if need <= budget:
+        return blob
+    if need > size * expansion:
+        raise UnsupportedTypeError(
+            f"value: reading it back needs about {need} bytes of memory, more than"
+            f" max_expansion={expansion} times its {size}-byte blob, so unpack would"
+            " refuse it: store it in another form, or raise djb.config['max_expansion']"
+            " (where it is read too)"
+        )
+    padded = _compress_with_raw_tail(plain, -(-need // expansion), datajoint)
+    return padded if len(padded) < size else plain
 
 
 # -- compression ---------------------------------------------------------------------------
@@ -806,6 +922,27 @@ def _compress_like_datajoint(plain: bytes) -> bytes:
     DataJoint's for the same zlib build, at DataJoint's speed)."""
     framed = b"".join((ZL123, _U64.pack(len(plain)), zlib.compress(plain)))
     return framed if len(framed) < len(plain) else plain
+
+
+def _compress_with_raw_tail(plain: bytes, at_least: int, datajoint: bool) -> bytes:
+    """A ``ZL123`` blob of at least ``at_least`` bytes: the head of ``plain`` deflated,
+    its last ``at_least`` bytes in stored (uncompressed) deflate blocks."""
+    level, mem_level = (zlib.Z_DEFAULT_COMPRESSION, 8) if datajoint else (_LEVEL, _MEM_LEVEL)
+    split = max(len(plain) - at_least, 0)
+    view = memoryview(plain)
+    head = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level)
+    tail = zlib.compressobj(0, zlib.DEFLATED, -15)
+    stream = b"".join(
+        (
+            zlib.compressobj(level, zlib.DEFLATED, 15, mem_level).flush()[:2],
+            head.compress(view[:split]),
+            head.flush(zlib.Z_SYNC_FLUSH),
+            tail.compress(view[split:]),
+            tail.flush(zlib.Z_FINISH),
+            struct.pack(">I", zlib.adler32(view)),
+        )
+    )
+    return b"".join((ZL123, _U64.pack(len(plain)), stream))
 
 
 def _compress(plain: bytes) -> bytes:
@@ -1274,13 +1411,38 @@ class _Reader:
         start = self.pos - 1
         shape, n = self.shape(self.dim_size + 1)
         self.charge(_COST_ARRAY + _COST_SLOT * n, start)
-        result = MatCell(shape, dtype=object, order="F")
-        flat = result.reshape(-1, order="F")
         child = depth + 1
-        for i in range(n):
-            flat[i] = self.sized_item(child, i, shape)
+        items = [self.sized_item(child, i, shape) for i in range(n)]
+        result = self.stack_cell(items, shape, start)
         if self.squeeze:
             return result.squeeze()
+        return result
+
+    def stack_cell(self, items: list[Any], shape: tuple[int, ...], start: int) -> MatCell:
+        """The cell as DataJoint 0.14 builds it: ``np.array(items)`` in ``shape``.
+
+        numpy's rule for a list of items makes a cell of numbers a numeric array and a
+        cell of strings a unicode array. Where that rule does not give one element per
+        item (items of several elements or of different shapes, which DataJoint fails
+        to read), the cell is an object array of the items. The memory numpy may
+        allocate (unicode elements as wide as the longest string) is charged first.
+        """
+        n = len(items)
+        count, width = _stack_bound(items, n)
+        stacked = None
+        if count == n:
+            # numpy's array, then the cell (which owns its data) copied from it
+            self.charge(_COST_ARRAY + 2 * n * width, start)
+            with contextlib.suppress(ValueError, TypeError, OverflowError):
+                stacked = np.array(items)
+        if stacked is not None and stacked.size == n:
+            result = MatCell(shape, dtype=stacked.dtype, order="F")
+            result.reshape(-1, order="F")[...] = stacked.reshape(-1)
+            return result
+        result = MatCell(shape, dtype=object, order="F")
+        flat = result.reshape(-1, order="F")
+        for i, item in enumerate(items):
+            flat[i] = item
         return result
 
     def _names(self, what: str, n: int) -> list[str]:
@@ -1385,6 +1547,51 @@ class _Reader:
         except (ValueError, TypeError) as exc:
             _fail(f"inconsistent record fields ({exc})", start)
         return result
+
+
+#: bytes per element numpy makes of a number: at most complex128, or U64 as text
+_NUMBER_WIDTH = 16
+_NUMBER_AS_TEXT_WIDTH = 256
+
+
+def _stack_bound(items: list[Any], n: int) -> tuple[int, int]:
+    """How many elements ``np.array(items)`` holds (counting stops beyond ``n``), and
+    the most bytes per element it can allocate for them.
+
+    numpy descends into lists and tuples and stacks arrays; it makes unicode elements
+    as wide as the longest text, and numbers become text next to text.
+    """
+    count = 0
+    text = other = 0
+    number = False
+    stack = list(items)
+    while stack and count <= n:
+        item = stack.pop()
+        if isinstance(item, list | tuple):
+            stack.extend(item)
+            continue
+        if isinstance(item, np.ndarray):
+            count += item.size
+            kind = item.dtype.kind
+            if kind == "U":
+                text = max(text, item.dtype.itemsize)
+            elif kind == "S":
+                text = max(text, 4 * item.dtype.itemsize)
+            elif kind in "biufcmM":
+                number = True
+            else:
+                other = max(other, item.dtype.itemsize)
+            continue
+        count += 1
+        if isinstance(item, str | bytes):
+            text = max(text, 4 * len(item))
+        elif isinstance(item, int | float | complex | np.generic):
+            number = True
+        else:
+            other = max(other, 8)
+    if number:
+        other = max(other, _NUMBER_AS_TEXT_WIDTH if text else _NUMBER_WIDTH)
+    return count, max(text, other)
 
 
 _READERS: list[_Reader_fn | None] = [None] * 256

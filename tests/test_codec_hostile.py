@@ -201,3 +201,18 @@ def test_legacy_u32_setting() -> None:
     assert np.array_equal(unpack(blob, legacy_u32=True), want)
     with pytest.raises(ConfigError, match="legacy_u32"):
         djb.config["legacy_u32"] = 1
+
+
+def test_cells_of_text_are_charged_before_numpy_widens_them() -> None:
+    # a cell reads as np.array(items): 100,000 empty strings and one of 100,000
+    # characters would make 100,001 elements of 400 KB each (40 GB) from a 2 MB blob
+    n = 100_000
+    items = _item("") * n + _item("x" * 100_000)
+    blob = b"dj0\0C" + U64.pack(1) + U64.pack(n + 1) + items
+    peak, result = _peak(lambda: unpack(blob))
+    assert isinstance(result, BlobFormatError)
+    assert "max_expansion=1100" in str(result)
+    assert peak < 64 << 20
+    # the same strings of one width are one unicode array, as DataJoint reads them
+    even = b"dj0\0C" + U64.pack(1) + U64.pack(n) + _item("ab") * n
+    assert unpack(even).dtype == np.dtype("<U2")

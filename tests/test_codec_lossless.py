@@ -228,10 +228,30 @@ def test_reads_back_differently_by_design(value: Any, want: Any, request: Any) -
         assert_same(back, want)
 
 
-def test_mat_cell_of_numbers_reads_back_as_object_cell() -> None:
+def _object_cell(*items: Any) -> MatCell:
+    cell = MatCell((len(items),), dtype=object)
+    for i, item in enumerate(items):
+        cell[i] = item
+    return cell
+
+
+def test_mat_cells_read_back_with_numpys_rule() -> None:
     cell = MatCell((2,), dtype=float)
     cell[:] = [1.0, 2.0]
-    back = unpack(pack(cell))
-    assert type(back) is MatCell and back.dtype == object
-    assert [type(x) for x in back] == [np.float64, np.float64]
-    assert "`MatCell of numbers`" in DOC
+    assert_same(unpack(pack(cell)), cell)  # a float cell reads back as itself
+    assert type(unpack(pack(cell))) is MatCell
+    cases = [
+        ("MatCell of numbers", _object_cell(1, 2.5), np.array([1.0, 2.5])),
+        ("MatCell of strings", _object_cell("a", "bc"), np.array(["a", "bc"])),
+        ("MatCell of mixed items", _object_cell(1, "a"), np.array(["1", "a"], "<U21")),
+    ]
+    for name, value, want in cases:
+        assert f"`{name}`" in DOC
+        back = unpack(pack(value))
+        assert type(back) is MatCell
+        assert_same(back, want.view(MatCell), name)
+    matlab = MatCell((1, 2), dtype=object)
+    matlab[0, 0], matlab[0, 1] = np.array([[1.0]]), np.array([[2.0]])
+    assert "`MatCell of MATLAB arrays`" in DOC
+    assert_same(unpack(pack(matlab)), np.array([[1.0, 2.0]]).view(MatCell))
+    assert pack(unpack(pack(matlab)), compress=False)[:4] == b"dj0\0"

@@ -6,6 +6,7 @@ import datetime
 import os
 import struct
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -360,3 +361,15 @@ def test_a_store_named_as_datajoint_names_them_round_trips(
     assert ext.sweep(grace=datetime.timedelta(0), progress=False).rows_deleted == 1
     assert ext.verify(progress=False).ok
     assert len(ext.paths()) == 1
+
+
+def test_a_committed_blob_of_many_small_objects_reads_back(tables: sa.Engine) -> None:
+    # compressed as usual, these rows would need more than max_expansion times their
+    # stored size to read: committed, then unreadable with the default settings
+    values = {1: [Decimal("0")] * 200_000, 2: [set()] * 50_000}
+    with Session(tables) as s:
+        s.add_all(Item(id=i, b=v) for i, v in values.items())
+        s.commit()
+    with Session(tables) as s:
+        got = {it.id: it.b for it in s.scalars(sa.select(Item))}
+    assert got == values
