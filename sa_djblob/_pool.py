@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from ._config import config
 
-__all__ = ["call", "in_async_greenlet", "run_all"]
+__all__ = ["call", "check_cancelled", "in_async_greenlet", "run_all"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -91,6 +91,14 @@ def _await_only() -> Callable[[Any], Any]:
 
 class _Stopped(Exception):
     """A chunk's remaining items were not run: its caller was cancelled."""
+
+
+def check_cancelled() -> None:
+    """Give up if the caller this pool thread works for was cancelled. Long loops of
+    local work (hashing a large file) call it between chunks; elsewhere it does nothing."""
+    stop: threading.Event | None = getattr(_local, "stop", None)
+    if stop is not None and stop.is_set():
+        raise _Stopped
 
 
 def _each(fn: Callable[[T], R], items: list[T], stop: threading.Event | None) -> list[R]:
