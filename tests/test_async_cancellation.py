@@ -38,11 +38,13 @@ class SlowUploads(djb.MemoryStore):
 
     protocol = "slow-upload-memory"
     lock = threading.Lock()
+    #: the running test's store location: only its uploads are counted
+    location = ""
     started: ClassVar[list[str]] = []
     in_flight = 0
 
     def put(self, path: PurePosixPath, data: bytes | memoryview) -> None:
-        if bytes(data[:4]) == b"fast":
+        if bytes(data[:4]) == b"fast" or not str(path).startswith(SlowUploads.location):
             super().put(path, data)
             return
         with SlowUploads.lock:
@@ -66,10 +68,13 @@ class SlowRemoteUploads(SlowUploads):
         return True
 
 
-@pytest.fixture(autouse=True)
-def _reset_counts() -> None:
+@pytest.fixture
+def location() -> str:
+    """A fresh store location; the uploads into it are counted."""
+    SlowUploads.location = "su-" + uuid.uuid4().hex[:8] + "/"
     SlowUploads.started = []
     SlowUploads.in_flight = 0
+    return SlowUploads.location.rstrip("/")
 
 
 def _engine(database: Database) -> AsyncEngine:
@@ -109,13 +114,11 @@ def _blob_table() -> tuple[sa.MetaData, sa.Table]:
 
 
 def test_cancel_takes_effect_after_the_upload_on_the_wire_not_after_every_upload(
-    database: Database,
+    database: Database, location: str
 ) -> None:
     """12 small uploads to a local store, one after the other: a cancel() waits for the
     one in flight, and starts no other."""
-    djb.config["stores"] = {
-        "slow": {"protocol": "slow-upload-memory", "location": "su-" + uuid.uuid4().hex[:8]}
-    }
+    djb.config["stores"] = {"slow": {"protocol": "slow-upload-memory", "location": location}}
     md, t = _blob_table()
 
     async def scenario() -> None:
@@ -146,11 +149,9 @@ def test_cancel_takes_effect_after_the_upload_on_the_wire_not_after_every_upload
 
 
 def test_a_second_cancel_neither_abandons_running_uploads_nor_starts_new_ones(
-    database: Database,
+    database: Database, location: str
 ) -> None:
-    djb.config["stores"] = {
-        "slow": {"protocol": "slow-upload-remote-memory", "location": "su-" + uuid.uuid4().hex[:8]}
-    }
+    djb.config["stores"] = {"slow": {"protocol": "slow-upload-remote-memory", "location": location}}
     djb.config["threads"] = 2
     md, t = _blob_table()
 
@@ -183,13 +184,12 @@ def test_a_second_cancel_neither_abandons_running_uploads_nor_starts_new_ones(
 
 
 def test_a_cancelled_filepath_write_never_overwrites_a_later_committed_version(
-    database: Database, tmp_path: Path
+    database: Database, tmp_path: Path, location: str
 ) -> None:
     """The cancelled task's uploads of version 1 must not land after a later transaction
     placed and committed version 2 of the same files."""
     stage = tmp_path / "stage"
     stage.mkdir()
-    location = "su-" + uuid.uuid4().hex[:8]
     djb.config["stores"] = {
         "fp": {"protocol": "slow-upload-remote-memory", "location": location, "stage": str(stage)}
     }
