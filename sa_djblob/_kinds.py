@@ -39,6 +39,7 @@ from ._layout import (
     new_hasher,
     store_root,
 )
+from ._pool import check_cancelled
 from ._util import discard as _unlink
 
 if TYPE_CHECKING:
@@ -321,7 +322,9 @@ class AttachKind(Kind):
         try:
             with file.open("rb") as f:
                 if not store.is_remote:
-                    key, total = hash_stream(f, prefix=prefix, algorithm=store.hash)
+                    key, total = hash_stream(
+                        f, prefix=prefix, algorithm=store.hash, each_chunk=check_cancelled
+                    )
                     return Payload(key, total - len(prefix), attachment_name=name, file=file)
                 head = f.read(_IN_MEMORY + 1)
                 if len(head) <= _IN_MEMORY:
@@ -415,7 +418,9 @@ class FilepathKind(Kind):
         try:
             with file.open("rb") as f:
                 if not store.is_remote:
-                    contents, size = hash_stream(f, algorithm=store.hash)
+                    contents, size = hash_stream(
+                        f, algorithm=store.hash, each_chunk=check_cancelled
+                    )
                     return Payload(key, size, file=file, contents_hash=contents, **extra)
                 head = f.read(_IN_MEMORY + 1)
                 if len(head) <= _IN_MEMORY:
@@ -495,6 +500,7 @@ def _copy_hashing(
                 h.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+                check_cancelled()
                 chunk = f.read(HASH_CHUNK)
     except BaseException:
         _unlink(Path(tmp))

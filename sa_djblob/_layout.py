@@ -6,7 +6,7 @@ import functools
 import hashlib
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO
 
@@ -62,13 +62,23 @@ def content_hash(*parts: bytes | memoryview, algorithm: str = "md5") -> uuid.UUI
 
 
 def hash_stream(
-    stream: BinaryIO, *, prefix: bytes = b"", algorithm: str = "md5"
+    stream: BinaryIO,
+    *,
+    prefix: bytes = b"",
+    algorithm: str = "md5",
+    each_chunk: Callable[[], None] | None = None,
 ) -> tuple[uuid.UUID, int]:
-    """Hash ``prefix`` + everything read from *stream* in chunks; return (key, size)."""
+    """Hash ``prefix`` + everything read from *stream* in chunks; return (key, size).
+    *each_chunk* is called before each read (it may raise to give up)."""
     h = new_hasher(algorithm)
     h.update(prefix)
     size = len(prefix)
-    while chunk := stream.read(HASH_CHUNK):
+    while True:
+        if each_chunk is not None:
+            each_chunk()
+        chunk = stream.read(HASH_CHUNK)
+        if not chunk:
+            break
         h.update(chunk)
         size += len(chunk)
     return _to_uuid(h.digest()), size

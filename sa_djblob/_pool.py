@@ -9,16 +9,19 @@ simple: everything goes to the pool (a thread hand-off costs tens of microsecond
 database round trip through an async driver more); ``serial=True`` then only means
 "one item after the other, in one worker thread". Plain sync code runs as before.
 
-If the awaiting task is cancelled, chunks that have not started are cancelled, the
-ones running are awaited (so nothing keeps running behind the caller), and
-``CancelledError`` propagates; SQLAlchemy rolls the connection back. Payloads already
-uploaded stay in the store as orphans, which the protocol tolerates (uploads are
-idempotent, sweeps remove orphans).
+If the awaiting task is cancelled, no further item starts (a chunk checks before each
+of its items), the calls already running (the requests on the wire) are awaited, and
+``CancelledError`` propagates; SQLAlchemy rolls the connection back. That wait is not
+cut short by a second ``cancel()``: nothing a task started runs on after it ended, so
+no upload of a cancelled statement can land after a later statement stored, and
+committed, the same object. Payloads already uploaded stay in the store as orphans,
+which the protocol tolerates (uploads are idempotent, sweeps remove orphans).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 from collections.abc import Callable, Iterable
@@ -27,7 +30,7 @@ from typing import Any, TypeVar
 
 from ._config import config
 
-__all__ = ["call", "in_async_greenlet", "run_all"]
+__all__ = ["call", "check_cancelled", "in_async_greenlet", "run_all"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -86,9 +89,45 @@ def _await_only() -> Callable[[Any], Any]:
     return fn
 
 
-def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
+class _Stopped(Exception):
+    """A chunk's remaining items were not run: its caller was cancelled."""
+
+
+def check_cancelled() -> None:
+    """Give up if the caller this pool thread works for was cancelled. Long loops of
+    local work (hashing a large file) call it between chunks; elsewhere it does nothing."""
+    stop: threading.Event | None = getattr(_local, "stop", None)
+    if stop is not None and stop.is_set():
+        raise _Stopped
+
+
+def _each(fn: Callable[[T], R], items: list[T], stop: threading.Event | None) -> list[R]:
+    results = []
+    for x in items:
+        if stop is not None and stop.is_set():
+            raise _Stopped
+        results.append(fn(x))
+    return results
+
+
+def _run_chunk(fn: Callable[[T], R], chunk: list[T], stop: threading.Event) -> list[R]:
     _local.worker = True
-    return [fn(x) for x in chunk]
+    _local.stop = stop  # calls nested in this chunk's items stop with it
+    try:
+        return _each(fn, chunk, stop)
+    finally:
+        _local.stop = None
+
+
+def _run_one(fn: Callable[..., R], stop: threading.Event, *args: Any) -> R:
+    if stop.is_set():
+        raise _Stopped
+    _local.worker = True
+    _local.stop = stop
+    try:
+        return fn(*args)
+    finally:
+        _local.stop = None
 
 
 def _submit(pool: ThreadPoolExecutor, fn: Callable[..., R], *args: Any) -> Future[R]:
@@ -109,18 +148,22 @@ async def _wait(futures: list[Future[Any]]) -> None:
     await asyncio.wait(wrapped)
 
 
-def _wait_in_greenlet(futures: list[Future[Any]]) -> None:
-    """Wait for *futures* with ``await_only``; on cancellation, cancel what has not
-    started, wait for what runs, then let ``CancelledError`` propagate."""
+def _wait_in_greenlet(futures: list[Future[Any]], stop: threading.Event) -> None:
+    """Wait for *futures* with ``await_only``; on cancellation, start nothing more (set
+    *stop*, cancel what has not started), wait for what runs, then let
+    ``CancelledError`` propagate."""
     await_only = _await_only()
     try:
         await_only(_wait(futures))
     except BaseException:
+        stop.set()
         running = [f for f in futures if not f.cancel()]
-        if running:
-            # Nothing may keep running behind the caller. The task's cancellation was
-            # delivered above, so this wait is not interrupted by it.
-            await_only(_wait(running))
+        # Nothing may keep running behind the caller, however often it is cancelled: a
+        # further cancel() during this wait is absorbed (the first one is on its way).
+        while running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await_only(_wait(running))
+            running = [f for f in running if not f.done()]
         raise
 
 
@@ -150,16 +193,19 @@ def run_all(fn: Callable[[T], R], items: Iterable[T], *, serial: bool = False) -
     """
     todo = list(items)
     if not todo or _in_worker():
-        return [fn(x) for x in todo]
+        return _each(fn, todo, getattr(_local, "stop", None))
     in_greenlet = in_async_greenlet()
     if not in_greenlet and (serial or len(todo) <= 1):
         return [fn(x) for x in todo]
     pool = _executor()
     one_chunk = serial or len(todo) <= 1
     size = len(todo) if one_chunk else -(-len(todo) // min(len(todo), 2 * _size))
-    futures = [_submit(pool, _run_chunk, fn, todo[i : i + size]) for i in range(0, len(todo), size)]
+    stop = threading.Event()
+    futures = [
+        _submit(pool, _run_chunk, fn, todo[i : i + size], stop) for i in range(0, len(todo), size)
+    ]
     if in_greenlet:
-        _wait_in_greenlet(futures)
+        _wait_in_greenlet(futures, stop)
     return _collect(futures)
 
 
@@ -169,6 +215,7 @@ def call(fn: Callable[..., R], *args: Any) -> R:
     runs in the calling thread."""
     if _in_worker() or not in_async_greenlet():
         return fn(*args)
-    future = _submit(_executor(), fn, *args)
-    _wait_in_greenlet([future])
+    stop = threading.Event()
+    future: Future[R] = _submit(_executor(), _run_one, fn, stop, *args)
+    _wait_in_greenlet([future], stop)
     return future.result()

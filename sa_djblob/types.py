@@ -127,7 +127,7 @@ class ExternalType(SchemaEventType, TypeDecorator[Any]):
             return None
         if self.store is None:
             return self.kind.encode_inrow(value)
-        return bind_external(self.kind, self.store, value)
+        return bind_external(self.kind, self.store, value, dialect)
 
     def column_expression(self, colexpr: Any) -> Any:
         if self.store is None:

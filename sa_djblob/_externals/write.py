@@ -23,13 +23,14 @@ import contextvars
 import logging
 import re
 import uuid
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 
 from .._area import Area, check_filepath_owner, check_owner, resolve_schema
 from .._dialects import dialect_support
@@ -58,7 +59,9 @@ _PARALLEL_BYTES = 4 << 20
 class _Statement:
     """A statement executing on an installed engine, and the external values it binds."""
 
-    conn: Connection
+    #: its connection, weakly: a statement's state never keeps its connection alive
+    ref: weakref.ReferenceType[Connection]
+    dialect: Dialect
     options: dict[str, Any]
     payloads: dict[str, dict[uuid.UUID, Payload]] = field(default_factory=dict)
     #: the stores its values name, looked up once per statement rather than per value
@@ -69,10 +72,34 @@ _current: contextvars.ContextVar[_Statement | None] = contextvars.ContextVar(
     "sa_djblob_statement", default=None
 )
 
+#: the engines the write path is installed on, by dialect (an Engine and the engines
+#: derived from it with ``execution_options()`` share one dialect and one set of listeners)
+_installed: weakref.WeakKeyDictionary[Dialect, weakref.WeakSet[Engine]] = (
+    weakref.WeakKeyDictionary()
+)
 
-def bind_external(kind: Kind, store_name: str, value: Any) -> bytes:
-    """Step 1 for one value of a statement: its key, which the column will hold."""
+
+def _statement(dialect: Dialect) -> _Statement | None:
+    """The statement whose values are being bound through *dialect*, if the write path
+    is installed there.
+
+    The state is set by ``before_execute`` and cleared when its statement ends, fails,
+    or its transaction ends. A statement can still end without any of these (one that
+    fails to compile raises between ``before_execute`` and the execution, maybe
+    outside any transaction): its state belongs to its connection, which it does not
+    keep alive, and to that connection's dialect while an engine of it is installed, so
+    it never takes the values of a statement on another engine, or on its own once
+    uninstalled.
+    """
     st = _current.get()
+    if st is None or st.dialect is not dialect or not _installed.get(dialect):
+        return None
+    return st if st.ref() is not None else None
+
+
+def bind_external(kind: Kind, store_name: str, value: Any, dialect: Dialect) -> bytes:
+    """Step 1 for one value of a statement: its key, which the column will hold."""
+    st = _statement(dialect)
     if st is None:
         raise NotInstalledError(
             f"an external {kind.name} value for store {store_name!r} reached the database"
@@ -185,8 +212,12 @@ def _upload(item: tuple[Area, Payload]) -> None:
     item[1].upload(item[0])
 
 
-def _flush(st: _Statement, table: sa.Table, payloads: dict[str, dict[uuid.UUID, Payload]]) -> None:
-    conn = st.conn
+def _flush(
+    st: _Statement,
+    conn: Connection,
+    table: sa.Table,
+    payloads: dict[str, dict[uuid.UUID, Payload]],
+) -> None:
     _require_transaction(conn)
     metadata = table.metadata
     table_schema = table.schema
@@ -278,7 +309,7 @@ def _before_execute(
     execution_options: Mapping[str, Any],
 ) -> None:
     if not execution_options.get(INTERNAL):
-        _current.set(_Statement(conn, dict(execution_options)))
+        _current.set(_Statement(weakref.ref(conn), conn.dialect, dict(execution_options)))
 
 
 _READ_ONLY = re.compile(
@@ -306,14 +337,14 @@ def _before_cursor_execute(
     conn: Connection, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool
 ) -> None:
     st = _current.get()
-    if st is None or st.conn is not conn or not st.payloads:
+    if st is None or st.ref() is not conn or not st.payloads:
         return
     if context is None or context.execution_options.get(INTERNAL):
         return
     payloads, st.payloads = st.payloads, {}
     table = _written_table(context, str(statement))
     if table is not None:
-        _flush(st, table, payloads)
+        _flush(st, conn, table, payloads)
 
 
 def _after_execute(
@@ -325,10 +356,18 @@ def _after_execute(
 
 def _handle_error(context: Any) -> None:
     st = _current.get()
-    if st is not None and st.conn is context.connection:
+    if st is not None and st.ref() is context.connection:
         ctx = context.execution_context
         if ctx is None or not ctx.execution_options.get(INTERNAL):
             _current.set(None)
+
+
+def _end_transaction(conn: Connection) -> None:
+    """The transaction ended: no statement of its connection is running any more (one
+    that failed to compile left its state behind)."""
+    st = _current.get()
+    if st is not None and st.ref() is conn:
+        _current.set(None)
 
 
 def sync_engine(engine: Engine | AsyncEngine) -> Engine:
@@ -344,6 +383,8 @@ _LISTENERS: list[tuple[str, Any]] = [
     ("before_cursor_execute", _before_cursor_execute),
     ("after_execute", _after_execute),
     ("handle_error", _handle_error),
+    ("commit", _end_transaction),
+    ("rollback", _end_transaction),
 ]
 
 
@@ -359,6 +400,7 @@ def install(engine: Engine | AsyncEngine) -> None:
     for name, fn in _LISTENERS:
         if not event.contains(sync, name, fn):
             event.listen(sync, name, fn)
+    _installed.setdefault(sync.dialect, weakref.WeakSet()).add(sync)
     dialect.install(sync)
     from .read import install_reader
 
@@ -371,6 +413,7 @@ def uninstall(engine: Engine | AsyncEngine) -> None:
     for name, fn in _LISTENERS:
         if event.contains(sync, name, fn):
             event.remove(sync, name, fn)
+    _installed.get(sync.dialect, weakref.WeakSet()).discard(sync)
     with contextlib.suppress(SaDjblobError):
         dialect_support(sync.dialect).uninstall(sync)
     from .read import uninstall_reader
