@@ -529,7 +529,11 @@ def test_cancelled_insert_leaves_nothing_running_and_rolls_back(
                     )
 
             task = asyncio.create_task(insert())
-            await asyncio.sleep(5 * DELAY)
+            # wait for the uploads to begin (a loaded machine may take a while to get there)
+            for _ in range(1000):
+                if SlowStore.requests >= 2:
+                    break
+                await asyncio.sleep(DELAY / 10)
             assert 0 < SlowStore.requests < n  # cancelled in the middle of the uploads
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
