@@ -41,12 +41,11 @@ import threading
 from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
-from ._exceptions import ConfigError
-from ._layout import is_store_name
+from ._exceptions import ConfigError, StoreNotConfiguredError
 
-__all__ = ["CONFIG_ENV", "Config", "config", "validate_store_spec"]
+__all__ = ["CONFIG_ENV", "Config", "StoreRules", "config", "use_store_rules"]
 
 CONFIG_ENV = "SA_DJBLOB_CONFIG"
 
@@ -64,35 +63,43 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-def validate_store_spec(name: str, spec: Any) -> dict[str, Any]:
-    """Check one store's settings and return a normalized copy.
+class StoreRules(Protocol):
+    """What the configuration needs to know about store kinds; :mod:`sa_djblob.stores`
+    registers it (:func:`use_store_rules`), so this module imports nothing of the stores."""
 
-    The store class registered for ``spec["protocol"]`` declares and checks its keys
-    (``Store.validate_settings``).
-    """
-    from .stores import store_class
+    def validate(self, name: str, spec: Any) -> dict[str, Any]:
+        """One store's settings, checked and normalized."""
+        ...
 
-    if not is_store_name(name):
-        raise ConfigError(
-            f"store name {name!r} must start with a letter or _ and hold only letters, digits,"
-            " _ and - (as DataJoint's store names)"
-        )
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"store {name!r}: settings must be a dict, got {type(spec).__name__}")
-    if "protocol" not in spec:
-        raise ConfigError(f"store {name!r}: missing key 'protocol' (the store kind)")
-    try:
-        cls = store_class(spec["protocol"])
-    except ConfigError as exc:
-        raise ConfigError(f"store {name!r}: {exc}") from None
-    return cls.validate_settings(name, spec)
+    def redact(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """One store's (validated) settings with its secrets masked."""
+        ...
+
+    def protocols(self) -> list[str]:
+        """The registered store kinds."""
+        ...
+
+
+_store_rules: StoreRules | None = None
+
+
+def use_store_rules(rules: StoreRules) -> None:
+    """Called once by :mod:`sa_djblob.stores` when it is imported (by ``import sa_djblob``)."""
+    global _store_rules
+    _store_rules = rules
+
+
+def _rules() -> StoreRules:
+    if _store_rules is None:  # pragma: no cover - sa_djblob/__init__ imports the stores
+        raise ConfigError("store settings need sa_djblob.stores: import sa_djblob first")
+    return _store_rules
 
 
 def _validate(key: str, value: Any) -> Any:
     if key == "stores":
         if not isinstance(value, Mapping):
             raise ConfigError("config['stores'] must be a dict of store name to settings")
-        return {name: validate_store_spec(name, spec) for name, spec in value.items()}
+        return {name: _rules().validate(name, spec) for name, spec in value.items()}
     if key in ("cache", "download_path"):
         if value is None and key == "cache":
             return None
@@ -118,12 +125,8 @@ def _validate(key: str, value: Any) -> Any:
 
 def _redact(data: Mapping[str, Any]) -> dict[str, Any]:
     """*data* with every store's secret settings masked (each store class says which)."""
-    from .stores import store_class
-
     out = dict(data)
-    out["stores"] = {
-        name: store_class(spec["protocol"]).redact(spec) for name, spec in data["stores"].items()
-    }
+    out["stores"] = {name: _rules().redact(spec) for name, spec in data["stores"].items()}
     return out
 
 
@@ -180,15 +183,12 @@ class Config(MutableMapping[str, Any]):
 
     def store_spec(self, name: str) -> dict[str, Any]:
         """The validated settings of store *name*."""
-        from ._exceptions import StoreNotConfiguredError
-        from .stores import registered_protocols
-
         stores = self["stores"]
         if name not in stores:
             raise StoreNotConfiguredError(
                 f"store {name!r} is not configured: set djb.config['stores'][{name!r}]"
                 " = {'protocol': 'file', 'location': ...} (or another protocol:"
-                f" {', '.join(registered_protocols())})"
+                f" {', '.join(_rules().protocols())})"
             )
         return dict(stores[name])
 

@@ -15,8 +15,16 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from .._config import config, validate_store_spec
-from .base import ObjectInfo, Setting, Store, registered_protocols, store_class
+from .._config import config, use_store_rules
+from .base import (
+    ObjectInfo,
+    Setting,
+    Store,
+    redact_store_spec,
+    registered_protocols,
+    store_class,
+    validate_store_spec,
+)
 from .cache import Cache
 
 # the store kinds of this package: importing a module registers its class
@@ -39,7 +47,19 @@ __all__ = [
     "get_store",
     "registered_protocols",
     "store_class",
+    "validate_store_spec",
 ]
+
+
+class _Rules:
+    """How ``djb.config`` validates and masks store settings: by asking the store kinds."""
+
+    validate = staticmethod(validate_store_spec)
+    redact = staticmethod(redact_store_spec)
+    protocols = staticmethod(registered_protocols)
+
+
+use_store_rules(_Rules())
 
 _lock = threading.Lock()
 _stores: dict[str, tuple[dict[str, Any], Store]] = {}

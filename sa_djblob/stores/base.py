@@ -29,6 +29,7 @@ from typing import Any, BinaryIO, ClassVar, Self
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from .._exceptions import ConfigError, StoreError
+from .._layout import is_store_name
 
 __all__ = [
     "COPY_CHUNK",
@@ -38,8 +39,10 @@ __all__ = [
     "Store",
     "is_temp_name",
     "mask_url",
+    "redact_store_spec",
     "registered_protocols",
     "store_class",
+    "validate_store_spec",
     "temp_name",
 ]
 
@@ -360,6 +363,30 @@ def store_class(protocol: object) -> type[Store]:
         known = ", ".join(repr(p) for p in registered_protocols())
         raise ConfigError(f"unknown protocol {protocol!r} (registered: {known})")
     return cls
+
+
+def validate_store_spec(name: str, spec: Any) -> dict[str, Any]:
+    """Check one store's settings and return a normalized copy: the store class registered
+    for ``spec["protocol"]`` declares and checks its keys (``Store.validate_settings``)."""
+    if not is_store_name(name):
+        raise ConfigError(
+            f"store name {name!r} must start with a letter or _ and hold only letters, digits,"
+            " _ and - (as DataJoint's store names)"
+        )
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"store {name!r}: settings must be a dict, got {type(spec).__name__}")
+    if "protocol" not in spec:
+        raise ConfigError(f"store {name!r}: missing key 'protocol' (the store kind)")
+    try:
+        cls = store_class(spec["protocol"])
+    except ConfigError as exc:
+        raise ConfigError(f"store {name!r}: {exc}") from None
+    return cls.validate_settings(name, spec)
+
+
+def redact_store_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """*spec* (validated) with its secrets masked, as its store class declares them."""
+    return store_class(spec["protocol"]).redact(spec)
 
 
 # -- the store ------------------------------------------------------------------------
