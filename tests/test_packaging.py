@@ -7,6 +7,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 import sa_djblob as djb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,3 +153,20 @@ def test_public_classes_are_named_by_their_public_path() -> None:
         if isinstance(obj, type):
             assert obj.__module__ == "sa_djblob", name
     assert repr(djb.SweepReport).startswith("<class 'sa_djblob.SweepReport'")
+
+
+def _modules() -> list[str]:
+    import pkgutil
+
+    return sorted(m.name for m in pkgutil.walk_packages(djb.__path__, "sa_djblob."))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", _modules())
+def test_every_module_imports_on_its_own(module: str) -> None:
+    """Each module imports first in a fresh interpreter: an import cycle hidden by import
+    order, or by imports inside functions, shows up here."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
