@@ -11,6 +11,7 @@ __all__ = [
     "MissingPayloadError",
     "NotInstalledError",
     "SaDjblobError",
+    "StageError",
     "StoreError",
     "StoreNotConfiguredError",
     "UnsupportedDialectError",
@@ -61,3 +62,8 @@ class NotInstalledError(SaDjblobError):
 
 class UnsupportedDialectError(SaDjblobError):
     """A database that sa_djblob has no SQL for (external values need its row locks)."""
+
+
+class StageError(SaDjblobError):
+    """A ``Filepath`` file in the stage folder was not replaced by the stored version: it
+    differs from it (local edits are kept), or its path leads out of the stage."""

@@ -48,7 +48,9 @@ row, older than ``grace``. A filepath's object (``<root>/<relative path>``) is n
 listed object counts only if the key a filepath entry of its path would have (the hash of
 its path relative to the root) has no row either, and the batch claims that key too, so a
 filepath writer of the same object waits for the batch, or the batch for the writer.
-Phase 1 removes an unused filepath entry's object at ``<root>/<relative path>``.
+Phase 1 removes an unused filepath entry's object at ``<root>/<relative path>``, unless
+that path is reserved (``_layout.reserved_path``: a payload or an owner marker of any
+area, which DataJoint lets a filepath overwrite): then only the row goes.
 Per batch, in one transaction: insert the externals rows of the candidates ourselves,
 marked with a token unique to the batch (an uncommitted writer of the same hash makes
 this wait until it commits or rolls back; a row that exists is left
@@ -80,7 +82,7 @@ from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
 from .._kinds import filepath_object
-from .._layout import attachment_prefix, content_hash, hash_stream, store_root
+from .._layout import attachment_prefix, content_hash, hash_stream, reserved_path, store_root
 from .._pool import call, run_all
 from .._util import chunks as _chunks
 from ..stores import Store
@@ -307,11 +309,16 @@ class _Sweeper:
             if not rows:
                 return True, after, set()
             last = max(rows)
-            where: dict[uuid.UUID, PurePosixPath] = {}
+            where: dict[uuid.UUID, PurePosixPath | None] = {}
             for k, row in rows.items():
                 try:
                     if row.get("filepath") and not row["attachment_name"]:
                         self.check_filepaths(conn)
+                        if reserved_path(row["filepath"]) is not None:
+                            # written by DataJoint (or by hand) on a payload or an owner
+                            # marker of some area: the row goes, the object is not ours
+                            where[k] = None
+                            continue
                     where[k] = self.row_path(row)
                 except SaDjblobError as exc:  # not ours, or a filepath row edited by hand
                     msg = f"{exc}; kept"
@@ -337,7 +344,7 @@ class _Sweeper:
             still = set(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(keys))))
             gone = [k for k in keys if k not in still]
             rep.skipped_referenced += len(still)
-            paths = {where[k]: k for k in gone}
+            paths = {p: k for k in gone if (p := where[k]) is not None}
             failed = call(self.store.remove_many, list(paths)) if paths else {}
             if failed:
                 # keep the rows of payloads that could not be removed, as they were
@@ -346,7 +353,7 @@ class _Sweeper:
             went = [p for p in paths if p not in failed]
             if _after_remove is not None:
                 _after_remove("rows", went)
-        rep.rows_deleted += len(went)
+        rep.rows_deleted += len(gone) - len(failed)
         rep.payloads_deleted += len(went)
         rep.bytes_freed += sum(int(rows[paths[p]]["size"]) for p in went)
         return len(rows) < self.batch, last, set(went)

@@ -105,12 +105,25 @@ def _check_stored_name(ext: sa.Table, key: uuid.UUID, wanted: Any, stored: Any) 
         )
 
 
-def _check_stored_contents(ext: sa.Table, wanted: Mapping[str, Any], stored: Any) -> None:
-    """A filepath's row must record the contents being written (DataJoint refuses a
-    different version of a file that is already placed)."""
-    if wanted.get("filepath") is not None and stored != wanted["contents_hash"]:
+def _check_stored_contents(
+    ext: sa.Table, key: uuid.UUID, wanted: Mapping[str, Any], stored_path: Any, stored: Any
+) -> None:
+    """A filepath's row must record its path exactly (MySQL's INSERT IGNORE cuts a value too
+    long for the column, with a warning only: two rows would name one object) and the
+    contents being written (DataJoint refuses a different version of a placed file)."""
+    path = wanted.get("filepath")
+    if path is None:
+        return
+    if stored_path != path:
         raise StoreError(
-            f"a different version of {wanted.get('filepath')!r} has already been placed in"
+            f"{ext.name} records the path of filepath {key} as {str(stored_path)[:60]!r},"
+            f" not {path[:60]!r}...: its filepath column cannot hold this path (DataJoint's"
+            " is VARCHAR(1000) in utf8mb4), or the row was changed by hand; nothing was"
+            " stored: use a shorter path, or fix the column"
+        )
+    if stored != wanted["contents_hash"]:
+        raise StoreError(
+            f"a different version of {path!r} has already been placed in"
             f" {ext.name} (contents hash {stored}, this file's {wanted['contents_hash']}):"
             " give the new version a new file name, or delete the rows that reference the"
             " old one and sweep the store first"
@@ -132,7 +145,7 @@ def claim_rows(
     opts = {**(options or {}), INTERNAL: True}
     created: set[uuid.UUID] = set()
     pending = sorted(rows)  # one order for every writer: fewer deadlocks
-    select = sa.select(ext.c.hash, ext.c.attachment_name, ext.c.contents_hash)
+    select = sa.select(ext.c.hash, ext.c.attachment_name, ext.c.filepath, ext.c.contents_hash)
     for _ in range(_CLAIM_ATTEMPTS):
         for chunk in _chunks(pending, _BATCH):
             values = [{"hash": k, **rows[k]} for k in chunk]
@@ -143,15 +156,17 @@ def claim_rows(
             known = [k for k in pending if rows[k].get("filepath") and k not in created]
             for chunk in _chunks(known, _BATCH):
                 plain = select.where(ext.c.hash.in_(chunk))
-                for key, _, stored in conn.execute(plain, execution_options=opts):
-                    _check_stored_contents(ext, rows[key], stored)
+                for key, _, stored_path, stored in conn.execute(plain, execution_options=opts):
+                    _check_stored_contents(ext, key, rows[key], stored_path, stored)
             return created
         locked: set[uuid.UUID] = set()
         for chunk in _chunks(pending, _BATCH):
             q = dialect.lock_shared(select.where(ext.c.hash.in_(chunk)))
-            for key, stored_name, stored_contents in conn.execute(q, execution_options=opts):
+            for key, stored_name, stored_path, stored_contents in conn.execute(
+                q, execution_options=opts
+            ):
                 _check_stored_name(ext, key, rows[key].get("attachment_name"), stored_name)
-                _check_stored_contents(ext, rows[key], stored_contents)
+                _check_stored_contents(ext, key, rows[key], stored_path, stored_contents)
                 locked.add(key)
         # A row that a sweeper deleted between our insert and our lock: insert it again.
         pending = [k for k in pending if k not in locked]
@@ -192,6 +207,7 @@ def _flush(st: _Statement, table: sa.Table, payloads: dict[str, dict[uuid.UUID, 
     table_schema = table.schema
     upload: list[tuple[Area, Payload]] = []
     check: list[tuple[Area, Payload]] = []
+    own: list[tuple[Area, Payload]] = []
     for store_name, items in payloads.items():
         store = st.stores[store_name]  # looked up when its values were bound
         ext = external_table(metadata, store_name, table_schema)
@@ -199,8 +215,6 @@ def _flush(st: _Statement, table: sa.Table, payloads: dict[str, dict[uuid.UUID, 
         check_owner(conn, area)
         if any(p.filepath is not None for p in items.values()):
             check_filepath_owner(conn, store, area.schema, claim=True)
-        for p in items.values():
-            p.check(area)
         try:
             created = claim_rows(conn, ext, {k: p.row() for k, p in items.items()}, st.options)
         except sa.exc.DBAPIError as exc:
@@ -208,6 +222,10 @@ def _flush(st: _Statement, table: sa.Table, payloads: dict[str, dict[uuid.UUID, 
             raise
         for key, p in items.items():
             (upload if key in created else check).append((area, p))
+            if p.filepath is not None and p.is_own_object(area):
+                own.append((area, p))
+    if own:
+        _check_at_commit(conn, own)
     if check:
         present = run_all(_present, check, serial=_serial(check))
         upload.extend(item for item, ok in zip(check, present, strict=True) if not ok)
@@ -219,6 +237,46 @@ def _flush(st: _Statement, table: sa.Table, payloads: dict[str, dict[uuid.UUID, 
         except Exception as exc:
             raise StoreError(f"upload failed: {exc}") from exc
         log.debug("uploaded %d payload(s)", len(upload))
+
+
+# -- files that are their own object: checked again at the commit -------------------
+
+_OWN_OBJECTS = "sa_djblob.own_objects"
+
+
+def _check_at_commit(conn: Connection, items: list[tuple[Area, Payload]]) -> None:
+    """Note filepath files that are their own stored object (a file store whose location
+    is the stage) for :func:`_commit`: nothing copies them, so an edit after the statement
+    would be committed as the stored version."""
+    txn = conn.get_transaction()
+    info = conn.connection.info
+    held = info.get(_OWN_OBJECTS)
+    if held is None or held[0] is not txn:
+        held = info[_OWN_OBJECTS] = (txn, {})
+    noted: dict[tuple[str, Any], tuple[Store, Payload]] = held[1]
+    for area, p in items:
+        noted[(str(p.file), p.contents_hash)] = (area.store, p)
+
+
+def _commit(conn: Connection) -> None:
+    """Refuse the commit if a file noted by :func:`_check_at_commit` changed since it was
+    hashed (the caller then rolls back, as after any failed commit)."""
+    held = conn.connection.info.pop(_OWN_OBJECTS, None)
+    if held is None or held[0] is not conn.get_transaction():
+        return
+    for store, p in held[1].values():
+        if not call(p.unchanged, store.hash):
+            raise StoreError(
+                f"file {p.file} changed after it was stored, before the commit: store"
+                f" {store.name!r} keeps filepath {p.filepath!r} in place (its location is"
+                " the stage), so the changed file would have been committed; nothing was"
+                " committed. Roll back and store it again once the file is complete, and"
+                " give later versions new file names"
+            )
+
+
+def _rollback(conn: Connection) -> None:
+    conn.connection.info.pop(_OWN_OBJECTS, None)
 
 
 def _explain_missing_table(
@@ -344,6 +402,8 @@ _LISTENERS: list[tuple[str, Any]] = [
     ("before_cursor_execute", _before_cursor_execute),
     ("after_execute", _after_execute),
     ("handle_error", _handle_error),
+    ("commit", _commit),
+    ("rollback", _rollback),
 ]
 
 
