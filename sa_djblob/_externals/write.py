@@ -261,6 +261,8 @@ def _check_at_commit(conn: Connection, items: list[tuple[Area, Payload]]) -> Non
 def _commit(conn: Connection) -> None:
     """Refuse the commit if a file noted by :func:`_check_at_commit` changed since it was
     hashed (the caller then rolls back, as after any failed commit)."""
+    if conn.closed or conn.invalidated:
+        return
     held = conn.connection.info.pop(_OWN_OBJECTS, None)
     if held is None or held[0] is not conn.get_transaction():
         return
@@ -276,7 +278,8 @@ def _commit(conn: Connection) -> None:
 
 
 def _rollback(conn: Connection) -> None:
-    conn.connection.info.pop(_OWN_OBJECTS, None)
+    if not (conn.closed or conn.invalidated):  # (an invalidated connection has no info)
+        conn.connection.info.pop(_OWN_OBJECTS, None)
 
 
 def _explain_missing_table(
