@@ -513,6 +513,31 @@ def test_a_stage_file_edited_before_the_commit_is_not_committed(
         assert conn.execute(sa.select(t.c.id)).scalars().all() == [3]
 
 
+def test_a_stage_file_of_a_rolled_back_savepoint_may_change_before_the_commit(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    """Only files the committing transaction still stores are checked at the commit."""
+    t, stage = _stage_store(engine, tmp_path)
+    dropped = _file(stage, "dropped.dat", b"inserted, then rolled back")
+    kept = _file(stage, "kept.dat", b"kept")
+    with engine.begin() as conn:
+        with conn.begin_nested():  # released: its file stays checked
+            conn.execute(sa.insert(t), {"id": 1, "f": kept})
+        savepoint = conn.begin_nested()
+        conn.execute(sa.insert(t), {"id": 2, "f": dropped})
+        with conn.begin_nested():  # inside the savepoint rolled back below
+            conn.execute(sa.insert(t), {"id": 3, "f": _file(stage, "inner.dat", b"inner")})
+        savepoint.rollback()
+        dropped.write_bytes(b"free to change: no longer stored here")
+        (stage / "inner.dat").write_bytes(b"changed too")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(t.c.id)).scalars().all() == [1]
+    with pytest.raises(djb.StoreError, match="changed after"), engine.begin() as conn:
+        with conn.begin_nested():
+            conn.execute(sa.insert(t), {"id": 4, "f": _file(stage, "k2.dat", b"k2")})
+        (stage / "k2.dat").write_bytes(b"changed: released savepoints still count")
+
+
 def test_a_stage_file_edited_after_the_commit_is_kept_and_reported(fp: dict[str, Any]) -> None:
     local = _file(fp["stage"], "kept/k.dat", b"stored version")
     _insert(fp, [{"id": 1, "f": local}])

@@ -243,30 +243,45 @@ def _flush(st: _Statement, table: sa.Table, payloads: dict[str, dict[uuid.UUID, 
 
 _OWN_OBJECTS = "sa_djblob.own_objects"
 
+#: what the current transaction noted, in order: a file as (store, payload), or the name
+#: of a savepoint begun after some file was noted (a savepoint rolled back forgets the
+#: files noted since it began; a released one keeps them)
+_Noted = list[tuple[Store, Payload] | str]
+
+
+def _noted(conn: Connection, *, create: bool) -> _Noted | None:
+    """The files noted in *conn*'s current transaction (none: a fresh list, or None)."""
+    if conn.closed or conn.invalidated:  # (an invalidated connection has no info)
+        return None
+    info = conn.connection.info
+    txn = conn.get_transaction()
+    held = info.get(_OWN_OBJECTS)
+    if held is None or held[0] is not txn:
+        if not create:
+            return None
+        held = info[_OWN_OBJECTS] = (txn, [])
+    noted: _Noted = held[1]
+    return noted
+
 
 def _check_at_commit(conn: Connection, items: list[tuple[Area, Payload]]) -> None:
     """Note filepath files that are their own stored object (a file store whose location
     is the stage) for :func:`_commit`: nothing copies them, so an edit after the statement
     would be committed as the stored version."""
-    txn = conn.get_transaction()
-    info = conn.connection.info
-    held = info.get(_OWN_OBJECTS)
-    if held is None or held[0] is not txn:
-        held = info[_OWN_OBJECTS] = (txn, {})
-    noted: dict[tuple[str, Any], tuple[Store, Payload]] = held[1]
-    for area, p in items:
-        noted[(str(p.file), p.contents_hash)] = (area.store, p)
+    noted = _noted(conn, create=True)
+    if noted is not None:
+        noted.extend((area.store, p) for area, p in items)
 
 
 def _commit(conn: Connection) -> None:
     """Refuse the commit if a file noted by :func:`_check_at_commit` changed since it was
     hashed (the caller then rolls back, as after any failed commit)."""
-    if conn.closed or conn.invalidated:
+    noted = _noted(conn, create=False)
+    if not noted:
         return
-    held = conn.connection.info.pop(_OWN_OBJECTS, None)
-    if held is None or held[0] is not conn.get_transaction():
-        return
-    for store, p in held[1].values():
+    conn.connection.info.pop(_OWN_OBJECTS, None)
+    files = {(str(n[1].file), n[1].contents_hash): n for n in noted if not isinstance(n, str)}
+    for store, p in files.values():
         if not call(p.unchanged, store.hash):
             raise StoreError(
                 f"file {p.file} changed after it was stored, before the commit: store"
@@ -278,8 +293,36 @@ def _commit(conn: Connection) -> None:
 
 
 def _rollback(conn: Connection) -> None:
-    if not (conn.closed or conn.invalidated):  # (an invalidated connection has no info)
+    if _noted(conn, create=False) is not None:
         conn.connection.info.pop(_OWN_OBJECTS, None)
+
+
+def _savepoint(conn: Connection, name: str) -> None:
+    noted = _noted(conn, create=False)
+    if noted:  # none noted yet: a rollback to it that finds no mark forgets them all
+        noted.append(name)
+
+
+def _end_savepoint(noted: _Noted, name: str) -> int | None:
+    """The index of savepoint *name*'s mark, removed (None: begun before any file)."""
+    marks = [i for i, n in enumerate(noted) if n == name]
+    if not marks:
+        return None
+    del noted[marks[-1]]
+    return marks[-1]
+
+
+def _rollback_savepoint(conn: Connection, name: str, context: Any) -> None:
+    noted = _noted(conn, create=False)
+    if noted:
+        at = _end_savepoint(noted, name)
+        del noted[at or 0 :]
+
+
+def _release_savepoint(conn: Connection, name: str, context: Any) -> None:
+    noted = _noted(conn, create=False)
+    if noted:
+        _end_savepoint(noted, name)
 
 
 def _explain_missing_table(
@@ -407,6 +450,9 @@ _LISTENERS: list[tuple[str, Any]] = [
     ("handle_error", _handle_error),
     ("commit", _commit),
     ("rollback", _rollback),
+    ("savepoint", _savepoint),
+    ("rollback_savepoint", _rollback_savepoint),
+    ("release_savepoint", _release_savepoint),
 ]
 
 
