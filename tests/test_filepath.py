@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from conftest import Database
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sa_djblob as djb
@@ -465,6 +466,109 @@ def test_filepath_upkeep_never_deletes_a_payload_or_a_marker(fp: dict[str, Any])
     assert store.get(marker) == owner_line
     assert store.get(payload) == b"another schema's payload"
     assert len(_ext_rows(fp)) == 1  # the blob's
+
+
+def test_a_schema_sweep_keeps_another_schemas_filepath_objects_in_its_area(
+    engine: sa.Engine, database: Database, tmp_path: Path
+) -> None:
+    """sa_djblob 0.1 let one schema place a filepath on another schema's payload path: the
+    sweep of that area looks the object up in the externals table of the schema that owns
+    the store's filepaths, and keeps it."""
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    djb.config["stores"] = {
+        "fp": {"protocol": "file", "location": str(tmp_path / "store"), "stage": str(stage)}
+    }
+    djb.install(engine)
+    other = database.make_schema("x")
+    md = sa.MetaData()
+    mine = sa.Table(
+        "rec",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("b", djb.Blob(store="fp")),
+    )
+    theirs = sa.Table(
+        "doc",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("f", djb.Filepath(store="fp")),
+        schema=other,
+    )
+    md.create_all(engine)
+    with engine.begin() as conn:  # the other schema owns the store's filepaths
+        conn.execute(sa.insert(theirs), {"id": 1, "f": _file(stage, "x.dat", b"x")})
+    with engine.begin() as conn:  # this schema owns its area
+        conn.execute(sa.insert(mine), {"id": 1, "b": np.arange(3.0)})
+    ext = djb.externals(engine)["fp"]
+    rel = _hex_path(ext.schema, md5(b"unrelated"))
+    data = b"the other schema's file"
+    store = djb.get_store("fp")
+    store.put(_object(rel), data)
+    raw = sa.table("doc", sa.column("id"), sa.column("f"), schema=other)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(djb.externals(engine, other)["fp"].table),
+            {
+                "hash": md5(rel.encode()),
+                "size": len(data),
+                "filepath": rel,
+                "contents_hash": md5(data),
+            },
+        )
+        conn.execute(sa.insert(raw), {"id": 2, "f": md5(rel.encode()).bytes})
+    report = ext.sweep(grace=ZERO, progress=False)
+    assert report.ok, report.errors
+    assert report.orphans_deleted == 0
+    assert store.get(_object(rel)) == data
+
+
+def test_a_sweep_keeps_what_may_be_another_databases_filepath_objects(tmp_path: Path) -> None:
+    """When another database places the store's filepaths, its rows cannot be read: a
+    hash-named object in this area may be one of its files, so none is taken for an
+    orphan."""
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    djb.config["stores"] = {
+        "fp": {"protocol": "file", "location": str(tmp_path / "store"), "stage": str(stage)}
+    }
+    a, b = (sa.create_engine(f"sqlite:///{tmp_path / n}") for n in ("a.db", "b.db"))
+
+    @sa.event.listens_for(b, "connect")
+    def _attach(dbapi_conn: Any, _rec: Any) -> None:
+        dbapi_conn.execute(f"ATTACH DATABASE '{tmp_path / 'b-aux.db'}' AS aux")
+
+    def table(schema: str | None) -> tuple[sa.MetaData, sa.Table]:
+        md = sa.MetaData()
+        t = sa.Table(
+            "rec",
+            md,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("b", djb.Blob(store="fp"), nullable=True),
+            sa.Column("f", djb.Filepath(store="fp"), nullable=True),
+            schema=schema,
+        )
+        return md, t
+
+    try:
+        for e, schema in ((a, None), (b, "aux")):
+            md, t = table(schema)
+            md.create_all(e)
+            djb.install(e)
+            with e.begin() as conn:  # b owns the store's filepaths, a the area "main"
+                value = {"f": _file(stage, "b.dat", b"b")} if e is b else {"b": np.arange(3.0)}
+                conn.execute(sa.insert(t), {"id": 1, **value})
+        ext = djb.externals(a)["fp"]
+        lookalike = _object(_hex_path(ext.schema, md5(b"placed by b's 0.1")))
+        djb.get_store("fp").put(lookalike, b"b's file")
+        report = ext.sweep(grace=ZERO, progress=False)
+        assert report.ok, report.errors
+        assert (report.orphans_deleted, report.orphans_kept) == (0, 1)
+        assert djb.get_store("fp").get(lookalike) == b"b's file"
+    finally:
+        for e in (a, b):
+            djb.uninstall(e)
+            e.dispose()
 
 
 # -- the stage folder ---------------------------------------------------------------
