@@ -98,6 +98,11 @@ class Payload:
             return filepath_object(area.store, self.filepath)
         return area.path(self.key, self.attachment_name)
 
+    def check(self, area: Area) -> None:
+        """Refuse a filepath that must not be written (:func:`check_filepath`)."""
+        if self.filepath is not None:
+            check_filepath(self.filepath, area.store)
+
     def _expected(self) -> tuple[bytes, uuid.UUID]:
         """What the uploaded bytes must hash to: (prefix, key)."""
         if self.filepath is not None:
@@ -339,18 +344,10 @@ def filepath_object(store: Store, relpath: str) -> PurePosixPath:
 
 
 def check_filepath(rel: str, store: Store) -> None:
-    """Refuse a relative path that the externals table cannot record as it is, or whose
-    object would sit on a payload or an owner marker of any area (see
+    """Refuse, before it is written, a relative path that the externals table cannot record
+    as it is, or whose object would sit on a payload or an owner marker of any area (see
     :func:`~sa_djblob._layout.reserved_path`): the two would overwrite and delete each
-    other."""
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = rel.encode("utf-8", "surrogateescape")[:80]
-        raise UnsupportedTypeError(
-            f"filepath {shown!r} is not valid UTF-8 (the externals table and DataJoint"
-            " record paths as UTF-8): rename the file or folder"
-        ) from None
+    other. (Only the write path asks: a SELECT may still compare such a path.)"""
     if len(rel) > MAX_FILEPATH:
         raise UnsupportedTypeError(
             f"filepath {rel[:40]!r}... is {len(rel)} characters long; the externals table"
@@ -401,7 +398,14 @@ class FilepathKind(Kind):
                 f"Filepath values must be files inside the stage folder of store"
                 f" {store.name!r} ({stage}), got {file}: put the file into the stage first"
             )
-        check_filepath(rel, store)
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = rel.encode("utf-8", "surrogateescape")[:80]
+            raise UnsupportedTypeError(
+                f"filepath {shown!r} is not valid UTF-8 (the externals table and DataJoint"
+                " record paths as UTF-8): rename the file or folder"
+            ) from None
         return file, rel
 
     def encode_inrow(self, value: Any) -> bytes:

@@ -268,9 +268,13 @@ def test_orphans_never_include_filepath_objects(fp: dict[str, Any]) -> None:
         conn.execute(
             sa.text("INSERT INTO doc (id, f) VALUES (3, :h)"), {"h": md5(rel.encode()).bytes}
         )
-    # sa_djblob itself refuses to place a file there
+    # sa_djblob itself refuses to place a file there, but a SELECT may compare it
     with pytest.raises(djb.UnsupportedTypeError, match="hashed payloads"):
         _insert(fp, [{"id": 4, "f": _file(fp["stage"], rel, data)}])
+    t = fp["table"]
+    with fp["engine"].connect() as conn:
+        found = conn.execute(sa.select(t.c.id).where(t.c.f == fp["stage"] / rel)).scalars()
+        assert found.all() == [3]
     report = ext.sweep(grace=ZERO, progress=False)
     assert report.ok, report.errors
     assert report.orphans_deleted == 0 and report.rows_deleted == 0

@@ -212,6 +212,8 @@ def _flush(st: _Statement, table: sa.Table, payloads: dict[str, dict[uuid.UUID, 
         store = st.stores[store_name]  # looked up when its values were bound
         ext = external_table(metadata, store_name, table_schema)
         area = Area(store, resolve_schema(conn, ext.schema, ext.name, st.options))
+        for p in items.values():
+            p.check(area)
         check_owner(conn, area)
         if any(p.filepath is not None for p in items.values()):
             check_filepath_owner(conn, store, area.schema, claim=True)
