@@ -443,32 +443,19 @@ def test_filepath_upkeep_never_deletes_a_payload_or_a_marker(fp: dict[str, Any])
     engine, store = fp["engine"], djb.get_store("fp")
     ext = djb.externals(engine)["fp"]
     _insert(fp, [{"id": 1, "b": np.arange(4.0)}])  # claims the area: writes its marker
-    marker = _object(f".sa_djblob-owner/{ext.schema}")
-    owner_line = store.get(marker)
-    payload = _object(_hex_path("other_schema", md5(b"x")))
-    store.put(payload, b"another schema's payload")
+    marker_rel = f".sa_djblob-owner/{ext.schema}"
+    owner_line = store.get(_object(marker_rel))
+    payload_rel = _hex_path("other_schema", md5(b"x"))
+    store.put(_object(payload_rel), b"another schema's payload")
     with engine.begin() as conn:
-        for rel, data in [
-            (str(marker.relative_to(_object(""))), owner_line),
-            (
-                str(payload.relative_to(_object(""))),
-                b"another schema's payload",
-            ),
-        ]:
-            conn.execute(
-                sa.insert(ext.table),
-                {
-                    "hash": md5(rel.encode()),
-                    "size": len(data),
-                    "filepath": rel,
-                    "contents_hash": md5(data),
-                },
-            )
+        for rel, data in [(marker_rel, owner_line), (payload_rel, b"another schema's payload")]:
+            row = {"hash": md5(rel.encode()), "size": len(data), "filepath": rel}
+            conn.execute(sa.insert(ext.table), {**row, "contents_hash": md5(data)})
     report = ext.sweep(grace=ZERO, progress=False)
     assert report.ok, report.errors
     assert report.rows_deleted == 2
-    assert store.get(marker) == owner_line
-    assert store.get(payload) == b"another schema's payload"
+    assert store.get(_object(marker_rel)) == owner_line
+    assert store.get(_object(payload_rel)) == b"another schema's payload"
     assert len(_ext_rows(fp)) == 1  # the blob's
 
 
