@@ -12,7 +12,9 @@ SQLite files both call their schema ``main``) nor another store name configured 
 same location may write there. The first writer or sweep records the owner in a marker
 beside the area, ``<location>/.sa_djblob-owner/<schema>``, created only if absent (an
 atomic create where the store has one); other writers and sweeps stop with a
-``StoreError`` that says how to fix it. Deleting the marker hands the area over.
+``StoreError`` that says how to fix it. Deleting the marker hands the area over. A marker
+of sa_djblob 0.1 names the database alone, no store: it is refused, with the line to
+write into it once the user knows which store name owns the area.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from ._dialects import dialect_support
 from ._dialects.base import INTERNAL
 from ._exceptions import MissingPayloadError, SaDjblobError, StoreError
-from ._layout import object_path, store_root
+from ._layout import OWNER_FOLDER, object_path, store_root
 from ._pool import call
 from .stores import Store
 
@@ -76,7 +78,7 @@ class Area:
     def marker(self) -> PurePosixPath:
         """Where the owner of the area is recorded (outside the area)."""
         root = store_root(self.store.location, self.store.protocol)
-        return root / ".sa_djblob-owner" / self.schema
+        return root / OWNER_FOLDER / self.schema
 
     def __str__(self) -> str:
         return f"{self.prefix} of store {self.store.name!r}"
@@ -183,8 +185,18 @@ def check_owner(
         recorded = (
             mine if created else call(store.get, area.marker).decode("utf-8", "replace").strip()
         )
-    # markers written before the store was part of the owner name the database alone
-    if recorded != mine and (holder or recorded != me):
+    if recorded == me:
+        # sa_djblob 0.1 recorded the database alone: that names no store, and taking it
+        # for this one would let every store name of the database onto one location
+        raise StoreError(
+            f"the owner marker {area.marker} of {area} was written by an older sa_djblob and"
+            f" names no store ({recorded}): nothing was written or deleted. If store"
+            f" {store.name!r} is the only store name of this database that uses this"
+            f" location, replace the marker's contents with the line '{mine}'; otherwise"
+            " give each store name its own 'location' (two store names on one location"
+            " would delete each other's payloads in a sweep)"
+        )
+    if recorded != mine:
         raise StoreError(
             f"{area} belongs to another owner ({recorded}; this is {mine}): each database"
             " and each store name needs its own store location (two store names on one"

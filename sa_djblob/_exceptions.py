@@ -13,6 +13,7 @@ __all__ = [
     "NotInstalledError",
     "NotSliceableError",
     "SaDjblobError",
+    "StageError",
     "StoreError",
     "StoreNotConfiguredError",
     "TransactionRequiredError",
@@ -90,3 +91,8 @@ class TransactionRequiredError(SaDjblobError):
 class NotSliceableError(SaDjblobError, TypeError):
     """A :class:`~sa_djblob.LazyBlob` was indexed (or asked its shape) but its blob is not
     one numeric array (a dict, a cell array, a string ...): ``load()`` it instead."""
+
+
+class StageError(SaDjblobError):
+    """A ``Filepath`` file in the stage folder was not replaced by the stored version: it
+    differs from it (local edits are kept), or its path leads out of the stage."""

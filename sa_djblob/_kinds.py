@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import re
 import tempfile
 import uuid
 import weakref
@@ -25,6 +24,7 @@ from ._exceptions import (
     ConfigError,
     IntegrityError,
     SaDjblobError,
+    StageError,
     StoreError,
     UnreadableFileError,
     UnsupportedTypeError,
@@ -37,6 +37,7 @@ from ._layout import (
     file_matches,
     hash_stream,
     new_hasher,
+    reserved_path,
     store_root,
 )
 from ._pool import check_cancelled
@@ -54,12 +55,14 @@ __all__ = [
     "FilepathKind",
     "Kind",
     "Payload",
+    "check_filepath",
     "filepath_object",
     "kind",
 ]
 
-#: the name of a hashed payload in an area: ``<32 hex>[.<attachment name>]``
-LAYOUT_NAME = re.compile(r"([0-9a-f]{32})(?:\.(.+))?", re.DOTALL)
+#: the longest relative path a filepath may have: the externals table's ``filepath``
+#: column is DataJoint's ``VARCHAR(1000)`` (characters)
+MAX_FILEPATH = 1000
 
 
 @dataclass
@@ -99,17 +102,9 @@ class Payload:
         return area.path(self.key, self.attachment_name)
 
     def check(self, area: Area) -> None:
-        """Refuse a filepath whose object would sit where *area* keeps a hashed payload
-        (``<schema>/ab/cd/<32 hex>``): the two would overwrite and delete each other."""
-        if self.filepath is None:
-            return
-        m = LAYOUT_NAME.fullmatch(PurePosixPath(self.filepath).name)
-        if m is not None and area.path(uuid.UUID(hex=m.group(1)), m.group(2)) == self.path(area):
-            raise UnsupportedTypeError(
-                f"filepath {self.filepath!r} is where store {area.store.name!r} keeps the"
-                f" hashed payloads of schema {area.schema!r}: move the file to another folder"
-                " of the stage"
-            )
+        """Refuse a filepath that must not be written (:func:`check_filepath`)."""
+        if self.filepath is not None:
+            check_filepath(self.filepath, area.store)
 
     def _expected(self) -> tuple[bytes, uuid.UUID]:
         """What the uploaded bytes must hash to: (prefix, key)."""
@@ -118,6 +113,22 @@ class Payload:
             return b"", self.contents_hash
         assert self.attachment_name is not None
         return attachment_prefix(self.attachment_name), self.key
+
+    def is_own_object(self, area: Area) -> bool:
+        """Whether the user's file is itself the object (a file store whose location is
+        the stage): then an edit before the commit would change what gets committed."""
+        return (
+            self.file is not None
+            and not self.snapshot
+            and area.store.protocol == "file"
+            and _same_file(Path(self.path(area)), self.file)
+        )
+
+    def unchanged(self, algorithm: str) -> bool:
+        """Whether the user's file still holds the bytes that were hashed."""
+        assert self.file is not None
+        prefix, key = self._expected()
+        return file_matches(self.file, key, prefix=prefix, algorithm=algorithm)
 
     def upload(self, area: Area) -> None:
         """Put the payload at its path in *area*: exactly the bytes that were hashed."""
@@ -130,8 +141,8 @@ class Payload:
         if self.snapshot:  # nobody else writes to it: it holds the hashed bytes
             store.upload_file(path, self.file)
             return
-        if store.protocol == "file" and _same_file(Path(path), self.file):
-            return  # a file store on the stage itself: the file is its own object
+        if self.is_own_object(area):
+            return  # a file store on the stage itself: checked again at the commit
         what = "attachment" if self.filepath is None else "file"
         try:
             f = self.file.open("rb")
@@ -366,6 +377,25 @@ def filepath_object(store: Store, relpath: str) -> PurePosixPath:
     return store_root(store.location, store.protocol) / rel
 
 
+def check_filepath(rel: str, store: Store) -> None:
+    """Refuse, before it is written, a relative path that the externals table cannot record
+    as it is, or whose object would sit on a payload or an owner marker of any area (see
+    :func:`~sa_djblob._layout.reserved_path`): the two would overwrite and delete each
+    other. (Only the write path asks: a SELECT may still compare such a path.)"""
+    if len(rel) > MAX_FILEPATH:
+        raise UnsupportedTypeError(
+            f"filepath {rel[:40]!r}... is {len(rel)} characters long; the externals table"
+            f" records paths of at most {MAX_FILEPATH} (DataJoint's filepath column):"
+            " use a shorter path inside the stage"
+        )
+    reserved = reserved_path(rel)
+    if reserved is not None:
+        raise UnsupportedTypeError(
+            f"filepath {rel[:200]!r} is where store {store.name!r} keeps {reserved}:"
+            " rename the file or move it to another folder of the stage"
+        )
+
+
 class FilepathKind(Kind):
     """DataJoint's ``filepath@store``: a file of the store's ``stage`` folder, kept in the
     store at the same relative path. The key is the hash of the relative path; the
@@ -402,6 +432,14 @@ class FilepathKind(Kind):
                 f"Filepath values must be files inside the stage folder of store"
                 f" {store.name!r} ({stage}), got {file}: put the file into the stage first"
             )
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = rel.encode("utf-8", "surrogateescape")[:80]
+            raise UnsupportedTypeError(
+                f"filepath {shown!r} is not valid UTF-8 (the externals table and DataJoint"
+                " record paths as UTF-8): rename the file or folder"
+            ) from None
         return file, rel
 
     def encode_inrow(self, value: Any) -> bytes:
@@ -455,13 +493,17 @@ class FilepathKind(Kind):
 
 def fetch_filepath(store: Store, ref: FileRef) -> Path:
     """The file of *ref* in the stage folder: kept if it matches the contents hash,
-    otherwise downloaded from the store (to a temporary file, verified, renamed)."""
+    otherwise downloaded from the store (to a temporary file, verified, linked into place).
+
+    A file that is there and differs (edited after it was stored) is never replaced: the
+    user's edits are kept and ``StageError`` says so. Nothing is written through a folder
+    that leads out of the stage (a symbolic link)."""
     source = filepath_object(store, ref.filepath)
-    local = FilepathKind.stage(store) / ref.filepath
-    if local.is_file() and (
-        ref.contents_hash is None or file_matches(local, ref.contents_hash, algorithm=store.hash)
-    ):
-        return local
+    stage = FilepathKind.stage(store)
+    local = stage / ref.filepath
+    _check_inside(store, stage, local)
+    if os.path.lexists(local):
+        return _existing(store, ref, local, source)
     local.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{local.name[:40]}.", suffix=".djb-part", dir=local.parent)
     try:
@@ -470,15 +512,52 @@ def fetch_filepath(store: Store, ref: FileRef) -> Path:
             out.flush()
             os.fsync(out.fileno())
         if ref.contents_hash is not None and got != ref.contents_hash:
-            raise IntegrityError(
-                f"file {ref.filepath!r} in store {store.name!r} at {source} does not match"
-                f" its contents hash ({store.hash}): it was changed or corrupted"
-            )
-        os.replace(tmp, local)
-    except BaseException:
+            raise _corrupt(store, ref, source)
+        try:
+            os.link(tmp, local)  # never over a file that appeared meanwhile
+        except FileExistsError:
+            return _existing(store, ref, local, source)
+        except OSError:  # a file system without hard links
+            if os.path.lexists(local):
+                return _existing(store, ref, local, source)
+            os.replace(tmp, local)
+    finally:
         _unlink(Path(tmp))
-        raise
     return local
+
+
+def _check_inside(store: Store, stage: Path, local: Path) -> None:
+    """Refuse a stage file whose folder resolves outside the stage (a symbolic link)."""
+    real_stage = os.path.realpath(stage)
+    real = os.path.realpath(local.parent)
+    if os.path.commonpath([real_stage, real]) != real_stage:
+        raise StageError(
+            f"{local} leads outside the stage folder {stage} of store {store.name!r} (to"
+            f" {real}, through a symbolic link): nothing was written there; read it with the"
+            " link removed, or point the stage setting at the folder the link leads to"
+        )
+
+
+def _existing(store: Store, ref: FileRef, local: Path, source: PurePosixPath) -> Path:
+    """*local*, which exists: returned if it holds the stored version, else an error."""
+    if local.is_file() and (
+        ref.contents_hash is None or file_matches(local, ref.contents_hash, algorithm=store.hash)
+    ):
+        return local
+    if store.protocol == "file" and _same_file(Path(source), local):
+        raise _corrupt(store, ref, source)  # the stage is the store: its object changed
+    raise StageError(
+        f"{local} differs from the stored version of filepath {ref.filepath!r} in store"
+        f" {store.name!r}: it was changed after it was stored and is kept as it is. Move or"
+        " delete it to read the stored version, or store your edits under a new file name"
+    )
+
+
+def _corrupt(store: Store, ref: FileRef, source: PurePosixPath) -> IntegrityError:
+    return IntegrityError(
+        f"file {ref.filepath!r} in store {store.name!r} at {source} does not match"
+        f" its contents hash ({store.hash}): it was changed or corrupted"
+    )
 
 
 _IN_MEMORY = 1 << 20  # attachments for remote stores up to this size are read into memory

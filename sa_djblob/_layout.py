@@ -15,6 +15,7 @@ from ._exceptions import ConfigError
 __all__ = [
     "is_store_name",
     "HASH_CHUNK",
+    "OWNER_FOLDER",
     "attachment_prefix",
     "cache_path",
     "content_hash",
@@ -23,6 +24,7 @@ __all__ = [
     "hash_stream",
     "new_hasher",
     "object_path",
+    "reserved_path",
     "store_root",
     "subfold",
 ]
@@ -38,6 +40,13 @@ def is_store_name(name: object) -> bool:
 
 
 HASH_CHUNK = 1 << 20
+
+OWNER_FOLDER = ".sa_djblob-owner"
+"""The folder beside the areas of a store root that holds their owner markers."""
+
+#: a content-addressed payload's file name, ``<32 hex>[.<attachment name>]`` (any case: a
+#: file system may not tell ``AB`` from ``ab``)
+_PAYLOAD_NAME = re.compile(r"[0-9a-f]{32}(?:\..*)?", re.I | re.S)
 
 
 def new_hasher(algorithm: str = "md5") -> Any:
@@ -181,6 +190,23 @@ def object_path(
 def _area_root(location: str, schema: str, protocol: str) -> PurePosixPath:
     """``<root>/<schema>``, parsed once: object paths are built for every row."""
     return PurePosixPath(store_root(location, protocol), schema)
+
+
+def reserved_path(rel: str) -> str | None:
+    """What of sa_djblob's own the object ``<root>/<rel>`` could be, or None.
+
+    Owner markers live in ``<root>/.sa_djblob-owner/``; payloads at
+    ``<root>/<schema>/<folds>/<32 hex>[.<attachment name>]``, where the schema, the store's
+    subfolding (``()`` too) and even the root (a store whose location lies inside another
+    one's) are not known here. So every file named ``<32 hex digits>[.<anything>]`` and every
+    path through a folder named ``.sa_djblob-owner`` is reserved, whoever owns it.
+    """
+    parts = rel.split("/")
+    if any(p.lower() == OWNER_FOLDER for p in parts):
+        return "the owner markers of its areas"
+    if _PAYLOAD_NAME.fullmatch(parts[-1]):
+        return "hashed payloads (<schema>/ab/cd/<32 hex digits>[.<name>])"
+    return None
 
 
 def cache_path(key: uuid.UUID, subfolding: Sequence[int] = (2, 2)) -> PurePosixPath:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from test_externals import make_models
 
 import sa_djblob as djb
+from sa_djblob._area import database_identity
 from sa_djblob._kinds import AttachKind
 from sa_djblob._layout import attachment_prefix, content_hash, object_path
 
@@ -73,6 +74,46 @@ def test_two_store_names_on_one_location_are_stopped(engine: sa.Engine, tmp_path
     with engine.connect() as conn:
         got = conn.execute(sa.select(t.c.raw).where(t.c.id == 1)).scalar_one()
     np.testing.assert_array_equal(got, same)
+
+
+@pytest.mark.backends("sqlite", "mysql")
+def test_an_owner_marker_naming_no_store_lets_no_store_in(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    """A marker of sa_djblob 0.1 names the database alone: accepted, it let every store name
+    of that database onto one location (which then sweep each other's payloads). It is
+    refused, nothing is written or deleted, and the message says how to upgrade it."""
+    _two_stores_one_location(tmp_path)
+    md = sa.MetaData()
+    t = sa.Table(
+        "t",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("raw", djb.Blob(store="raw"), nullable=True),
+        sa.Column("proc", djb.Blob(store="proc"), nullable=True),
+    )
+    md.create_all(engine)
+    djb.install(engine)
+    ext = djb.externals(engine)
+    area = ext["raw"].area()
+    with engine.connect() as conn:
+        identity = database_identity(conn)
+    marker = Path(area.marker)
+    marker.parent.mkdir(parents=True)
+    marker.write_text(identity + "\n")  # the old format: no store
+    for store in ("raw", "proc"):
+        with pytest.raises(djb.StoreError, match="names no store") as err, engine.begin() as conn:
+            conn.execute(sa.insert(t), {"id": 1, store: np.arange(3.0)})
+        assert f"{identity} store={store}" in str(err.value)  # the line to write
+        report = ext[store].sweep(grace=ZERO, progress=False)
+        assert any("names no store" in e for e in report.errors)
+    assert [p for p in marker.parent.parent.rglob("*") if p.is_file()] == [marker]
+    # upgraded as the message says: that store name writes, the other stays out
+    marker.write_text(f"{identity} store=raw\n")
+    with engine.begin() as conn:
+        conn.execute(sa.insert(t), {"id": 1, "raw": np.arange(3.0)})
+    with pytest.raises(djb.StoreError, match="belongs to another owner"), engine.begin() as conn:
+        conn.execute(sa.insert(t), {"id": 2, "proc": np.arange(3.0)})
 
 
 # -- 2. a sweep from a database that does not own the area ------------------------

@@ -47,8 +47,12 @@ Phase 2, orphans: payloads in the listing with a name of 32 hex digits (optional
 row, older than ``grace``. A filepath's object (``<root>/<relative path>``) is never one: a
 listed object counts only if the key a filepath entry of its path would have (the hash of
 its path relative to the root) has no row either, and the batch claims that key too, so a
-filepath writer of the same object waits for the batch, or the batch for the writer.
-Phase 1 removes an unused filepath entry's object at ``<root>/<relative path>``.
+filepath writer of the same object waits for the batch, or the batch for the writer. The key
+is also looked up in the externals table of the schema that owns the store's filepaths, if
+that is another one of this database; if it is another database, no such object is an orphan.
+Phase 1 removes an unused filepath entry's object at ``<root>/<relative path>``, unless
+that path is reserved (``_layout.reserved_path``: a payload or an owner marker of any
+area, which DataJoint lets a filepath overwrite): then only the row goes.
 Per batch, in one transaction: insert the externals rows of the candidates ourselves,
 marked with a token unique to the batch (an uncommitted writer of the same hash makes
 this wait until it commits or rolls back; a row that exists is left
@@ -76,17 +80,18 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .._area import Area, check_filepath_owner, check_owner
+from .._area import FILEPATHS, Area, check_filepath_owner, check_owner, database_identity
 from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
 from .._kinds import filepath_object
-from .._layout import attachment_prefix, content_hash, hash_stream, store_root
+from .._layout import attachment_prefix, content_hash, hash_stream, reserved_path, store_root
 from .._pool import call, run_all
 from .._util import chunks as _chunks
 from ..stores import Store
 from ..stores.base import ObjectInfo, is_temp_name
 from .maintenance import Reference, SweepReport, VerifyReport
+from .table import external_table
 
 if TYPE_CHECKING:
     from .maintenance import ExternalTable
@@ -215,6 +220,36 @@ class _Sweeper:
         rel = path.relative_to(root).as_posix()
         return content_hash(rel.encode("utf-8"), algorithm=self.store.hash)
 
+    def filepaths_elsewhere(
+        self, conn: Connection, keys: Sequence[uuid.UUID]
+    ) -> set[uuid.UUID] | None:
+        """Which of the filepath *keys* the schema that owns the store's filepaths has rows
+        for, when that is another schema (or store name) of this database; None when it is
+        another database (whose rows cannot be read)."""
+        marker = Area(self.store, FILEPATHS).marker
+        try:
+            recorded = call(self.store.get, marker).decode("utf-8", "replace").strip()
+        except MissingPayloadError:
+            return set()  # nobody placed filepaths here
+        me = database_identity(conn) + " store="
+        store_name, sep, schema = recorded[len(me) :].partition(" schema=")
+        if not recorded.startswith(me) or not sep:
+            return None
+        if (store_name, schema) == (self.store.name, self.area.schema):
+            return set()  # this table's own: already looked up
+        table = external_table(sa.MetaData(), store_name, schema)
+        found: set[uuid.UUID] = set()
+        try:
+            for chunk in _chunks(keys, self.batch):
+                found.update(conn.scalars(sa.select(table.c.hash).where(table.c.hash.in_(chunk))))
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            conn.rollback()
+            return None  # its table cannot be read: nothing ruled out
+        conn.rollback()
+        return found
+
     # -- phase 0 ---------------------------------------------------------------
     def check_references(self, conn: Connection) -> list[Reference] | None:
         try:
@@ -312,11 +347,16 @@ class _Sweeper:
             if not rows:
                 return True, after, set()
             last = max(rows)
-            where: dict[uuid.UUID, PurePosixPath] = {}
+            where: dict[uuid.UUID, PurePosixPath | None] = {}
             for k, row in rows.items():
                 try:
                     if row.get("filepath") and not row["attachment_name"]:
                         self.check_filepaths(conn)
+                        if reserved_path(row["filepath"]) is not None:
+                            # written by DataJoint (or by hand) on a payload or an owner
+                            # marker of some area: the row goes, the object is not ours
+                            where[k] = None
+                            continue
                     where[k] = self.row_path(row)
                 except SaDjblobError as exc:  # not ours, or a filepath row edited by hand
                     msg = f"{exc}; kept"
@@ -342,7 +382,7 @@ class _Sweeper:
             still = set(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(keys))))
             gone = [k for k in keys if k not in still]
             rep.skipped_referenced += len(still)
-            paths = {where[k]: k for k in gone}
+            paths = {p: k for k in gone if (p := where[k]) is not None}
             failed = call(self.store.remove_many, list(paths)) if paths else {}
             if failed:
                 # keep the rows of payloads that could not be removed, as they were
@@ -351,7 +391,7 @@ class _Sweeper:
             went = [p for p in paths if p not in failed]
             if _after_remove is not None:
                 _after_remove("rows", went)
-        rep.rows_deleted += len(went)
+        rep.rows_deleted += len(gone) - len(failed)
         rep.payloads_deleted += len(went)
         rep.bytes_freed += sum(int(rows[paths[p]]["size"]) for p in went)
         return len(rows) < self.batch, last, set(went)
@@ -382,9 +422,19 @@ class _Sweeper:
         for chunk in _chunks(sorted(wanted), self.batch):
             known.update(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(chunk))))
         conn.rollback()
+        # ... also by another schema that owns the store's filepaths (sa_djblob 0.1 let it
+        # place a file on this area's payload paths)
+        parsed = [
+            p for p in parsed if p[0] not in known and self.filepath_key(p[2].path) not in known
+        ]
+        fp_keys = sorted({self.filepath_key(i.path) for _, _, i in parsed})
+        foreign = self.filepaths_elsewhere(conn, fp_keys) if fp_keys else set()
+        if foreign is None:  # another database's: none of them can be ruled out
+            self.report.orphans_kept += len(parsed)
+            return []
         found = []
         for key, name, info in parsed:
-            if key in known or self.filepath_key(info.path) in known:
+            if self.filepath_key(info.path) in foreign:
                 continue
             if info.modified > cutoff:
                 self.report.orphans_kept += 1

@@ -132,12 +132,25 @@ def _check_stored_name(ext: sa.Table, key: uuid.UUID, wanted: Any, stored: Any) 
         )
 
 
-def _check_stored_contents(ext: sa.Table, wanted: Mapping[str, Any], stored: Any) -> None:
-    """A filepath's row must record the contents being written (DataJoint refuses a
-    different version of a file that is already placed)."""
-    if wanted.get("filepath") is not None and stored != wanted["contents_hash"]:
+def _check_stored_contents(
+    ext: sa.Table, key: uuid.UUID, wanted: Mapping[str, Any], stored_path: Any, stored: Any
+) -> None:
+    """A filepath's row must record its path exactly (MySQL's INSERT IGNORE cuts a value too
+    long for the column, with a warning only: two rows would name one object) and the
+    contents being written (DataJoint refuses a different version of a placed file)."""
+    path = wanted.get("filepath")
+    if path is None:
+        return
+    if stored_path != path:
         raise StoreError(
-            f"a different version of {wanted.get('filepath')!r} has already been placed in"
+            f"{ext.name} records the path of filepath {key} as {str(stored_path)[:60]!r},"
+            f" not {path[:60]!r}...: its filepath column cannot hold this path (DataJoint's"
+            " is VARCHAR(1000) in utf8mb4), or the row was changed by hand; nothing was"
+            " stored: use a shorter path, or fix the column"
+        )
+    if stored != wanted["contents_hash"]:
+        raise StoreError(
+            f"a different version of {path!r} has already been placed in"
             f" {ext.name} (contents hash {stored}, this file's {wanted['contents_hash']}):"
             " give the new version a new file name, or delete the rows that reference the"
             " old one and sweep the store first"
@@ -159,7 +172,7 @@ def claim_rows(
     opts = {**(options or {}), INTERNAL: True}
     created: set[uuid.UUID] = set()
     pending = sorted(rows)  # one order for every writer: fewer deadlocks
-    select = sa.select(ext.c.hash, ext.c.attachment_name, ext.c.contents_hash)
+    select = sa.select(ext.c.hash, ext.c.attachment_name, ext.c.filepath, ext.c.contents_hash)
     for _ in range(_CLAIM_ATTEMPTS):
         for chunk in _chunks(pending, _BATCH):
             values = [{"hash": k, **rows[k]} for k in chunk]
@@ -170,15 +183,17 @@ def claim_rows(
             known = [k for k in pending if rows[k].get("filepath") and k not in created]
             for chunk in _chunks(known, _BATCH):
                 plain = select.where(ext.c.hash.in_(chunk))
-                for key, _, stored in conn.execute(plain, execution_options=opts):
-                    _check_stored_contents(ext, rows[key], stored)
+                for key, _, stored_path, stored in conn.execute(plain, execution_options=opts):
+                    _check_stored_contents(ext, key, rows[key], stored_path, stored)
             return created
         locked: set[uuid.UUID] = set()
         for chunk in _chunks(pending, _BATCH):
             q = dialect.lock_shared(select.where(ext.c.hash.in_(chunk)))
-            for key, stored_name, stored_contents in conn.execute(q, execution_options=opts):
+            for key, stored_name, stored_path, stored_contents in conn.execute(
+                q, execution_options=opts
+            ):
                 _check_stored_name(ext, key, rows[key].get("attachment_name"), stored_name)
-                _check_stored_contents(ext, rows[key], stored_contents)
+                _check_stored_contents(ext, key, rows[key], stored_path, stored_contents)
                 locked.add(key)
         # A row that a sweeper deleted between our insert and our lock: insert it again.
         pending = [k for k in pending if k not in locked]
@@ -223,15 +238,16 @@ def _flush(
     table_schema = table.schema
     upload: list[tuple[Area, Payload]] = []
     check: list[tuple[Area, Payload]] = []
+    own: list[tuple[Area, Payload]] = []
     for store_name, items in payloads.items():
         store = st.stores[store_name]  # looked up when its values were bound
         ext = external_table(metadata, store_name, table_schema)
         area = Area(store, resolve_schema(conn, ext.schema, ext.name, st.options))
+        for p in items.values():
+            p.check(area)
         check_owner(conn, area)
         if any(p.filepath is not None for p in items.values()):
             check_filepath_owner(conn, store, area.schema, claim=True)
-        for p in items.values():
-            p.check(area)
         try:
             created = claim_rows(conn, ext, {k: p.row() for k, p in items.items()}, st.options)
         except sa.exc.DBAPIError as exc:
@@ -239,6 +255,10 @@ def _flush(
             raise
         for key, p in items.items():
             (upload if key in created else check).append((area, p))
+            if p.filepath is not None and p.is_own_object(area):
+                own.append((area, p))
+    if own:
+        _check_at_commit(conn, own)
     if check:
         present = run_all(_present, check, serial=_serial(check))
         upload.extend(item for item, ok in zip(check, present, strict=True) if not ok)
@@ -250,6 +270,94 @@ def _flush(
         except Exception as exc:
             raise StoreError(f"upload failed: {exc}") from exc
         log.debug("uploaded %d payload(s)", len(upload))
+
+
+# -- files that are their own object: checked again at the commit -------------------
+
+_OWN_OBJECTS = "sa_djblob.own_objects"
+
+#: what the current transaction noted, in order: a file as (store, payload), or the name
+#: of a savepoint begun after some file was noted (a savepoint rolled back forgets the
+#: files noted since it began; a released one keeps them)
+_Noted = list[tuple[Store, Payload] | str]
+
+
+def _noted(conn: Connection, *, create: bool) -> _Noted | None:
+    """The files noted in *conn*'s current transaction (none: a fresh list, or None)."""
+    if conn.closed or conn.invalidated:  # (an invalidated connection has no info)
+        return None
+    info = conn.connection.info
+    txn = conn.get_transaction()
+    held = info.get(_OWN_OBJECTS)
+    if held is None or held[0] is not txn:
+        if not create:
+            return None
+        held = info[_OWN_OBJECTS] = (txn, [])
+    noted: _Noted = held[1]
+    return noted
+
+
+def _check_at_commit(conn: Connection, items: list[tuple[Area, Payload]]) -> None:
+    """Note filepath files that are their own stored object (a file store whose location
+    is the stage) for :func:`_commit`: nothing copies them, so an edit after the statement
+    would be committed as the stored version."""
+    noted = _noted(conn, create=True)
+    if noted is not None:
+        noted.extend((area.store, p) for area, p in items)
+
+
+def _commit(conn: Connection) -> None:
+    """Refuse the commit if a file noted by :func:`_check_at_commit` changed since it was
+    hashed (the caller then rolls back, as after any failed commit)."""
+    _end_transaction(conn)
+    noted = _noted(conn, create=False)
+    if not noted:
+        return
+    conn.connection.info.pop(_OWN_OBJECTS, None)
+    files = {(str(n[1].file), n[1].contents_hash): n for n in noted if not isinstance(n, str)}
+    for store, p in files.values():
+        if not call(p.unchanged, store.hash):
+            raise StoreError(
+                f"file {p.file} changed after it was stored, before the commit: store"
+                f" {store.name!r} keeps filepath {p.filepath!r} in place (its location is"
+                " the stage), so the changed file would have been committed; nothing was"
+                " committed. Roll back and store it again once the file is complete, and"
+                " give later versions new file names"
+            )
+
+
+def _rollback(conn: Connection) -> None:
+    _end_transaction(conn)
+    if _noted(conn, create=False) is not None:
+        conn.connection.info.pop(_OWN_OBJECTS, None)
+
+
+def _savepoint(conn: Connection, name: str) -> None:
+    noted = _noted(conn, create=False)
+    if noted:  # none noted yet: a rollback to it that finds no mark forgets them all
+        noted.append(name)
+
+
+def _end_savepoint(noted: _Noted, name: str) -> int | None:
+    """The index of savepoint *name*'s mark, removed (None: begun before any file)."""
+    marks = [i for i, n in enumerate(noted) if n == name]
+    if not marks:
+        return None
+    del noted[marks[-1]]
+    return marks[-1]
+
+
+def _rollback_savepoint(conn: Connection, name: str, context: Any) -> None:
+    noted = _noted(conn, create=False)
+    if noted:
+        at = _end_savepoint(noted, name)
+        del noted[at or 0 :]
+
+
+def _release_savepoint(conn: Connection, name: str, context: Any) -> None:
+    noted = _noted(conn, create=False)
+    if noted:
+        _end_savepoint(noted, name)
 
 
 def _explain_missing_table(
@@ -383,8 +491,11 @@ _LISTENERS: list[tuple[str, Any]] = [
     ("before_cursor_execute", _before_cursor_execute),
     ("after_execute", _after_execute),
     ("handle_error", _handle_error),
-    ("commit", _end_transaction),
-    ("rollback", _end_transaction),
+    ("commit", _commit),
+    ("rollback", _rollback),
+    ("savepoint", _savepoint),
+    ("rollback_savepoint", _rollback_savepoint),
+    ("release_savepoint", _release_savepoint),
 ]
 
 
