@@ -136,7 +136,7 @@ class FileStore(Store):
                 raise self._error("sync the folder of", path, exc) from None
 
     def _sync_folders(self, folder: Path) -> None:
-        """Make the new entry in *folder*, and *folder*'s own entries up to ``location``, durable."""
+        """Make the new entry in *folder*, and its own entries up to ``location``, durable."""
         sync, made = self._folders_to_sync([folder])
         for d in sync:
             _sync_dir(d)
