@@ -191,12 +191,14 @@ def sends(local_engine: sa.Engine, events: Events) -> Iterator[None]:
 
 
 @pytest.mark.backends("sqlite", "mysql", "postgresql")
+@pytest.mark.parametrize("form", ["executemany", "orm flush"])
 def test_every_payload_of_a_multirow_statement_is_durable_before_the_statement_is_sent(
     local_engine: sa.Engine,
     tmp_path: Path,
     events: Events,
     sends: None,
     monkeypatch: pytest.MonkeyPatch,
+    form: str,
 ) -> None:
     real_replace = os.replace
 
@@ -207,8 +209,13 @@ def test_every_payload_of_a_multirow_statement_is_durable_before_the_statement_i
     monkeypatch.setattr(os, "replace", replace)
     root = tmp_path / "store"
     events.clear()
-    with local_engine.begin() as conn:
-        conn.execute(sa.insert(Rec.__table__), _rows(20))
+    if form == "executemany":
+        with local_engine.begin() as conn:
+            conn.execute(sa.insert(Rec.__table__), _rows(20))
+    else:  # the flush sends the 20 new objects as one statement
+        with Session(local_engine) as s:
+            s.add_all([Rec(**row) for row in _rows(20)])
+            s.commit()
     payloads = _payload_files(root)
     assert len(payloads) == 20
     send = next(i for i, e in enumerate(events) if e[0] == "send")
