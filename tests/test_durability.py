@@ -301,6 +301,31 @@ def test_durable_batch_syncs_every_file_then_renames_then_syncs_each_folder_once
     assert order[1:] == ["rename p4", "fsync y"]
 
 
+def test_durable_batch_syncs_a_large_file_as_soon_as_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its flush overlaps the next writes; it is still renamed when the batch ends."""
+    order: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        order.append("fsync " + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    top = tmp_path / "s"
+    store = FileStore("local", location=str(top))
+    big, small = top / "x" / "big", top / "x" / "small"
+    with store.durable_batch():
+        store.put(PurePosixPath(big), bytes(2 << 20))
+        assert [o.split(".tmp-")[0] for o in order] == ["fsync .big"]
+        assert not big.exists()
+        store.put(PurePosixPath(small), b"data")
+    assert big.stat().st_size == 2 << 20
+    assert [o.split(".tmp-")[0] for o in order].count("fsync .big") == 1, order
+    assert [o.split(".tmp-")[0] for o in order][1] == "fsync .small", order
+
+
 def test_durable_batch_drops_its_writes_when_the_block_fails(tmp_path: Path) -> None:
     top = tmp_path / "s"
     store = FileStore("local", location=str(top))

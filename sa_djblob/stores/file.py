@@ -34,6 +34,10 @@ __all__ = ["FileStore"]
 
 _T = TypeVar("_T")
 _MKDIR_RETRIES = 5  # a concurrent cleanup() may remove a folder we just made
+# In a batch, a file this large is fsynced as soon as it is written (by the thread that
+# wrote it, so its flush to disk overlaps the next writes); smaller ones wait for the
+# batch's concurrent fsyncs. One fsync per MiB or more costs little either way.
+_SYNC_AT_ONCE = 1 << 20
 
 
 class _Batch:
@@ -41,11 +45,14 @@ class _Batch:
 
     def __init__(self) -> None:
         self.written: list[tuple[Path, Path]] = []
+        self.synced: set[Path] = set()  # temporary files already fsynced
         self._lock = threading.Lock()  # uploads run on several threads
 
-    def add(self, tmp: Path, dest: Path) -> None:
+    def add(self, tmp: Path, dest: Path, synced: bool) -> None:
         with self._lock:
             self.written.append((tmp, dest))
+            if synced:
+                self.synced.add(tmp)
 
 
 # The open batches of the current context, by store object. The write path's worker
@@ -117,11 +124,12 @@ class FileStore(Store):
         try:
             with f:
                 write(f)
-                if self.fsync and batch is None:
+                synced = self.fsync and (batch is None or f.tell() >= _SYNC_AT_ONCE)
+                if synced:
                     f.flush()
                     os.fsync(f.fileno())
             if batch is not None:
-                batch.add(tmp, dest)  # synced and renamed when the batch ends
+                batch.add(tmp, dest, synced)  # renamed (and synced) when the batch ends
                 return
             os.replace(tmp, dest)
         except BaseException as exc:
@@ -187,16 +195,16 @@ class FileStore(Store):
                 _discard(tmp)
             raise
         _batches.reset(token)
-        self._make_durable(batch.written)
+        self._make_durable(batch.written, batch.synced)
 
-    def _make_durable(self, written: list[tuple[Path, Path]]) -> None:
+    def _make_durable(self, written: list[tuple[Path, Path]], synced: set[Path]) -> None:
         """Sync every file's data, rename each into place, then sync their folders: each
         step's system calls issued concurrently, so they share journal commits."""
         if not written:
             return
         done = 0
         try:
-            run_all(_sync_file, [tmp for tmp, _ in written])
+            run_all(_sync_file, [tmp for tmp, _ in written if tmp not in synced])
             for tmp, dest in written:
                 os.replace(tmp, dest)
                 done += 1
