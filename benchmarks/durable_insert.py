@@ -244,7 +244,8 @@ def main() -> None:
             for how in ("none", "together", "one by one"):
                 keep(f"floor {how}", floor_once(folder, payloads, how))
     on, off, read = best["insert on"], best["insert off"], best["read"]
-    print(f"  {'work':<44} {'seconds':>8}   comparison")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    print(f"  {'work':<44} {'seconds':>8}   comparison (load average {load})")
     print(f"  {'raw floor: 1,000 files, no fsync':<44} {best['floor none']:8.3f}")
     together, serial = best["floor together"], best["floor one by one"]
     print(
@@ -260,7 +261,7 @@ def main() -> None:
         dj_ins = best["dj insert"]
         print(
             f"  {'DataJoint 0.14 insert (never fsyncs)':<44} {dj_ins:8.3f}"
-            f"   sa_djblob fsync on is {dj_ins / on:.1f}x faster"
+            f"   {dj_ins / on:.1f}x sa_djblob's with fsync on"
             f" (target >= 4x: {verdict(dj_ins / on >= 4)})"
         )
     print(f"  {'read back 1,000 values':<44} {read:8.3f}")
@@ -268,7 +269,7 @@ def main() -> None:
         dj_read = best["dj read"]
         print(
             f"  {'DataJoint 0.14 fetch':<44} {dj_read:8.3f}"
-            f"   sa_djblob is {dj_read / read:.1f}x faster"
+            f"   {dj_read / read:.1f}x sa_djblob's"
             f" (target >= 2x: {verdict(dj_read / read >= 2)})"
         )
 
