@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py
 	$(BIN)/python benchmarks/first_commit.py
 	$(BIN)/python benchmarks/fsync.py
+	$(BIN)/python benchmarks/durable_insert.py
 	$(BIN)/python benchmarks/async_stall.py
 	$(BIN)/python benchmarks/streaming.py --rows 3000
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 import sa_djblob as djb
 from sa_djblob._exceptions import ConfigError
 from sa_djblob.stores import FileStore, build_store
+from sa_djblob.stores.base import is_temp_name
 
 
 class Base(DeclarativeBase):
@@ -165,3 +167,179 @@ def test_fsync_setting_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'fsync' must be true or false"):
         build_store("local", {"protocol": "file", "location": str(tmp_path), "fsync": "no"})
     assert build_store("local", {"protocol": "file", "location": str(tmp_path)}).fsync is True
+
+
+# -- group commit: a statement's payloads are made durable together ----------------
+
+
+def _rows(n: int) -> list[dict[str, Any]]:
+    return [{"id": 100 + i, "b": np.arange(float(i), i + 50.0)} for i in range(n)]
+
+
+@pytest.fixture
+def sends(local_engine: sa.Engine, events: Events) -> Iterator[None]:
+    """Record ("send", <statement>, 0) when a user's statement goes to the database
+    (this listener runs after the write path's, which it follows in registration order)."""
+
+    def send(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "durable_rec" in statement and statement.lstrip().upper().startswith("INSERT"):
+            events.append(("send", statement, 0))
+
+    sa.event.listen(local_engine, "before_cursor_execute", send)
+    yield
+    sa.event.remove(local_engine, "before_cursor_execute", send)
+
+
+@pytest.mark.backends("sqlite", "mysql", "postgresql")
+@pytest.mark.parametrize("form", ["executemany", "orm flush"])
+def test_every_payload_of_a_multirow_statement_is_durable_before_the_statement_is_sent(
+    local_engine: sa.Engine,
+    tmp_path: Path,
+    events: Events,
+    sends: None,
+    monkeypatch: pytest.MonkeyPatch,
+    form: str,
+) -> None:
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        real_replace(src, dst)
+        events.append(("rename", os.fspath(dst), os.stat(dst).st_ino))
+
+    monkeypatch.setattr(os, "replace", replace)
+    root = tmp_path / "store"
+    events.clear()
+    if form == "executemany":
+        with local_engine.begin() as conn:
+            conn.execute(sa.insert(Rec.__table__), _rows(20))
+    else:  # the flush sends the 20 new objects as one statement
+        with Session(local_engine) as s:
+            s.add_all([Rec(**row) for row in _rows(20)])
+            s.commit()
+    payloads = _payload_files(root)
+    assert len(payloads) == 20
+    send = next(i for i, e in enumerate(events) if e[0] == "send")
+    commit = next(i for i, e in enumerate(events) if e[0] == "commit")
+    assert send < commit
+    before = events[:send]
+    data = [
+        i for i, e in enumerate(before) if e[0] == "fsync" and is_temp_name(os.path.basename(e[1]))
+    ]
+    renames = [i for i, e in enumerate(before) if e[0] == "rename"]
+    folders = [e[1] for e in before if e[0] == "fsync" and os.path.isdir(e[1])]
+    synced = {e[2] for e in before if e[0] == "fsync"}
+    # every payload's data and the folder holding it are synced before the statement
+    assert {p.stat().st_ino for p in payloads} <= synced, events
+    assert {str(p.parent) for p in payloads} <= set(folders), events
+    # together: all the data first (under the temporary names), then the renames, then
+    # the folders, each folder once
+    assert len(data) == len(renames) == 20, events
+    assert max(data) < min(renames), events
+    assert folders == [e[1] for e in before[max(renames) + 1 :] if e[0] == "fsync"], events
+    assert len(folders) == len(set(folders)), events
+
+
+@pytest.mark.backends("sqlite", "mysql", "postgresql")
+def test_the_fsyncs_of_a_statement_are_issued_concurrently(
+    local_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two fsyncs of one statement are in flight at once (so they share journal commits)."""
+    real: Callable[[int], None] = os.fsync
+    barrier = threading.Barrier(2)
+    met = threading.Event()
+
+    def fsync(fd: int) -> None:
+        if not met.is_set():
+            try:
+                barrier.wait(timeout=5)  # passes only if another fsync waits meanwhile
+                met.set()
+            except threading.BrokenBarrierError:
+                pass
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with local_engine.begin() as conn:
+        conn.execute(sa.insert(Rec.__table__), _rows(20))
+    assert met.is_set(), "the statement's payloads were synced one after another"
+
+
+def test_durable_batch_syncs_every_file_then_renames_then_syncs_each_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        order.append("fsync " + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        order.append("rename " + os.path.basename(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    top = tmp_path / "s"
+    store = FileStore("local", location=str(top))
+    targets = [top / "x" / "y" / "p1", top / "x" / "y" / "p2", top / "x" / "z" / "p3"]
+    with store.durable_batch():
+        for i, target in enumerate(targets):
+            store.put(PurePosixPath(target), b"data %d" % i)
+        assert not any(t.exists() for t in targets)  # in place when the batch ends
+        assert order == []
+    assert [t.read_bytes() for t in targets] == [b"data 0", b"data 1", b"data 2"]
+    # the data under the temporary names (in any order: the fsyncs run concurrently)
+    assert sorted(o.split(".tmp-")[0] for o in order[:3]) == ["fsync .p1", "fsync .p2", "fsync .p3"]
+    assert order[3:6] == ["rename p1", "rename p2", "rename p3"]
+    folders = order[6:]
+    assert sorted(folders) == sorted(
+        ["fsync y", "fsync z", "fsync x", "fsync s", f"fsync {tmp_path.name}"]
+    ), order
+    order.clear()  # a later batch in known folders: only the files and their folder
+    with store.durable_batch():
+        store.put(PurePosixPath(top / "x" / "y" / "p4"), b"data")
+    assert order[1:] == ["rename p4", "fsync y"]
+
+
+def test_durable_batch_syncs_a_large_file_as_soon_as_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its flush overlaps the next writes; it is still renamed when the batch ends."""
+    order: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        order.append("fsync " + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    top = tmp_path / "s"
+    store = FileStore("local", location=str(top))
+    big, small = top / "x" / "big", top / "x" / "small"
+    with store.durable_batch():
+        store.put(PurePosixPath(big), bytes(2 << 20))
+        assert [o.split(".tmp-")[0] for o in order] == ["fsync .big"]
+        assert not big.exists()
+        store.put(PurePosixPath(small), b"data")
+    assert big.stat().st_size == 2 << 20
+    assert [o.split(".tmp-")[0] for o in order].count("fsync .big") == 1, order
+    assert [o.split(".tmp-")[0] for o in order][1] == "fsync .small", order
+
+
+def test_durable_batch_drops_its_writes_when_the_block_fails(tmp_path: Path) -> None:
+    top = tmp_path / "s"
+    store = FileStore("local", location=str(top))
+    target = top / "x" / "p"
+    with pytest.raises(RuntimeError), store.durable_batch():
+        store.put(PurePosixPath(target), b"data")
+        raise RuntimeError("the statement failed")
+    assert not target.exists()
+    assert [p for p in top.rglob("*") if p.is_file()] == []  # no temporary file left
+
+
+def test_durable_batch_without_fsync_writes_at_once(tmp_path: Path) -> None:
+    store = FileStore("local", location=str(tmp_path / "s"), fsync=False)
+    target = tmp_path / "s" / "x" / "p"
+    with store.durable_batch():
+        store.put(PurePosixPath(target), b"data")
+        assert target.read_bytes() == b"data"

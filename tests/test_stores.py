@@ -608,3 +608,16 @@ def test_build_store_validates(spec: dict[str, Any], words: list[str]) -> None:
         assert word in msg
     if "access_key" in spec:
         _assert_clean(msg)
+
+
+def test_file_store_get_reads_the_whole_payload_through_short_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system may return fewer bytes than asked (FUSE, signals): get reads on."""
+    store = FileStore("local", location=str(tmp_path), fsync=False)
+    path = PurePosixPath(tmp_path / "ab" / "payload")
+    data = bytes(range(256)) * 40
+    store.put(path, data)
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: real_read(fd, min(n, 1000)))
+    assert store.get(path) == data

@@ -264,7 +264,12 @@ def _flush(
         upload.extend(item for item, ok in zip(check, present, strict=True) if not ok)
     if upload:
         try:
-            run_all(_upload, upload, serial=_serial(upload))
+            with contextlib.ExitStack() as durable:
+                # group commit: the stores make the statement's payloads durable
+                # together when the block ends, before the statement is sent
+                for store in {id(area.store): area.store for area, _ in upload}.values():
+                    durable.enter_context(store.durable_batch())
+                run_all(_upload, upload, serial=_serial(upload))
         except SaDjblobError:
             raise
         except Exception as exc:

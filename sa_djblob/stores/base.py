@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+import contextlib
 import copy
 import datetime
 import io
@@ -547,6 +548,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def remove(self, path: PurePosixPath) -> None:
         """Delete the payload at *path*; no error if it is already gone."""
+
+    def durable_batch(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose writes are made durable together when it ends (group commit).
+
+        The write path wraps the uploads of one statement in it. Inside the block, a
+        store that makes each write durable (a file store with ``fsync``) may hold its
+        writes back and, when the block ends without an error, make them all durable and
+        put them in place at once: then, as without the block, every write is durable
+        once the block has ended. A write is not readable at its path before that. If
+        the block ends with an error, held-back writes are dropped. This default keeps
+        each write as it is (already durable, or nothing to group).
+        """
+        return contextlib.nullcontext()
 
     def upload_file(self, path: PurePosixPath, src: Path) -> None:
         """Store the local file *src* at *path*, streaming."""
