@@ -21,24 +21,28 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 from . import _attach
 from ._codec import pack, unpack
 from ._exceptions import (
-    ConfigError,
-    IntegrityError,
     SaDjblobError,
-    StageError,
     StoreError,
     UnreadableFileError,
     UnsupportedTypeError,
+)
+from ._fetch import (
+    FileRef,
+    fetch_attachment,
+    fetch_bytes,
+    fetch_filepath,
+    filepath_object,
+    same_file,
+    stage_folder,
 )
 from ._layout import (
     HASH_CHUNK,
     attachment_prefix,
     content_hash,
-    copy_hashed,
     file_matches,
     hash_stream,
     new_hasher,
     reserved_path,
-    store_root,
 )
 from ._pool import check_cancelled
 from ._util import discard as _unlink
@@ -51,12 +55,10 @@ __all__ = [
     "KINDS",
     "AttachKind",
     "BlobKind",
-    "FileRef",
     "FilepathKind",
     "Kind",
     "Payload",
     "check_filepath",
-    "filepath_object",
     "kind",
 ]
 
@@ -121,7 +123,7 @@ class Payload:
             self.file is not None
             and not self.snapshot
             and area.store.protocol == "file"
-            and _same_file(Path(self.path(area)), self.file)
+            and same_file(Path(self.path(area)), self.file)
         )
 
     def unchanged(self, algorithm: str) -> bool:
@@ -151,13 +153,6 @@ class Payload:
         with f:
             reader = _VerifyingReader(f, self, store.hash)
             store.put_file(path, io.BufferedReader(reader, HASH_CHUNK))
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 class _VerifyingReader(io.RawIOBase):
@@ -282,8 +277,6 @@ class BlobKind(Kind):
         return Payload(content_hash(data, algorithm=store.hash), len(data), data=data)
 
     def load(self, area: Area, key: uuid.UUID, name: str | None) -> bytes:
-        from ._externals.fetch import fetch_bytes
-
         return fetch_bytes(area, key)
 
     def finish(self, loaded: Any, options: dict[str, Any]) -> Any:
@@ -346,35 +339,12 @@ class AttachKind(Kind):
             raise unreadable_file(exc, file, "attachment") from None
 
     def load(self, area: Area, key: uuid.UUID, name: str | None) -> Path:
-        from ._externals.fetch import fetch_attachment
-
         if name is None:
             raise SaDjblobError(
                 f"external attachment {key} was selected without its name: select the column"
                 " through its table (the name comes from the externals table)"
             )
         return fetch_attachment(area, key, name)
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """What the reader selects for a filepath: the relative path and the contents hash
-    (None: DataJoint recorded none, its checksum size limit)."""
-
-    filepath: str
-    contents_hash: uuid.UUID | None
-
-
-def filepath_object(store: Store, relpath: str) -> PurePosixPath:
-    """The object of a filepath: ``<store root>/<relative path>`` (DataJoint's
-    ``_make_external_filepath``), refusing a path that would leave the root."""
-    rel = PurePosixPath(relpath)
-    if not relpath or rel.is_absolute() or any(p in ("..", ".") for p in relpath.split("/")):
-        raise SaDjblobError(
-            f"filepath {relpath!r} of store {store.name!r} is not a plain relative path: the"
-            " externals row was changed by hand; fix or delete it"
-        )
-    return store_root(store.location, store.protocol) / rel
 
 
 def check_filepath(rel: str, store: Store) -> None:
@@ -406,14 +376,7 @@ class FilepathKind(Kind):
     name = "filepath"
     python_type = Path
 
-    @staticmethod
-    def stage(store: Store) -> Path:
-        if not store.stage:
-            raise ConfigError(
-                f"store {store.name!r} has no 'stage' setting: Filepath columns need the"
-                f" local stage folder, set djb.config['stores'][{store.name!r}]['stage']"
-            )
-        return Path(os.path.abspath(store.stage))
+    stage = staticmethod(stage_folder)
 
     def relative(self, value: Any, store: Store) -> tuple[Path, str]:
         """The absolute local path of *value* and its path relative to the stage."""
@@ -491,75 +454,6 @@ class FilepathKind(Kind):
         return fetch_filepath(area.store, name)
 
 
-def fetch_filepath(store: Store, ref: FileRef) -> Path:
-    """The file of *ref* in the stage folder: kept if it matches the contents hash,
-    otherwise downloaded from the store (to a temporary file, verified, linked into place).
-
-    A file that is there and differs (edited after it was stored) is never replaced: the
-    user's edits are kept and ``StageError`` says so. Nothing is written through a folder
-    that leads out of the stage (a symbolic link)."""
-    source = filepath_object(store, ref.filepath)
-    stage = FilepathKind.stage(store)
-    local = stage / ref.filepath
-    _check_inside(store, stage, local)
-    if os.path.lexists(local):
-        return _existing(store, ref, local, source)
-    local.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{local.name[:40]}.", suffix=".djb-part", dir=local.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, store.open(source) as src:
-            got = copy_hashed(src, out, algorithm=store.hash)
-            out.flush()
-            os.fsync(out.fileno())
-        if ref.contents_hash is not None and got != ref.contents_hash:
-            raise _corrupt(store, ref, source)
-        try:
-            os.link(tmp, local)  # never over a file that appeared meanwhile
-        except FileExistsError:
-            return _existing(store, ref, local, source)
-        except OSError:  # a file system without hard links
-            if os.path.lexists(local):
-                return _existing(store, ref, local, source)
-            os.replace(tmp, local)
-    finally:
-        _unlink(Path(tmp))
-    return local
-
-
-def _check_inside(store: Store, stage: Path, local: Path) -> None:
-    """Refuse a stage file whose folder resolves outside the stage (a symbolic link)."""
-    real_stage = os.path.realpath(stage)
-    real = os.path.realpath(local.parent)
-    if os.path.commonpath([real_stage, real]) != real_stage:
-        raise StageError(
-            f"{local} leads outside the stage folder {stage} of store {store.name!r} (to"
-            f" {real}, through a symbolic link): nothing was written there; read it with the"
-            " link removed, or point the stage setting at the folder the link leads to"
-        )
-
-
-def _existing(store: Store, ref: FileRef, local: Path, source: PurePosixPath) -> Path:
-    """*local*, which exists: returned if it holds the stored version, else an error."""
-    if local.is_file() and (
-        ref.contents_hash is None or file_matches(local, ref.contents_hash, algorithm=store.hash)
-    ):
-        return local
-    if store.protocol == "file" and _same_file(Path(source), local):
-        raise _corrupt(store, ref, source)  # the stage is the store: its object changed
-    raise StageError(
-        f"{local} differs from the stored version of filepath {ref.filepath!r} in store"
-        f" {store.name!r}: it was changed after it was stored and is kept as it is. Move or"
-        " delete it to read the stored version, or store your edits under a new file name"
-    )
-
-
-def _corrupt(store: Store, ref: FileRef, source: PurePosixPath) -> IntegrityError:
-    return IntegrityError(
-        f"file {ref.filepath!r} in store {store.name!r} at {source} does not match"
-        f" its contents hash ({store.hash}): it was changed or corrupted"
-    )
-
-
 _IN_MEMORY = 1 << 20  # attachments for remote stores up to this size are read into memory
 
 
@@ -608,13 +502,3 @@ UNCOMPRESSED_BLOB = UncompressedBlobKind()
 def kind(name: str) -> Kind:
     """The kind called *name*."""
     return KINDS[name]
-
-
-def verify(store: Store, key: uuid.UUID, where: object, data: bytes) -> bytes:
-    """*data* if it hashes to *key* with the store's algorithm, else ``IntegrityError``."""
-    if content_hash(data, algorithm=store.hash) != key:
-        raise IntegrityError(
-            f"payload {key} in store {store.name!r} at {where} does not match its hash"
-            f" ({store.hash}): it was changed or corrupted"
-        )
-    return data

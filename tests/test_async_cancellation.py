@@ -20,7 +20,7 @@ from conftest import Database
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import sa_djblob as djb
-from sa_djblob._kinds import filepath_object
+from sa_djblob._fetch import filepath_object
 
 ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",

@@ -12,7 +12,7 @@ import pytest
 
 import sa_djblob as djb
 from sa_djblob._area import Area
-from sa_djblob._externals.fetch import fetch_attachment, fetch_bytes
+from sa_djblob._fetch import fetch_attachment, fetch_bytes
 from sa_djblob._layout import attachment_prefix, content_hash, object_path
 from sa_djblob.stores import Cache, MemoryStore, get_cache
 

@@ -39,9 +39,9 @@ from .._blobheader import Frame, Header, NeedMore, SlicePlan, parse_frame, parse
 from .._codec import unpack
 from .._config import config
 from .._exceptions import BlobFormatError, IntegrityError, NotSliceableError, SaDjblobError
+from .._fetch import fetch_bytes
 from ..stores import Store, get_cache, get_store
 from ..stores.file import pread_ranges
-from .fetch import fetch_bytes
 from .stored import StoredObject, StoredResult, stored
 
 __all__ = ["LazyBlob", "lazy"]

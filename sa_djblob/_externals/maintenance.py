@@ -14,7 +14,8 @@ from sqlalchemy.engine import Connection, Engine
 from .._area import Area, resolve_schema
 from .._config import config
 from .._exceptions import StoreNotConfiguredError
-from .._kinds import KINDS, filepath_object
+from .._fetch import filepath_object
+from .._kinds import KINDS
 from ..stores import Store, get_store
 from .table import external_store, external_table, external_table_name
 from .write import sync_engine

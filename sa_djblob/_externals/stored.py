@@ -26,11 +26,11 @@ from sqlalchemy.types import TypeDecorator
 from .. import _attach
 from .._area import Area
 from .._exceptions import IntegrityError, SaDjblobError
+from .._fetch import open_payload
 from .._layout import attachment_prefix, file_matches, new_hasher
 from .._pool import call
 from ..stores import Store, get_store
 from ..stores.base import COPY_CHUNK
-from .fetch import open_payload
 from .read import Resolved, _attach_ref, _base_table
 from .table import external_table
 

@@ -84,7 +84,7 @@ from .._area import FILEPATHS, Area, check_filepath_owner, check_owner, database
 from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
-from .._kinds import filepath_object
+from .._fetch import filepath_object
 from .._layout import attachment_prefix, content_hash, hash_stream, reserved_path, store_root
 from .._pool import call, run_all
 from .._util import chunks as _chunks
