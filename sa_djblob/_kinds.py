@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
+import sqlalchemy as sa
+
 from . import _attach
 from ._codec import pack, unpack
+from ._dialects import concat_ref
 from ._exceptions import (
     SaDjblobError,
     StoreError,
@@ -223,6 +226,31 @@ class Kind:
 
     name: ClassVar[str]
     python_type: ClassVar[type[Any]] = object
+    #: the reader needs the value's externals row (:meth:`select` reads from it)
+    selects_entry: ClassVar[bool] = False
+    #: the payload is a hashed object of its area that ``djb.stored()`` can point at
+    stored_object: ClassVar[bool] = True
+    #: the object's name carries the value's attachment name
+    named: ClassVar[bool] = False
+    #: the payload is a packed blob (``djb.lazy()`` reads its header and slices)
+    packed: ClassVar[bool] = False
+
+    def select(self, colexpr: Any, entries: sa.Table) -> sa.ColumnElement[Any]:
+        """What a SELECT reads in place of the column, when :attr:`selects_entry`: the
+        reference and, from its externals row in *entries*, what :meth:`reference` needs."""
+        raise NotImplementedError
+
+    @staticmethod
+    def for_entry(attachment_name: str | None, filepath: str | None) -> Kind:
+        """The kind of an externals row, from its columns (a row does not name its kind)."""
+        if filepath and not attachment_name:
+            return KINDS["filepath"]
+        return KINDS["attach"] if attachment_name else KINDS["blob"]
+
+    def entry_path(self, area: Area, key: uuid.UUID, row: Any) -> PurePosixPath:
+        """The object of the externals row *row* (``attachment_name``, ``filepath``) of
+        *key* in *area*."""
+        return area.path(key, row["attachment_name"] if self.named else None)
 
     def comment(self, store: str | None) -> str:
         """DataJoint's column comment for this kind (``:blob@store:`` ...)."""
@@ -262,6 +290,7 @@ class Kind:
 
 class BlobKind(Kind):
     name = "blob"
+    packed = True
     #: whether values are packed compressed (``Blob(compress=False)``: never, so every
     #: slice of them can be read by range)
     compress: ClassVar[bool] = True
@@ -286,6 +315,13 @@ class BlobKind(Kind):
 class AttachKind(Kind):
     name = "attach"
     python_type = Path
+    selects_entry = True
+    named = True
+
+    def select(self, colexpr: Any, entries: sa.Table) -> sa.ColumnElement[Any]:
+        """``hash || attachment_name``: the name comes from the externals row."""
+        name = sa.select(entries.c.attachment_name).where(entries.c.hash == colexpr)
+        return concat_ref(colexpr, name.scalar_subquery())
 
     def comment(self, store: str | None) -> str:
         return ":attach:" if store is None else super().comment(store)
@@ -375,6 +411,21 @@ class FilepathKind(Kind):
 
     name = "filepath"
     python_type = Path
+
+    selects_entry = True
+    stored_object = False
+
+    def select(self, colexpr: Any, entries: sa.Table) -> sa.ColumnElement[Any]:
+        """``coalesce(contents_hash, hash) || filepath``: the key is the hash of the path,
+        so what the file needs is selected in its place (a missing contents hash,
+        DataJoint's checksum limit, reads as the key)."""
+        ref = concat_ref(
+            sa.func.coalesce(entries.c.contents_hash, entries.c.hash), entries.c.filepath
+        )
+        return sa.select(ref).where(entries.c.hash == colexpr).scalar_subquery()
+
+    def entry_path(self, area: Area, key: uuid.UUID, row: Any) -> PurePosixPath:
+        return filepath_object(area.store, row["filepath"])
 
     stage = staticmethod(stage_folder)
 

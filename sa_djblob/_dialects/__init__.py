@@ -13,10 +13,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
 from .._exceptions import UnsupportedDialectError
 from .base import DialectSupport
 
-__all__ = ["SUPPORTED", "DialectSupport", "dialect_support", "find_support"]
+__all__ = ["SUPPORTED", "DialectSupport", "concat_ref", "dialect_support", "find_support"]
 
 # dialect name -> module defining ``support``
 _MODULES = {
@@ -54,3 +58,20 @@ def find_support(dialect: Any) -> DialectSupport | None:
         return dialect_support(dialect)
     except UnsupportedDialectError:
         return None
+
+
+class concat_ref(FunctionElement[Any]):
+    """``hash || text`` as bytes (each dialect spells it): a reference and what the reader
+    needs with it (an attachment's name, a filepath) in one selected value."""
+
+    inherit_cache = True
+    name = "djb_attach_ref"
+
+
+@compiles(concat_ref)
+def _compile_concat_ref(element: concat_ref, compiler: SQLCompiler, **kw: Any) -> str:
+    h, name = (compiler.process(c, **kw) for c in element.clauses.clauses)
+    support = find_support(compiler.dialect)
+    if support is None:  # str(statement): SQLAlchemy's generic dialect
+        return f"({h} || {name})"
+    return support.attachment_ref_sql(h, name)

@@ -40,6 +40,7 @@ from .._codec import unpack
 from .._config import config
 from .._exceptions import BlobFormatError, IntegrityError, NotSliceableError, SaDjblobError
 from .._fetch import fetch_bytes
+from .._kinds import Kind
 from ..stores import Store, get_cache, get_store
 from ..stores.file import pread_ranges
 from .stored import StoredObject, StoredResult, stored
@@ -472,7 +473,8 @@ def lazy(column: Any) -> sa.ColumnElement[Any]:
     """
     colexpr = column.__clause_element__() if hasattr(column, "__clause_element__") else column
     typ = getattr(colexpr, "type", None)
-    if getattr(typ, "kind_name", None) != "blob":
+    k = getattr(typ, "kind", None) if hasattr(type(typ), "sa_djblob_store") else None
+    if not isinstance(k, Kind) or not k.packed:
         raise SaDjblobError(
             f"djb.lazy() takes a column of type Blob(), got {colexpr!r} of type {typ!r}"
         )

@@ -29,13 +29,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect, Engine
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from .._area import Area, resolve_schema
-from .._dialects import find_support
 from .._dialects.base import INTERNAL
 from .._exceptions import IntegrityError, MissingPayloadError, SaDjblobError
 from .._kinds import Kind, kind
@@ -110,22 +106,6 @@ def _adapters(colexpr: Any) -> tuple[TypeDecorator[Any], ...]:
     return tuple(found) if hasattr(type(t), "sa_djblob_store") else ()
 
 
-class _attach_ref(FunctionElement[Any]):
-    """``hash || attachment_name`` as bytes (each dialect spells it)."""
-
-    inherit_cache = True
-    name = "djb_attach_ref"
-
-
-@compiles(_attach_ref)
-def _compile_attach_ref(element: _attach_ref, compiler: SQLCompiler, **kw: Any) -> str:
-    h, name = (compiler.process(c, **kw) for c in element.clauses.clauses)
-    support = find_support(compiler.dialect)
-    if support is None:  # str(statement): SQLAlchemy's generic dialect
-        return f"({h} || {name})"
-    return support.attachment_ref_sql(h, name)
-
-
 def _base_table(colexpr: Any) -> sa.Table | None:
     """The Table a selected column comes from, through aliases and subqueries."""
     t = getattr(colexpr, "table", None)
@@ -138,28 +118,20 @@ def _base_table(colexpr: Any) -> sa.Table | None:
 
 
 def external_column_expression(colexpr: Any, typ: Any) -> Any:
-    """The SELECT expression of an external column (see the module docstring)."""
+    """The SELECT expression of an external column (see the module docstring): what its
+    kind selects (``Kind.select``), typed so that the reader turns it into the value."""
     table = _base_table(colexpr)
     schema = table.schema if table is not None else None
+    k: Kind = typ.kind
     options = tuple(sorted(typ.read_options().items()))
-    result = ExternalResult(typ.kind.name, typ.store, schema, options, _adapters(colexpr))
-    if typ.kind.name not in ("attach", "filepath"):
+    result = ExternalResult(k.name, typ.store, schema, options, _adapters(colexpr))
+    if not k.selects_entry:
         return sa.type_coerce(colexpr, result)
     if table is None:
-        raise SaDjblobError(
-            f"cannot select external {typ.kind.name} column {colexpr!r} outside its table"
-        )
-    ext = external_table(table.metadata, typ.store, schema)
-    if typ.kind.name == "filepath":
-        # the key is the hash of the path: select what the file needs in its place
-        # (a missing contents hash, DataJoint's checksum limit, reads as the key)
-        ref = _attach_ref(sa.func.coalesce(ext.c.contents_hash, ext.c.hash), ext.c.filepath)
-        sub = sa.select(ref).where(ext.c.hash == colexpr).scalar_subquery()
-        return sa.type_coerce(sub, result)
-    name = sa.select(ext.c.attachment_name).where(ext.c.hash == colexpr).scalar_subquery()
-    expr = _attach_ref(colexpr, name)
-    expr.type = result
-    return expr
+        raise SaDjblobError(f"cannot select external {k.name} column {colexpr!r} outside its table")
+    return sa.type_coerce(
+        k.select(colexpr, external_table(table.metadata, typ.store, schema)), result
+    )
 
 
 def _split(k: Kind, raw: Any, store: Store) -> tuple[uuid.UUID, Any]:

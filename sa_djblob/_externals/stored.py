@@ -25,13 +25,15 @@ from sqlalchemy.types import TypeDecorator
 
 from .. import _attach
 from .._area import Area
+from .._dialects import concat_ref
 from .._exceptions import IntegrityError, SaDjblobError
 from .._fetch import open_payload
+from .._kinds import Kind, kind
 from .._layout import attachment_prefix, file_matches, new_hasher
 from .._pool import call
 from ..stores import Store, get_store
 from ..stores.base import COPY_CHUNK
-from .read import Resolved, _attach_ref, _base_table
+from .read import Resolved, _base_table
 from .table import external_table
 
 __all__ = ["StoredObject", "stored"]
@@ -230,11 +232,12 @@ class StoredResult(TypeDecorator[Any]):
             size = int(size_text)
         except ValueError:
             raise SaDjblobError(f"djb.stored(): unreadable size or name of {key}") from None
-        if self.kind == "attach":
+        named = kind(self.kind).named
+        if named:
             _attach.check_name(name)
         if not schema:
             raise SaDjblobError("cannot tell the schema of an external value's object path")
-        attachment = name if self.kind == "attach" else None
+        attachment = name if named else None
         area = Area(get_store(self.store), str(schema))
         path = area.path(key, attachment)
         return StoredObject(self.store, key, attachment, size, path, area.store.hash, area.schema)
@@ -251,9 +254,9 @@ def stored(column: Any) -> sa.ColumnElement[Any]:
     """
     colexpr = column.__clause_element__() if hasattr(column, "__clause_element__") else column
     typ = getattr(colexpr, "type", None)
-    kind = getattr(typ, "kind_name", None)
+    k: Kind | None = getattr(typ, "kind", None) if hasattr(type(typ), "sa_djblob_store") else None
     store = getattr(typ, "store", None)
-    if kind not in ("blob", "attach") or not isinstance(store, str):
+    if k is None or not k.stored_object or not isinstance(store, str):
         raise SaDjblobError(
             f"djb.stored() takes a column of type Blob(store=...) or Attach(store=...),"
             f" got {colexpr!r} of type {typ!r}: values kept in the row have no stored object"
@@ -267,6 +270,6 @@ def stored(column: Any) -> sa.ColumnElement[Any]:
     ext = external_table(table.metadata, store, table.schema)
     info = sa.cast(ext.c.size, sa.String) + "/" + sa.func.coalesce(ext.c.attachment_name, "")
     subquery = sa.select(info).where(ext.c.hash == colexpr).scalar_subquery()
-    expr = _attach_ref(colexpr, subquery)
-    expr.type = StoredResult(kind, store, table.schema)
+    expr = concat_ref(colexpr, subquery)
+    expr.type = StoredResult(k.name, store, table.schema)
     return expr
