@@ -23,7 +23,7 @@ import contextvars
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,15 @@ from .table import external_table
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["bind_external", "claim_rows", "install", "installed", "sync_engine", "uninstall"]
+__all__ = [
+    "bind_external",
+    "claim_rows",
+    "current_statement",
+    "install",
+    "installed",
+    "sync_engine",
+    "uninstall",
+]
 
 log = logging.getLogger("sa_djblob")
 
@@ -63,11 +71,20 @@ class _Statement:
     payloads: dict[str, dict[uuid.UUID, Payload]] = field(default_factory=dict)
     #: the stores its values name, looked up once per statement rather than per value
     stores: dict[str, Store] = field(default_factory=dict)
+    #: the table an INSERT or UPDATE names, known before its values are bound
+    table: sa.Table | None = None
+    #: other layouts' writes (sa_djblob.dj2), run with the statement's table before it is sent
+    later: dict[str, Callable[[sa.Table | None], None]] = field(default_factory=dict)
 
 
 _current: contextvars.ContextVar[_Statement | None] = contextvars.ContextVar(
     "sa_djblob_statement", default=None
 )
+
+
+def current_statement() -> _Statement | None:
+    """The statement whose values are being bound on this thread (None: not installed)."""
+    return _current.get()
 
 
 def bind_external(kind: Kind, store_name: str, value: Any) -> bytes:
@@ -278,7 +295,9 @@ def _before_execute(
     execution_options: Mapping[str, Any],
 ) -> None:
     if not execution_options.get(INTERNAL):
-        _current.set(_Statement(conn, dict(execution_options)))
+        table = getattr(clauseelement, "table", None)
+        table = table if isinstance(table, sa.Table) else None
+        _current.set(_Statement(conn, dict(execution_options), table=table))
 
 
 _READ_ONLY = re.compile(
@@ -306,14 +325,18 @@ def _before_cursor_execute(
     conn: Connection, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool
 ) -> None:
     st = _current.get()
-    if st is None or st.conn is not conn or not st.payloads:
+    if st is None or st.conn is not conn or not (st.payloads or st.later):
         return
     if context is None or context.execution_options.get(INTERNAL):
         return
     payloads, st.payloads = st.payloads, {}
+    later, st.later = st.later, {}
     table = _written_table(context, str(statement))
     if table is not None:
-        _flush(st, table, payloads)
+        if payloads:
+            _flush(st, table, payloads)
+        for run in later.values():
+            run(table)
 
 
 def _after_execute(
