@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from .._area import resolve_schema
 from .._exceptions import NotInstalledError, SaDjblobError, StoreError
-from .._externals.write import _explain_missing_table, _require_transaction, current_statement
+from .._externals.write import _require_transaction, _table_exists, current_statement
 from .._pool import call, run_all
 from ..stores import Store, get_store
 from .claims import claim, claims_table
@@ -62,7 +62,16 @@ class Flush:
             try:
                 claim(self.conn, ct, claims, self.options)
             except sa.exc.DBAPIError as exc:
-                _explain_missing_table(self.conn, ct, self.options, exc)
+                translate = self.options.get("schema_translate_map") or {}
+                schema = translate.get(ct.schema, ct.schema)
+                if not _table_exists(self.conn, ct.name, schema):
+                    raise SaDjblobError(
+                        f"the claims table {ct.name!r} does not exist"
+                        f"{f' in schema {schema!r}' if schema else ''}: create it with"
+                        " metadata.create_all(engine) (it is on the MetaData of every table"
+                        " with a stored dj2 column; create_all leaves existing tables alone)"
+                        " or run your Alembic migrations"
+                    ) from exc
                 raise
         items = list(self.objects.values())
         serial = not any(o.store.is_remote for o in items) and (
