@@ -107,16 +107,28 @@ def claim(
 def lock_for_delete(conn: Connection, table: sa.Table, keys: Iterable[Key]) -> None:
     """The sweep's side: insert the claims of *keys* (waiting for any writer that has
     inserted one and not committed) and lock them ``FOR UPDATE`` (waiting for writers
-    that hold them ``FOR SHARE``)."""
+    that hold them ``FOR SHARE``). A claim that another sweep deleted while this one
+    waited for it is inserted and locked again: every key is held on return."""
     opts = {INTERNAL: True}
-    ordered = sorted(set(keys))
-    for chunk in chunks(ordered, _BATCH):
-        _insert_missing(conn, table, chunk, opts)
-    if not dialect_support(conn.dialect).row_locks:
-        return
-    for chunk in chunks(ordered, _BATCH):
-        q = sa.select(table.c.store).where(_where(table, chunk)).with_for_update()
-        conn.execute(q, execution_options=opts).all()
+    pending = sorted(set(keys))
+    row_locks = dialect_support(conn.dialect).row_locks
+    for _ in range(_ATTEMPTS):
+        for chunk in chunks(pending, _BATCH):
+            _insert_missing(conn, table, chunk, opts)
+        if not row_locks:
+            return
+        locked: set[Key] = set()
+        for chunk in chunks(pending, _BATCH):
+            q = sa.select(table.c.store, table.c.hash).where(_where(table, chunk))
+            rows = conn.execute(q.with_for_update(), execution_options=opts)
+            locked.update((s, h) for s, h in rows)
+        pending = [k for k in pending if k not in locked]
+        if not pending:
+            return
+    raise StoreError(
+        f"could not lock {len(pending)} claim(s) in {table.name} after {_ATTEMPTS} attempts"
+        " (other sweeps keep deleting them): run the sweep again"
+    )
 
 
 def release(conn: Connection, table: sa.Table, keys: Iterable[Key]) -> None:
