@@ -30,15 +30,27 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from ._dialects import find_support
 from ._dj2.claims import claims_table
-from ._dj2.layout import pointer
+from ._dj2.layout import HASH_PREFIX, SCHEMA_PREFIX, pointer
+from ._dj2.refs import NpyRef, ObjectRef
 from ._dj2.sweep import SweepReport, sweep
-from ._dj2.write import bind_hashed, read_hashed
+from ._dj2.write import bind_hashed, bind_object, placed_size, read_hashed, schema_path
 from ._exceptions import UnsupportedTypeError
 from ._kinds import kind
 from ._layout import is_store_name
 from ._sa_internals import SchemaEventType
 
-__all__ = ["Attach", "Blob", "Hash", "SweepReport", "sweep"]
+__all__ = [
+    "Attach",
+    "Blob",
+    "Filepath",
+    "Hash",
+    "Npy",
+    "NpyRef",
+    "Object",
+    "ObjectRef",
+    "SweepReport",
+    "sweep",
+]
 
 
 def _json_type(dialect: Dialect) -> TypeEngine[Any]:
@@ -187,3 +199,153 @@ class Hash(Dj2Type):
 
     def decode(self, data: bytes) -> Any:
         return data
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+class _Referenced(Dj2Type):
+    """A codec whose reads return a reference (no I/O until it is used)."""
+
+    inrow = False
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        assert self.store is not None
+        return self.pointer(value, self.store)
+
+    def pointer(self, value: Any, store: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return self.reference(pointer(value, f"<{self.codec}>"))
+
+    def reference(self, ptr: Any) -> Any:
+        return ObjectRef(ptr, self.store)
+
+
+class Npy(_Referenced):
+    """``<npy@store>``: a numpy array kept as a ``.npy`` file at a fresh schema-addressed
+    path (``_schema/<schema>/<table>/npy_<token>.npy``). Reads give a :class:`NpyRef`:
+    shape and dtype without I/O; indexing reads only the rows it selects."""
+
+    codec = "npy"
+    cache_ok = True
+
+    @property
+    def python_type(self) -> type[Any]:
+        return NpyRef
+
+    def pointer(self, value: Any, store: str) -> dict[str, Any]:
+        import io
+
+        import numpy as np
+
+        if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+            what = f"{value.dtype} array" if isinstance(value, np.ndarray) else type(value).__name__
+            raise UnsupportedTypeError(
+                f"dj2.Npy values are numpy arrays without Python objects, got a {what}"
+            )
+        buffer = io.BytesIO()
+        np.save(buffer, value, allow_pickle=False)
+        rel = schema_path(self.codec, ".npy")
+        bind_object(self.codec, store, rel, buffer.getvalue())
+        return {"path": rel, "store": store, "dtype": str(value.dtype), "shape": list(value.shape)}
+
+    def reference(self, ptr: Any) -> Any:
+        return NpyRef(ptr, self.store)
+
+
+class Object(_Referenced):
+    """``<object@store>``: a file (a path), or bytes, or ``(extension, bytes or binary
+    file)``, kept at a fresh schema-addressed path. Reads give an :class:`ObjectRef`
+    (``read()``, ``open()``, ``download(folder)``, ``fsmap()``). Folders are not written
+    (DataJoint's folder objects are read: ``fsmap()``)."""
+
+    codec = "object"
+    cache_ok = True
+
+    @property
+    def python_type(self) -> type[Any]:
+        return ObjectRef
+
+    def pointer(self, value: Any, store: str) -> dict[str, Any]:
+        import os
+        from pathlib import Path
+
+        ext: str | None = None
+        if isinstance(value, bytes | bytearray | memoryview):
+            data = bytes(value)
+        elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+            ext, content = value
+            data = content.read() if hasattr(content, "read") else bytes(content)
+            ext = ext if not ext or ext.startswith(".") else "." + ext
+        elif isinstance(value, str | os.PathLike):
+            path = Path(os.fspath(value))
+            if path.is_dir():
+                raise UnsupportedTypeError(
+                    f"dj2.Object writes files, and {path} is a folder: write its files, or"
+                    " write the folder with DataJoint (sa_djblob reads it: fsmap())"
+                )
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                from ._kinds import unreadable_file
+
+                raise unreadable_file(exc, path, "object") from None
+            ext = path.suffix or None
+        else:
+            raise UnsupportedTypeError(
+                f"dj2.Object values are bytes, a file path or (extension, bytes), got"
+                f" {type(value).__name__}"
+            )
+        rel = schema_path(self.codec, ext)
+        bind_object(self.codec, store, rel, data)
+        return {
+            "path": rel,
+            "store": store,
+            "size": len(data),
+            "ext": ext,
+            "is_dir": False,
+            "item_count": None,
+            "timestamp": _now(),
+        }
+
+
+class Filepath(_Referenced):
+    """``<filepath@store>``: a file already in the store, named by its path relative to
+    the store's root (outside ``_hash/`` and ``_schema/``). Binding checks that it is
+    there and records its size; reads give an :class:`ObjectRef`. Nothing is uploaded,
+    and sweeps never touch these files."""
+
+    codec = "filepath"
+    cache_ok = True
+
+    @property
+    def python_type(self) -> type[Any]:
+        return ObjectRef
+
+    def pointer(self, value: Any, store: str) -> dict[str, Any]:
+        import os
+        from pathlib import PurePosixPath
+
+        if not isinstance(value, str | os.PathLike):
+            raise UnsupportedTypeError(
+                f"dj2.Filepath values are paths relative to the store, got {type(value).__name__}"
+            )
+        rel = PurePosixPath(os.fspath(value)).as_posix().lstrip("/")
+        top = rel.split("/", 1)[0]
+        if top in (HASH_PREFIX, SCHEMA_PREFIX):
+            raise UnsupportedTypeError(
+                f"filepath {rel!r} is in the store's {top}/ section, which DataJoint manages:"
+                " place the file elsewhere in the store"
+            )
+        size = placed_size(store, rel)
+        return {"path": rel, "store": store, "size": size, "is_dir": False, "timestamp": _now()}

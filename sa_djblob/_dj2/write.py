@@ -188,3 +188,32 @@ def read_hashed(ptr: Mapping[str, Any], store_name: str | None) -> bytes:
     if cache is not None and ckey is not None:
         cache.put(ckey, data)
     return data
+
+
+_TOKEN = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def schema_path(codec: str, ext: str | None) -> str:
+    """A fresh schema-addressed path for the current statement's table:
+    ``_schema/<schema>/<table>/<codec>_<random token>[<ext>]``."""
+    import secrets
+
+    from .layout import SCHEMA_PREFIX
+
+    schema, table = statement_schema()
+    token = "".join(secrets.choice(_TOKEN) for _ in range(8))
+    return f"{SCHEMA_PREFIX}/{schema}/{table or '_'}/{codec}_{token}{ext or ''}"
+
+
+def placed_size(store_name: str, rel: str) -> int:
+    """The size of the file a ``<filepath@>`` value names, which must be in the store."""
+    from .._exceptions import MissingPayloadError
+
+    store = get_store(store_name)
+    size = call(store.size, object_key(store, rel))
+    if size is None:
+        raise MissingPayloadError(
+            f"filepath {rel!r} is not in store {store_name!r}: put the file into the store"
+            " first (a <filepath@> value names a file already there)"
+        )
+    return int(size)

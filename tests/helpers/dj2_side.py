@@ -141,7 +141,72 @@ def read(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"heading": heading, "read": before, "gc": gc_report(schema)}
 
 
-COMMANDS = {"write": write, "read": read}
+REFS_DEFINITION = """
+item_id : int32
+---
+n = null : <npy@local>        # a .npy file, read lazily
+o = null : <object@local>     # a file
+f = null : <filepath@local>   # a file already in the store
+"""
+
+
+def refs_rows(cfg: dict[str, Any], side: str) -> list[dict[str, Any]]:
+    """Rows of the refs table: arrays, files, and files placed in the store by *side*."""
+    io = Path(cfg["io"])
+    values = blob_values()
+    files = write_attachments(io / f"{side}-ref-inputs")
+    out = []
+    for i, name in enumerate(["matrix", "image", "ints", "fortran"]):
+        placed = Path(cfg["store"]) / "raw" / side / f"file{i}.bin"
+        placed.parent.mkdir(parents=True, exist_ok=True)
+        placed.write_bytes(f"{side} placed {i}".encode())
+        fname = sorted(files)[i % len(files)]
+        out.append(
+            dict(item_id=i, n=values[name], o=str(files[fname]), f=f"raw/{side}/file{i}.bin")
+        )
+    return out
+
+
+def describe_refs(table: Any) -> dict[str, Any]:
+    import numpy as np
+
+    out = {}
+    for row in table.to_dicts(order_by="item_id"):
+        ref = row["n"]
+        out[str(row["item_id"])] = {
+            "n": describe(np.asarray(ref)),
+            "n_meta": [list(ref.shape), str(ref.dtype)],
+            "o": row["o"].read().hex(),
+            "f": row["f"].read().hex(),
+        }
+    return out
+
+
+def gc_full(schema: dj.Schema) -> dict[str, Any]:
+    report = dj.gc.GarbageCollector(schema, store="local").collect(dry_run=True)
+    return {k: v for k, v in report.items() if k.endswith(("_orphaned", "_referenced", "_stored"))}
+
+
+def refs_write(cfg: dict[str, Any]) -> dict[str, Any]:
+    schema = connect(cfg)
+
+    @schema
+    class DjRefs(dj.Manual):  # table `dj_refs`
+        definition = REFS_DEFINITION
+
+    DjRefs.insert(refs_rows(cfg, "dj"))
+    return {"read": describe_refs(DjRefs()), "gc": gc_full(schema)}
+
+
+def refs_read(cfg: dict[str, Any]) -> dict[str, Any]:
+    schema = connect(cfg)
+    table = dj.FreeTable(schema.connection, f"{cfg['schema']}.{cfg['table']}")
+    before = describe_refs(table)
+    table.insert1(refs_rows(cfg, "dj")[0] | {"item_id": 100})
+    return {"read": before, "gc": gc_full(schema)}
+
+
+COMMANDS = {"write": write, "read": read, "refs-write": refs_write, "refs-read": refs_read}
 
 if __name__ == "__main__":
     command, cfg_file = sys.argv[1], Path(sys.argv[2])
