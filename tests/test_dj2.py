@@ -175,3 +175,31 @@ def test_orm_flush_and_schema_qualified_table(
     with Session(engine) as s:
         got = s.get(Rec, 1)
         assert got is not None and list(np.ravel(got.b)) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("typ", "source"),
+    [
+        (dj2.Blob(), "sa_djblob.dj2.Blob()"),
+        (dj2.Attach(store="main"), "sa_djblob.dj2.Attach(store='main')"),
+        (dj2.Hash(store="main"), "sa_djblob.dj2.Hash(store='main')"),
+        (dj2.Npy(store="main"), "sa_djblob.dj2.Npy(store='main')"),
+        (dj2.Object(store="main"), "sa_djblob.dj2.Object(store='main')"),
+        (dj2.Filepath(store="main"), "sa_djblob.dj2.Filepath(store='main')"),
+    ],
+)
+def test_alembic_renders_dj2_columns_as_importable_source(typ: Any, source: str) -> None:
+    import sa_djblob
+    from sa_djblob import alembic_helpers
+
+    class Ctx:
+        imports: set[str] = set()  # noqa: RUF012
+        opts: dict[str, Any] = {}  # noqa: RUF012
+        metadata: Any = None
+
+    ctx: Any = Ctx()
+    ctx.imports = set()
+    assert alembic_helpers.render_item("type", typ, ctx) == source
+    assert ctx.imports == {"import sa_djblob.dj2"}
+    rebuilt = eval(source, {"sa_djblob": sa_djblob})
+    assert type(rebuilt) is type(typ) and rebuilt.store == typ.store
