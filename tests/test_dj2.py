@@ -203,3 +203,44 @@ def test_alembic_renders_dj2_columns_as_importable_source(typ: Any, source: str)
     assert ctx.imports == {"import sa_djblob.dj2"}
     rebuilt = eval(source, {"sa_djblob": sa_djblob})
     assert type(rebuilt) is type(typ) and rebuilt.store == typ.store
+
+
+ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "mysql": "mysql+asyncmy",
+    "postgresql": "postgresql+psycopg_async",
+}
+
+
+def test_async_engine_writes_and_reads_dj2_values(database: Database, store: Path) -> None:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    arr = np.arange(30, dtype=np.int16).reshape(10, 3)
+
+    async def scenario() -> None:
+        engine = create_async_engine(database.url.set(drivername=ASYNC_DRIVERS[database.backend]))
+        djb.install(engine)
+        md = sa.MetaData()
+        t = sa.Table(
+            "arec",
+            md,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("b", dj2.Blob(store="main")),
+            sa.Column("n", dj2.Npy(store="main")),
+        )
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(md.create_all)
+                await conn.execute(sa.insert(t), [{"id": 1, "b": {"k": arr}, "n": arr}])
+            async with engine.connect() as conn:
+                b, n = (await conn.execute(sa.select(t.c.b, t.c.n))).one()
+            np.testing.assert_array_equal(b["k"], arr)
+            assert n.shape == (10, 3)
+            np.testing.assert_array_equal(n[2:4], arr[2:4])
+        finally:
+            djb.uninstall(engine)
+            await engine.dispose()
+
+    asyncio.run(scenario())

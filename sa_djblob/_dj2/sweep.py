@@ -159,7 +159,12 @@ def sweep(
     DataJoint's own collector); sweep when no DataJoint writer runs, or keep *grace*
     longer than any DataJoint transaction for new objects.
     """
-    sync: Engine = getattr(engine, "sync_engine", engine)
+    if not isinstance(engine, Engine):
+        raise TypeError(
+            f"dj2.sweep takes an Engine, got {type(engine).__name__}: for an AsyncEngine,"
+            " create an Engine with the synchronous driver for the sweep"
+        )
+    sync = engine
     st = get_store(store)
     if schemas is None:
         with sync.connect() as conn:
