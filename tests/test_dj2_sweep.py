@@ -198,6 +198,19 @@ def test_sweep_deletes_nothing_when_a_listing_fails(
     assert objects(schema) == before  # the unreferenced objects of the first schema too
 
 
+def test_sweep_refuses_a_schema_the_database_does_not_have(
+    engine: sa.Engine, database: Database, file_store: dict[str, Any]
+) -> None:
+    djb.install(engine)
+    make_table(engine)
+    store = djb.get_store("shared")
+    store.put(root() / "_hash" / "no_such_schema" / B32, b"x")
+    backdate(f"_hash/no_such_schema/{B32}", 2 * HOUR)
+    with pytest.raises(djb.SaDjblobError, match="do not exist in this database"):
+        dj2.sweep(engine, "shared", [database.default_schema, "no_such_schema"])
+    assert store.exists(root() / "_hash" / "no_such_schema" / B32)
+
+
 def test_a_value_written_after_its_object_was_swept_is_uploaded_again(
     engine: sa.Engine, database: Database, file_store: dict[str, Any]
 ) -> None:

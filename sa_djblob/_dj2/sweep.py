@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
-from .._exceptions import StoreError
+from .._exceptions import SaDjblobError, StoreError
 from .._layout import store_root
 from .._pool import call
 from .._util import chunks
@@ -176,6 +176,14 @@ def sweep(
     listed: dict[str, list[tuple[str, dt.datetime]]] = {s: _list(st, s) for s in names}
     report.listed = sum(len(v) for v in listed.values())
     with _connect(sync) as conn:
+        known = set(sa.inspect(conn).get_schema_names())
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise SaDjblobError(
+                f"schema(s) {', '.join(map(repr, missing))} do not exist in this database:"
+                " with no rows to scan, every object of their areas would look unused;"
+                " check the names (nothing was deleted)"
+            )
         refs = references(conn, names)
         conn.rollback()
     candidates: dict[str, list[str]] = {}
