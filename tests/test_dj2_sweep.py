@@ -285,7 +285,7 @@ def test_sweeps_racing_writers_never_delete_a_committed_rows_object(
     djb.install(engine)
     t = make_table(engine)
     schema = database.default_schema
-    values = [value(i, size=200) for i in range(4)]
+    values = [value(i, size=200) for i in range(8)]
     ids = itertools.count(1)
     lock = threading.Lock()
     stop = threading.Event()

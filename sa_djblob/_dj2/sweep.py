@@ -16,7 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import random
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -41,7 +43,7 @@ __all__ = ["SweepReport", "references", "sweep"]
 log = logging.getLogger("sa_djblob")
 
 _CODEC_COMMENT = re.compile(r":<[^>]*>:")
-_ATTEMPTS = 5
+_ATTEMPTS = 20
 
 #: test hook: called after a batch's objects are deleted, before its commit
 _after_delete: Callable[[list[str]], None] | None = None
@@ -231,7 +233,9 @@ def _delete_batch(
             break
         except sa.exc.DBAPIError as exc:
             if attempt + 1 < _ATTEMPTS and dialect.is_retryable(exc):
+                # a deadlock with a writer or another sweep: back off, then again
                 log.info("sweep of %s: retrying a batch after %s", store.name, exc.orig)
+                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
                 continue
             raise
     report.deleted.extend(gone)
