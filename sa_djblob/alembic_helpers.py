@@ -107,6 +107,12 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
     if isinstance(obj, HashType):
         autogen_context.imports.add(_IMPORT)
         return "sa_djblob.types.HashType()"
+    from .dj2 import Dj2Type  # DataJoint 2.x's layout
+
+    if isinstance(obj, Dj2Type):
+        autogen_context.imports.add("import sa_djblob.dj2")
+        store = "" if obj.store is None else f"store={obj.store!r}"
+        return f"sa_djblob.dj2.{type(obj).__name__}({store})"
     return False
 
 

@@ -24,7 +24,7 @@ import logging
 import re
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,15 @@ from .table import external_table
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["bind_external", "claim_rows", "install", "installed", "sync_engine", "uninstall"]
+__all__ = [
+    "bind_external",
+    "claim_rows",
+    "current_statement",
+    "install",
+    "installed",
+    "sync_engine",
+    "uninstall",
+]
 
 log = logging.getLogger("sa_djblob")
 
@@ -66,6 +74,10 @@ class _Statement:
     payloads: dict[str, dict[uuid.UUID, Payload]] = field(default_factory=dict)
     #: the stores its values name, looked up once per statement rather than per value
     stores: dict[str, Store] = field(default_factory=dict)
+    #: the table an INSERT or UPDATE names, known before its values are bound
+    table: sa.Table | None = None
+    #: other layouts' writes (sa_djblob.dj2), run with the statement's table before it is sent
+    later: dict[str, Callable[[sa.Table | None], None]] = field(default_factory=dict)
 
 
 _current: contextvars.ContextVar[_Statement | None] = contextvars.ContextVar(
@@ -95,6 +107,13 @@ def _statement(dialect: Dialect) -> _Statement | None:
     if st is None or st.dialect is not dialect or not _installed.get(dialect):
         return None
     return st if st.ref() is not None else None
+
+
+def current_statement(dialect: Dialect) -> _Statement | None:
+    """The statement whose values are being bound through *dialect* (None: none, or the
+    write path is not installed there); other layouts' types (sa_djblob.dj2) add their
+    writes to its ``later``."""
+    return _statement(dialect)
 
 
 def bind_external(kind: Kind, store_name: str, value: Any, dialect: Dialect) -> bytes:
@@ -422,7 +441,11 @@ def _before_execute(
     execution_options: Mapping[str, Any],
 ) -> None:
     if not execution_options.get(INTERNAL):
-        _current.set(_Statement(weakref.ref(conn), conn.dialect, dict(execution_options)))
+        table = getattr(clauseelement, "table", None)
+        table = table if isinstance(table, sa.Table) else None
+        _current.set(
+            _Statement(weakref.ref(conn), conn.dialect, dict(execution_options), table=table)
+        )
 
 
 _READ_ONLY = re.compile(
@@ -450,14 +473,18 @@ def _before_cursor_execute(
     conn: Connection, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool
 ) -> None:
     st = _current.get()
-    if st is None or st.ref() is not conn or not st.payloads:
+    if st is None or st.ref() is not conn or not (st.payloads or st.later):
         return
     if context is None or context.execution_options.get(INTERNAL):
         return
     payloads, st.payloads = st.payloads, {}
+    later, st.later = st.later, {}
     table = _written_table(context, str(statement))
     if table is not None:
-        _flush(st, conn, table, payloads)
+        if payloads:
+            _flush(st, conn, table, payloads)
+        for run in later.values():
+            run(table)
 
 
 def _after_execute(

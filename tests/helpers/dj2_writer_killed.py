@@ -1,0 +1,40 @@
+"""Insert one dj2 row and stop between the upload and the commit (the test SIGKILLs us).
+
+python dj2_writer_killed.py URL STORE_SPEC_JSON TABLE ID SEED
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import sqlalchemy as sa
+
+import sa_djblob as djb
+from sa_djblob import dj2
+
+sys.path.insert(0, __file__.rsplit("/", 2)[0])
+from helpers.common import value
+
+
+def main() -> None:
+    url, spec, name, row_id, seed = sys.argv[1:6]
+    djb.config["stores"] = {"shared": json.loads(spec)}
+    engine = sa.create_engine(url)
+    djb.install(engine)
+    table = sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("b", dj2.Blob(store="shared")),
+    )
+    conn = engine.connect()
+    conn.begin()
+    conn.execute(sa.insert(table), {"id": int(row_id), "b": value(int(seed))})
+    print("UPLOADED", flush=True)  # the object is in the store, the row is not committed
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    main()
