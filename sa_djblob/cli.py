@@ -537,6 +537,11 @@ def verify(
 @click.option("--dry-run", is_flag=True, help="report what would change, change nothing")
 @click.option("--revert", is_flag=True, help="undo a conversion (while its 0.14 columns are kept)")
 @click.option(
+    "--finalize",
+    is_flag=True,
+    help="drop the kept 0.14 columns (no revert after it; a sweep then frees the old objects)",
+)
+@click.option(
     "--hash-prefix",
     default="_hash",
     show_default=True,
@@ -545,22 +550,32 @@ def verify(
 @click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
 @click.pass_context
 def dj2_convert(
-    ctx: click.Context, as_json: bool, dry_run: bool, revert: bool, hash_prefix: str, yes: bool
+    ctx: click.Context,
+    as_json: bool,
+    dry_run: bool,
+    revert: bool,
+    finalize: bool,
+    hash_prefix: str,
+    yes: bool,
 ) -> None:
     """Convert the schema's DataJoint 0.14 columns to DataJoint 2.x's layout (or --revert).
 
     Stored blobs and attachments are copied, verified, to <location>/<hash-prefix>/<schema>/
     and their columns become 2.x pointers; the 0.14 columns and objects are kept, so
-    --revert undoes it. Resumable: run it again after an interruption. Stop the schema's
-    writers first.
+    --revert undoes it, until --finalize drops them. Resumable: run it again after an
+    interruption. Stop the schema's writers first.
     """
     from . import dj2convert as conv
 
     state = _state(ctx, as_json)
+    if revert and finalize:
+        _fail("--revert and --finalize undo each other: give one")
 
     def go(dry: bool) -> conv.ConvertReport:
         if revert:
             return conv.revert(state.engine(), state.schema, dry_run=dry)
+        if finalize:
+            return conv.finalize(state.engine(), state.schema, dry_run=dry)
         return conv.convert(
             state.engine(),
             state.schema,
@@ -582,7 +597,7 @@ def dj2_convert(
         if not dry_run and not yes:
             preview = go(True)
             _table_err(headers, rows(preview))
-            what = "revert these columns?" if revert else "convert these columns?"
+            what = f"{'revert' if revert else 'finalize' if finalize else 'convert'} these columns?"
             try:
                 confirmed = click.confirm(what, default=False, err=True)
             except click.Abort:
@@ -596,7 +611,7 @@ def dj2_convert(
         if dry_run:
             click.echo("dry run: nothing changed")
         _table(headers, rows(report))
-        if not revert and not dry_run:
+        if not (revert or finalize or dry_run):
             click.echo(
                 f"{report.objects_copied} objects copied ({_size(report.bytes_copied)}),"
                 f" {report.objects_present} already in place, {report.rows_updated} rows"

@@ -4,6 +4,7 @@
     report = dj2convert.convert(engine, "lab", dry_run=True)   # what would change
     report = dj2convert.convert(engine, "lab")                 # convert (resumable)
     report = dj2convert.revert(engine, "lab")                  # back to 0.14
+    report = dj2convert.finalize(engine, "lab")   # drop the kept 0.14 columns (no way back)
 
 What :func:`convert` does, per table of the schema (hidden ``~`` tables aside):
 
@@ -30,7 +31,9 @@ kill at any point finishes, and a run on a converted schema changes nothing. It 
 reversible: the 0.14 column is kept, renamed ``_<column>__dj014`` (hidden from DataJoint
 2.x by its leading ``_``, nullable so that new rows need no value), with its foreign key,
 so its externals entries stay referenced and no 0.14 sweep deletes the old objects;
-:func:`revert` swaps it back. Stop writers of the schema while converting.
+:func:`revert` swaps it back. :func:`finalize` drops the kept columns, after which a 0.14
+sweep (``sa-djblob sweep``) frees the old objects. Stop writers of the schema while
+converting.
 
 Filepath columns are not converted (reported as skipped). SQLite is refused: DataJoint
 2.x does not run on it and it keeps no column comments to find the columns by.
@@ -63,7 +66,7 @@ from ._exceptions import (
 from ._layout import HASH_CHUNK, attachment_prefix, new_hasher, store_root
 from .stores import Store, get_store
 
-__all__ = ["ColumnReport", "ConvertReport", "convert", "dj2_hash", "revert"]
+__all__ = ["ColumnReport", "ConvertReport", "convert", "dj2_hash", "finalize", "revert"]
 
 HASH_PREFIX = "_hash"
 _OLD = "_{}__dj014"
@@ -265,7 +268,14 @@ class _Db:
         return out
 
     def drop(self, table: str, column: str) -> list[str]:
-        return [f"ALTER TABLE {self.table_sql(table)} DROP COLUMN {self.q(column)}"]
+        """Drop *column* (on MySQL with its foreign keys, which would hold it)."""
+        drops = [f"DROP COLUMN {self.q(column)}"]
+        if self.mysql:
+            with self.engine.connect() as conn:
+                fks = sa.inspect(conn).get_foreign_keys(table, schema=self.schema)
+            names = [fk["name"] for fk in fks if column in fk["constrained_columns"]]
+            drops[:0] = [f"DROP FOREIGN KEY {self.q(n)}" for n in names if n]
+        return [f"ALTER TABLE {self.table_sql(table)} " + ", ".join(drops)]
 
 
 # -- the store side ---------------------------------------------------------------------
@@ -604,26 +614,36 @@ def revert(engine: Engine, schema: str | None = None, *, dry_run: bool = False) 
     """Undo :func:`convert` on *schema*: the kept 0.14 columns take their names back, the
     pointer columns are dropped, the in-row labels are removed.
 
-    A column with rows written after the conversion (no 0.14 value) is not reverted
-    (reported in ``errors``). The objects the conversion placed under ``_hash/`` stay.
+    All or nothing: if a stored 2.x column has rows written after the conversion (no 0.14
+    value) or no kept 0.14 column (finalized, or declared by DataJoint 2.x), nothing is
+    changed and ``errors`` says why. The objects the conversion placed under ``_hash/``
+    stay (no 0.14 reader looks there).
     """
     db = _Db(engine, schema)
     report = ConvertReport(db.schema, dry_run)
+    steps: list[tuple[ColumnReport, str, list[str]]] = []
     for table in db.tables():
         cols = db.columns(table)
         for col in list(cols.values()):
-            if col.name.startswith("_") and col.name.endswith("__dj2"):
+            if _is_staged(col.name):
                 base = col.name[1 : -len("__dj2")]
                 if base in cols and _V014.match(cols[base].comment):  # a conversion cut short
-                    report.columns.append(ColumnReport(table, base, "staged", "dropped"))
-                    if not dry_run:
-                        db.run(db.drop(table, col.name))
+                    entry = ColumnReport(table, base, "staged", "dropped")
+                    report.columns.append(entry)
+                    steps.append((entry, "would drop", db.drop(table, col.name)))
                 continue
             m = _V2.match(col.comment)
             old = cols.get(_OLD.format(col.name))
-            if m and old is not None:
+            if m:
                 entry = ColumnReport(table, col.name, f"{m.group(1)}@{m.group(2)}", "reverted")
                 report.columns.append(entry)
+                if old is None:
+                    entry.action = "failed"
+                    report.errors.append(
+                        f"{table}.{col.name}: no 0.14 column is kept (finalized, or declared"
+                        " by DataJoint 2.x): it cannot be reverted"
+                    )
+                    continue
                 t = db.ref(table, col.name, old.name)
                 with db.engine.connect() as conn:
                     newer = _count(conn, t, t.c[old.name].is_(None), t.c[col.name].is_not(None))
@@ -635,21 +655,43 @@ def revert(engine: Engine, schema: str | None = None, *, dry_run: bool = False) 
                         " and have no 0.14 value: delete or rewrite them, then revert again"
                     )
                     continue
-                if dry_run:
-                    entry.action = "would revert"
-                else:
-                    db.run(db.swap_back(table, col, old))
+                steps.append((entry, "would revert", db.swap_back(table, col, old)))
                 continue
             for label, back, kind in (
                 (":<blob>:", "", "blob"),
                 (":<attach>:", ":attach:", "attach"),
             ):
                 if col.comment.startswith(label):
-                    report.columns.append(
-                        ColumnReport(
-                            table, col.name, kind, "would unlabel" if dry_run else "unlabelled"
-                        )
-                    )
-                    if not dry_run:
-                        db.run(db.set_comment(table, col, back + col.comment[len(label) :]))
+                    entry = ColumnReport(table, col.name, kind, "unlabelled")
+                    report.columns.append(entry)
+                    comment = back + col.comment[len(label) :]
+                    steps.append((entry, "would unlabel", db.set_comment(table, col, comment)))
+    if report.errors or dry_run:
+        for entry, would, _ in steps:
+            entry.action = would if dry_run and not report.errors else "not reverted"
+        return report
+    for _, _, statements in steps:
+        db.run(statements)
+    return report
+
+
+def finalize(engine: Engine, schema: str | None = None, *, dry_run: bool = False) -> ConvertReport:
+    """Drop the 0.14 columns that :func:`convert` kept: the conversion can no longer be
+    reverted, and the next 0.14 sweep (``sa-djblob sweep``) deletes the old objects and
+    externals entries, which nothing references any more. The 2.x objects stay."""
+    db = _Db(engine, schema)
+    report = ConvertReport(db.schema, dry_run)
+    for table in db.tables():
+        cols = db.columns(table)
+        for col in list(cols.values()):
+            m = _V2.match(col.comment)
+            old = cols.get(_OLD.format(col.name))
+            if not m or old is None:
+                continue
+            action = "would drop the 0.14 column" if dry_run else "dropped the 0.14 column"
+            report.columns.append(
+                ColumnReport(table, col.name, f"{m.group(1)}@{m.group(2)}", action)
+            )
+            if not dry_run:
+                db.run(db.drop(table, old.name))
     return report

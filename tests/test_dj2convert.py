@@ -8,6 +8,7 @@ pointer's ``path``, check the MD5, unpack the blob or split the attachment);
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import os
@@ -315,7 +316,8 @@ def test_revert_refuses_a_column_with_rows_written_after_the_conversion(
     report = dj2convert.revert(engine, schema)
     assert not report.ok
     assert "1 rows were written after the conversion" in report.errors[0]
-    assert comments(engine, schema)["b1"] == ":<blob@local>:"  # left converted
+    got = comments(engine, schema)  # all or nothing
+    assert got["b1"] == ":<blob@local>:" and got["a0"] == ":<attach>:"
 
 
 @SERVERS
@@ -362,3 +364,65 @@ def test_cli_dj2_convert_dry_run_convert_and_revert(lab: dict[str, Any], tmp_pat
     back = run("dj2-convert", "--revert", "--yes")
     assert back.exit_code == 0, back.output
     assert comments(lab["engine"], lab["schema"])["b1"] == ":blob@local:"
+
+
+@SERVERS
+def test_a_014_sweep_after_the_conversion_keeps_the_old_objects(lab: dict[str, Any]) -> None:
+    engine, schema = lab["engine"], lab["schema"]
+    before = old_objects(lab["store"])
+    assert dj2convert.convert(engine, schema).ok
+    swept = djb.externals(engine)["local"].sweep(grace=datetime.timedelta(0))
+    assert swept.ok and swept.rows_deleted == swept.payloads_deleted == 0
+    assert old_objects(lab["store"]) == before
+    assert repr(read_dj2(lab)) == repr(expected(lab))
+    assert dj2convert.revert(engine, schema).ok
+
+
+@SERVERS
+def test_after_finalize_a_sweep_frees_the_old_objects_and_the_2x_values_stay(
+    lab: dict[str, Any],
+) -> None:
+    engine, schema = lab["engine"], lab["schema"]
+    assert dj2convert.convert(engine, schema).ok
+    dry = dj2convert.finalize(engine, schema, dry_run=True)
+    assert {c.column for c in dry.columns} == {"b1", "a1"}
+    assert "_b1__dj014" in comments(engine, schema)
+    done = dj2convert.finalize(engine, schema)
+    assert done.ok and {c.action for c in done.columns} == {"dropped the 0.14 column"}
+    assert not any(c.endswith("__dj014") for c in comments(engine, schema))
+    swept = djb.externals(engine)["local"].sweep(grace=datetime.timedelta(0))
+    assert swept.ok and swept.payloads_deleted == 6
+    assert old_objects(lab["store"]) == {}
+    assert repr(read_dj2(lab)) == repr(expected(lab))
+    again = dj2convert.revert(engine, schema)
+    assert not again.ok and "cannot be reverted" in again.errors[0]
+    got = comments(engine, schema)  # all or nothing: the in-row labels stay too
+    assert got["b1"] == ":<blob@local>:" and got["b0"] == ":<blob>:"
+
+
+@SERVERS
+def test_revert_of_a_conversion_cut_short_drops_its_staged_column(
+    lab: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, schema = lab["engine"], lab["schema"]
+    before = read_014(lab)
+    real_copy = dj2convert._copy
+    calls = {"n": 0}
+
+    def copy(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Killed
+        return real_copy(*args)
+
+    monkeypatch.setattr(dj2convert, "_copy", copy)
+    with pytest.raises(Killed):
+        dj2convert.convert(engine, schema)
+    monkeypatch.undo()
+    assert "_b1__dj2" in comments(engine, schema)
+    report = dj2convert.revert(engine, schema)
+    assert report.ok and ("item", "b1", "dropped") in [
+        (c.table, c.column, c.action) for c in report.columns
+    ]
+    assert not any(c.startswith("_") for c in comments(engine, schema))
+    assert repr(read_014(lab)) == repr(before)
