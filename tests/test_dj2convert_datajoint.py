@@ -191,6 +191,7 @@ def test_a_schema_datajoint_014_wrote_reads_identically_in_datajoint_2_after_con
         "a0": file_of("notes.txt"),
         "a1": file_of("trace.bin"),
     }
+    assert got["left_after_delete"] == 0
     gc = got["gc"]
     assert gc["hash_paths_orphaned"] == 0
     assert gc["hash_paths_referenced"] == gc["hash_paths_stored"] > 0

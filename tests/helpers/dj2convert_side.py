@@ -81,6 +81,7 @@ def _describe(value: Any, attachment: bool) -> Any:
 
 def read2(cfg: dict[str, Any]) -> dict[str, Any]:
     conn = _connect(cfg, v2=True)
+    schema = dj.Schema(cfg["schema"], create_schema=False)  # activated: delete needs it
     out: dict[str, Any] = {"tables": {}}
     for name in cfg["tables"]:
         table = dj.FreeTable(conn, f"{cfg['schema']}.{name}")
@@ -111,7 +112,8 @@ def read2(cfg: dict[str, Any]) -> dict[str, Any]:
         out["inserted"] = {
             k: _describe(v, codecs[k] == "attach") if codecs[k] else v for k, v in got.items()
         }
-    schema = dj.Schema(cfg["schema"], create_schema=False)
+        (table & key).delete()  # DataJoint 2.x deletes from the converted table too
+        out["left_after_delete"] = len(table & key)
     report = dj.gc.GarbageCollector(schema, store="local").collect(dry_run=True)
     keys = ("hash_paths_referenced", "hash_paths_stored", "hash_paths_orphaned")
     out["gc"] = {k: report[k] for k in keys}
