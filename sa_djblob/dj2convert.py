@@ -186,12 +186,11 @@ class _Db:
             for c in found
         }
 
-    def ref(self, table: str, *names: str) -> sa.TableClause:
+    def ref(self, table: str, *names: str, json: str | None = None) -> sa.TableClause:
+        """*table* with columns *names*: pointers (``json`` or staged) or 0.14 keys."""
         json_type: Any = postgresql.JSONB() if not self.mysql else sa.JSON()
         cols = [
-            sa.column(
-                n, json_type if n.startswith("_") and n.endswith("__dj2") else sa.LargeBinary()
-            )
+            sa.column(n, json_type if n == json or _is_staged(n) else sa.LargeBinary())
             for n in names
         ]
         return sa.table(table, *cols, schema=self.schema)
@@ -417,15 +416,17 @@ def _externals_ref(db: _Db, store: str) -> sa.TableClause:
     )
 
 
-def _payloads(conn: Connection, db: _Db, table: str, col: str, store: str) -> list[_Payload]:
-    """The payloads of the rows whose staged pointer is still missing."""
-    t = db.ref(table, col, _STAGED.format(col))
+def _payloads(
+    conn: Connection, db: _Db, table: str, col: str, pointer: str, store: str
+) -> list[_Payload]:
+    """The payloads of the rows with a 0.14 key in *col* and no pointer in *pointer*."""
+    t = db.ref(table, col, pointer, json=pointer)
     ext = _externals_ref(db, store)
     query = (
         sa.select(t.c[col], ext.c.size, ext.c.attachment_name)
         .distinct()
         .select_from(t.outerjoin(ext, ext.c.hash == t.c[col]))
-        .where(t.c[col].is_not(None), t.c[_STAGED.format(col)].is_(None))
+        .where(t.c[col].is_not(None), t.c[pointer].is_(None))
     )
     out = []
     for raw, size, name in conn.execute(query):
@@ -460,12 +461,11 @@ def _convert_external(
     new_comment = f":<{kind}@{store_name}>:{rest}"
     staged = _STAGED.format(col.name)
     try:
-        store = get_store(store_name)
+        get_store(store_name)
     except StoreNotConfiguredError as exc:
         entry.action = "failed"
         report.errors.append(f"{table}.{col.name}: {exc}")
         return
-    area = Area(store, db.schema)
     if report.dry_run:
         entry.action = "would convert"
         with db.engine.connect() as conn:
@@ -486,26 +486,66 @@ def _convert_external(
         return
     if staged not in cols:
         db.run(db.add_staged(table, col, new_comment))
+    if not _fill(db, table, col.name, staged, store_name, entry, report, hash_prefix, progress):
+        return
     t = db.ref(table, col.name, staged)
+    with db.engine.connect() as conn:
+        left = _count(conn, t, t.c[col.name].is_not(None), t.c[staged].is_(None))
+    if left:
+        entry.action = "failed"
+        report.errors.append(
+            f"{table}.{col.name}: {left} rows were written while converting; stop the"
+            " schema's writers and run the conversion again"
+        )
+        return
+    db.run(db.swap_in(table, col, new_comment))
+    # a row written between the last check and the swap has its key in the kept column
+    _fill(
+        db, table, _OLD.format(col.name), col.name, store_name, entry, report, hash_prefix, progress
+    )
+
+
+def _late_rows(db: _Db, table: str, key_col: str, pointer_col: str) -> int:
+    t = db.ref(table, key_col, pointer_col, json=pointer_col)
+    with db.engine.connect() as conn:
+        return _count(conn, t, t.c[key_col].is_not(None), t.c[pointer_col].is_(None))
+
+
+def _fill(
+    db: _Db,
+    table: str,
+    key_col: str,
+    pointer_col: str,
+    store_name: str,
+    entry: ColumnReport,
+    report: ConvertReport,
+    hash_prefix: str,
+    progress: bool,
+) -> bool:
+    """Place the payload of every row with a key in *key_col* and no pointer in
+    *pointer_col*, and write its pointer; False if one failed (reported)."""
+    store = get_store(store_name)
+    area = Area(store, db.schema)
+    t = db.ref(table, key_col, pointer_col, json=pointer_col)
     for _ in range(3):  # rows that writers added meanwhile get their pointers too
         with db.engine.connect() as conn:
-            payloads = _payloads(conn, db, table, col.name, store_name)
+            payloads = _payloads(conn, db, table, key_col, pointer_col, store_name)
         if not payloads:
             break
-        bar = _progress(progress, len(payloads), f"{table}.{col.name}")
+        bar = _progress(progress, len(payloads), f"{table}.{entry.column}")
         try:
             for p in payloads:
                 try:
                     pointer = _copy(store, area, p, hash_prefix, report)
                 except SaDjblobError as exc:
                     entry.action = "failed"
-                    report.errors.append(f"{table}.{col.name}: {exc}")
+                    report.errors.append(f"{table}.{entry.column}: {exc}")
                     continue
                 with db.engine.begin() as conn:
                     n = conn.execute(
                         sa.update(t)
-                        .where(t.c[col.name] == p.key.bytes, t.c[staged].is_(None))
-                        .values({staged: pointer})
+                        .where(t.c[key_col] == p.key.bytes, t.c[pointer_col].is_(None))
+                        .values({pointer_col: pointer})
                     ).rowcount
                 entry.objects += 1
                 entry.bytes += int(pointer["size"])
@@ -517,17 +557,8 @@ def _convert_external(
             if bar is not None:
                 bar.close()
         if entry.action == "failed":
-            return
-    with db.engine.connect() as conn:
-        left = _count(conn, t, t.c[col.name].is_not(None), t.c[staged].is_(None))
-    if left:
-        entry.action = "failed"
-        report.errors.append(
-            f"{table}.{col.name}: {left} rows were written while converting; stop the"
-            " schema's writers and run the conversion again"
-        )
-        return
-    db.run(db.swap_in(table, col, new_comment))
+            return False
+    return True
 
 
 def _is_blob_column(db: _Db, table: str, col: _Column) -> bool:
@@ -575,10 +606,29 @@ def convert(
             m2 = _V2.match(col.comment)
             if m2:
                 kind = f"{m2.group(1)}@{m2.group(2)}"
-                done = _OLD.format(col.name) in cols
-                report.columns.append(
-                    ColumnReport(table, col.name, kind, "already" if done else "skipped: 2.x")
-                )
+                old = _OLD.format(col.name)
+                entry = ColumnReport(table, col.name, kind, "already")
+                report.columns.append(entry)
+                if old not in cols:
+                    entry.action = "skipped: 2.x"
+                elif not dry_run and _late_rows(db, table, old, col.name):
+                    # killed right after the swap, with rows written just before it
+                    entry.action = "converted"
+                    try:
+                        _fill(
+                            db,
+                            table,
+                            old,
+                            col.name,
+                            m2.group(2),
+                            entry,
+                            report,
+                            hash_prefix,
+                            progress,
+                        )
+                    except StoreNotConfiguredError as exc:
+                        entry.action = "failed"
+                        report.errors.append(f"{table}.{col.name}: {exc}")
                 continue
             if _FILEPATH.match(col.comment):
                 report.columns.append(

@@ -455,3 +455,39 @@ def test_conversion_on_an_s3_store_places_the_objects_where_datajoint2_looks(
     listed = s3_server.client().list_objects_v2(Bucket=s3_bucket, Prefix="lab/dj/_hash/")
     keys = {o["Key"] for o in listed["Contents"]}
     assert len(keys) == 6 and all(k.startswith(f"lab/dj/_hash/{lab['schema']}/") for k in keys)
+
+
+@SERVERS
+@pytest.mark.parametrize("killed_after_swap", [False, True])
+def test_a_row_written_just_before_the_swap_gets_its_pointer(
+    lab: dict[str, Any], monkeypatch: pytest.MonkeyPatch, killed_after_swap: bool
+) -> None:
+    engine, schema = lab["engine"], lab["schema"]
+    real_swap, real_fill = dj2convert._Db.swap_in, dj2convert._fill
+
+    def swap(self: Any, table: str, col: Any, comment: str) -> Any:
+        if col.name == "a1":  # a late writer: after the last check, before the swap
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO item (item_id, b0, a0, b1, _b1__dj014, a1)"
+                        " SELECT 20, b0, a0, b1, _b1__dj014, a1 FROM item WHERE item_id = 1"
+                    )
+                )
+        return real_swap(self, table, col, comment)
+
+    def fill(db: Any, table: str, key_col: str, *args: Any) -> Any:
+        if killed_after_swap and key_col == "_a1__dj014":
+            raise Killed
+        return real_fill(db, table, key_col, *args)
+
+    monkeypatch.setattr(dj2convert._Db, "swap_in", swap)
+    monkeypatch.setattr(dj2convert, "_fill", fill)
+    if killed_after_swap:
+        with pytest.raises(Killed):
+            dj2convert.convert(engine, schema)
+        monkeypatch.undo()
+    report = dj2convert.convert(engine, schema)
+    assert report.ok, report.errors
+    got = read_dj2(lab)
+    assert got[20]["a1"] == got[1]["a1"] != None  # noqa: E711
