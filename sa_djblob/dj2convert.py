@@ -195,6 +195,33 @@ class _Db:
         ]
         return sa.table(table, *cols, schema=self.schema)
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One conversion (or revert, or finalize) of a schema at a time: a session lock
+        on the server, held on its own connection, released if this process dies."""
+        name = f"sa_djblob.dj2convert.{self.schema}"
+        with self.engine.connect() as conn:
+            if self.mysql:
+                got = conn.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": name[:64]}).scalar()
+            else:
+                got = conn.execute(
+                    sa.text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": name}
+                ).scalar()
+            conn.commit()
+            if not got:
+                raise SaDjblobError(
+                    f"another conversion of schema {self.schema!r} is running: wait for it"
+                    " to finish (or, if it was killed, for its database session to end)"
+                )
+            try:
+                yield
+            finally:
+                if self.mysql:
+                    conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": name[:64]})
+                else:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:n))"), {"n": name})
+                conn.commit()
+
     def run(self, statements: list[str]) -> None:
         """DDL: one transaction on PostgreSQL; MySQL commits each statement by itself."""
         with self.engine.begin() as conn:
@@ -591,72 +618,73 @@ def convert(
     """
     db = _Db(engine, schema)
     report = ConvertReport(db.schema, dry_run)
-    for table in db.tables():
-        cols = db.columns(table)
-        for col in list(cols.values()):
-            if col.name.startswith("_") and col.name.endswith(("__dj014", "__dj2")):
-                continue
-            m = _V014.match(col.comment)
-            if m:
-                kind, store_name, rest = m.groups()
-                _convert_external(
-                    db, table, col, kind, store_name, rest, cols, report, hash_prefix, progress
-                )
-                continue
-            m2 = _V2.match(col.comment)
-            if m2:
-                kind = f"{m2.group(1)}@{m2.group(2)}"
-                old = _OLD.format(col.name)
-                entry = ColumnReport(table, col.name, kind, "already")
-                report.columns.append(entry)
-                if old not in cols:
-                    entry.action = "skipped: 2.x"
-                elif not dry_run and _late_rows(db, table, old, col.name):
-                    # killed right after the swap, with rows written just before it
-                    entry.action = "converted"
-                    try:
-                        _fill(
-                            db,
-                            table,
-                            old,
-                            col.name,
-                            m2.group(2),
-                            entry,
-                            report,
-                            hash_prefix,
-                            progress,
-                        )
-                    except StoreNotConfiguredError as exc:
-                        entry.action = "failed"
-                        report.errors.append(f"{table}.{col.name}: {exc}")
-                continue
-            if _FILEPATH.match(col.comment):
-                report.columns.append(
-                    ColumnReport(table, col.name, "filepath", "skipped: filepath")
-                )
-                continue
-            label = None
-            if col.comment.startswith(":attach:"):
-                label, kind = ":<attach>:" + col.comment[len(":attach:") :], "attach"
-            elif col.type_sql.upper() in _BLOB_TYPES and not _LABEL.match(col.comment):
-                kind = "blob"
-                if not _is_blob_column(db, table, col):
-                    report.columns.append(
-                        ColumnReport(table, col.name, kind, "skipped: not DataJoint blobs")
+    with db.exclusive():
+        for table in db.tables():
+            cols = db.columns(table)
+            for col in list(cols.values()):
+                if col.name.startswith("_") and col.name.endswith(("__dj014", "__dj2")):
+                    continue
+                m = _V014.match(col.comment)
+                if m:
+                    kind, store_name, rest = m.groups()
+                    _convert_external(
+                        db, table, col, kind, store_name, rest, cols, report, hash_prefix, progress
                     )
                     continue
-                label = ":<blob>:" + col.comment
-            elif col.comment.startswith((":<blob>:", ":<attach>:")):
-                kind = col.comment[2:].split(">", 1)[0]
-                report.columns.append(ColumnReport(table, col.name, kind, "already"))
-                continue
-            if label is None:
-                continue
-            if dry_run:
-                report.columns.append(ColumnReport(table, col.name, kind, "would label"))
-                continue
-            db.run(db.set_comment(table, col, label))
-            report.columns.append(ColumnReport(table, col.name, kind, "labelled"))
+                m2 = _V2.match(col.comment)
+                if m2:
+                    kind = f"{m2.group(1)}@{m2.group(2)}"
+                    old = _OLD.format(col.name)
+                    entry = ColumnReport(table, col.name, kind, "already")
+                    report.columns.append(entry)
+                    if old not in cols:
+                        entry.action = "skipped: 2.x"
+                    elif not dry_run and _late_rows(db, table, old, col.name):
+                        # killed right after the swap, with rows written just before it
+                        entry.action = "converted"
+                        try:
+                            _fill(
+                                db,
+                                table,
+                                old,
+                                col.name,
+                                m2.group(2),
+                                entry,
+                                report,
+                                hash_prefix,
+                                progress,
+                            )
+                        except StoreNotConfiguredError as exc:
+                            entry.action = "failed"
+                            report.errors.append(f"{table}.{col.name}: {exc}")
+                    continue
+                if _FILEPATH.match(col.comment):
+                    report.columns.append(
+                        ColumnReport(table, col.name, "filepath", "skipped: filepath")
+                    )
+                    continue
+                label = None
+                if col.comment.startswith(":attach:"):
+                    label, kind = ":<attach>:" + col.comment[len(":attach:") :], "attach"
+                elif col.type_sql.upper() in _BLOB_TYPES and not _LABEL.match(col.comment):
+                    kind = "blob"
+                    if not _is_blob_column(db, table, col):
+                        report.columns.append(
+                            ColumnReport(table, col.name, kind, "skipped: not DataJoint blobs")
+                        )
+                        continue
+                    label = ":<blob>:" + col.comment
+                elif col.comment.startswith((":<blob>:", ":<attach>:")):
+                    kind = col.comment[2:].split(">", 1)[0]
+                    report.columns.append(ColumnReport(table, col.name, kind, "already"))
+                    continue
+                if label is None:
+                    continue
+                if dry_run:
+                    report.columns.append(ColumnReport(table, col.name, kind, "would label"))
+                    continue
+                db.run(db.set_comment(table, col, label))
+                report.columns.append(ColumnReport(table, col.name, kind, "labelled"))
     return report
 
 
@@ -671,57 +699,58 @@ def revert(engine: Engine, schema: str | None = None, *, dry_run: bool = False) 
     """
     db = _Db(engine, schema)
     report = ConvertReport(db.schema, dry_run)
-    steps: list[tuple[ColumnReport, str, list[str]]] = []
-    for table in db.tables():
-        cols = db.columns(table)
-        for col in list(cols.values()):
-            if _is_staged(col.name):
-                base = col.name[1 : -len("__dj2")]
-                if base in cols and _V014.match(cols[base].comment):  # a conversion cut short
-                    entry = ColumnReport(table, base, "staged", "dropped")
-                    report.columns.append(entry)
-                    steps.append((entry, "would drop", db.drop(table, col.name)))
-                continue
-            m = _V2.match(col.comment)
-            old = cols.get(_OLD.format(col.name))
-            if m:
-                entry = ColumnReport(table, col.name, f"{m.group(1)}@{m.group(2)}", "reverted")
-                report.columns.append(entry)
-                if old is None:
-                    entry.action = "failed"
-                    report.errors.append(
-                        f"{table}.{col.name}: no 0.14 column is kept (finalized, or declared"
-                        " by DataJoint 2.x): it cannot be reverted"
-                    )
+    with db.exclusive():
+        steps: list[tuple[ColumnReport, str, list[str]]] = []
+        for table in db.tables():
+            cols = db.columns(table)
+            for col in list(cols.values()):
+                if _is_staged(col.name):
+                    base = col.name[1 : -len("__dj2")]
+                    if base in cols and _V014.match(cols[base].comment):  # a conversion cut short
+                        entry = ColumnReport(table, base, "staged", "dropped")
+                        report.columns.append(entry)
+                        steps.append((entry, "would drop", db.drop(table, col.name)))
                     continue
-                t = db.ref(table, col.name, old.name)
-                with db.engine.connect() as conn:
-                    newer = _count(conn, t, t.c[old.name].is_(None), t.c[col.name].is_not(None))
-                    entry.rows = _count(conn, t, t.c[old.name].is_not(None))
-                if newer:
-                    entry.action = "failed"
-                    report.errors.append(
-                        f"{table}.{col.name}: {newer} rows were written after the conversion"
-                        " and have no 0.14 value: delete or rewrite them, then revert again"
-                    )
-                    continue
-                steps.append((entry, "would revert", db.swap_back(table, col, old)))
-                continue
-            for label, back, kind in (
-                (":<blob>:", "", "blob"),
-                (":<attach>:", ":attach:", "attach"),
-            ):
-                if col.comment.startswith(label):
-                    entry = ColumnReport(table, col.name, kind, "unlabelled")
+                m = _V2.match(col.comment)
+                old = cols.get(_OLD.format(col.name))
+                if m:
+                    entry = ColumnReport(table, col.name, f"{m.group(1)}@{m.group(2)}", "reverted")
                     report.columns.append(entry)
-                    comment = back + col.comment[len(label) :]
-                    steps.append((entry, "would unlabel", db.set_comment(table, col, comment)))
-    if report.errors or dry_run:
-        for entry, would, _ in steps:
-            entry.action = would if dry_run and not report.errors else "not reverted"
-        return report
-    for _, _, statements in steps:
-        db.run(statements)
+                    if old is None:
+                        entry.action = "failed"
+                        report.errors.append(
+                            f"{table}.{col.name}: no 0.14 column is kept (finalized, or declared"
+                            " by DataJoint 2.x): it cannot be reverted"
+                        )
+                        continue
+                    t = db.ref(table, col.name, old.name)
+                    with db.engine.connect() as conn:
+                        newer = _count(conn, t, t.c[old.name].is_(None), t.c[col.name].is_not(None))
+                        entry.rows = _count(conn, t, t.c[old.name].is_not(None))
+                    if newer:
+                        entry.action = "failed"
+                        report.errors.append(
+                            f"{table}.{col.name}: {newer} rows were written after the conversion"
+                            " and have no 0.14 value: delete or rewrite them, then revert again"
+                        )
+                        continue
+                    steps.append((entry, "would revert", db.swap_back(table, col, old)))
+                    continue
+                for label, back, kind in (
+                    (":<blob>:", "", "blob"),
+                    (":<attach>:", ":attach:", "attach"),
+                ):
+                    if col.comment.startswith(label):
+                        entry = ColumnReport(table, col.name, kind, "unlabelled")
+                        report.columns.append(entry)
+                        comment = back + col.comment[len(label) :]
+                        steps.append((entry, "would unlabel", db.set_comment(table, col, comment)))
+        if report.errors or dry_run:
+            for entry, would, _ in steps:
+                entry.action = would if dry_run and not report.errors else "not reverted"
+            return report
+        for _, _, statements in steps:
+            db.run(statements)
     return report
 
 
@@ -731,17 +760,18 @@ def finalize(engine: Engine, schema: str | None = None, *, dry_run: bool = False
     externals entries, which nothing references any more. The 2.x objects stay."""
     db = _Db(engine, schema)
     report = ConvertReport(db.schema, dry_run)
-    for table in db.tables():
-        cols = db.columns(table)
-        for col in list(cols.values()):
-            m = _V2.match(col.comment)
-            old = cols.get(_OLD.format(col.name))
-            if not m or old is None:
-                continue
-            action = "would drop the 0.14 column" if dry_run else "dropped the 0.14 column"
-            report.columns.append(
-                ColumnReport(table, col.name, f"{m.group(1)}@{m.group(2)}", action)
-            )
-            if not dry_run:
-                db.run(db.drop(table, old.name))
+    with db.exclusive():
+        for table in db.tables():
+            cols = db.columns(table)
+            for col in list(cols.values()):
+                m = _V2.match(col.comment)
+                old = cols.get(_OLD.format(col.name))
+                if not m or old is None:
+                    continue
+                action = "would drop the 0.14 column" if dry_run else "dropped the 0.14 column"
+                report.columns.append(
+                    ColumnReport(table, col.name, f"{m.group(1)}@{m.group(2)}", action)
+                )
+                if not dry_run:
+                    db.run(db.drop(table, old.name))
     return report

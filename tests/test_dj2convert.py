@@ -491,3 +491,15 @@ def test_a_row_written_just_before_the_swap_gets_its_pointer(
     assert report.ok, report.errors
     got = read_dj2(lab)
     assert got[20]["a1"] == got[1]["a1"] != None  # noqa: E711
+
+
+@SERVERS
+def test_two_conversions_of_a_schema_do_not_run_at_once(lab: dict[str, Any]) -> None:
+    engine, schema = lab["engine"], lab["schema"]
+    with dj2convert._Db(engine, schema).exclusive():  # another conversion is running
+        with pytest.raises(djb.SaDjblobError, match="another conversion of schema"):
+            dj2convert.convert(engine, schema)
+        with pytest.raises(djb.SaDjblobError, match="another conversion of schema"):
+            dj2convert.revert(engine, schema)
+    assert "_b1__dj2" not in comments(engine, schema)
+    assert dj2convert.convert(engine, schema).ok  # released
