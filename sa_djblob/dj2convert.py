@@ -58,6 +58,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ._area import Area
 from ._exceptions import (
+    ConfigError,
     IntegrityError,
     SaDjblobError,
     StoreNotConfiguredError,
@@ -616,6 +617,13 @@ def convert(
     stores' ``hash_prefix`` in DataJoint 2.x (``_hash`` unless configured otherwise).
     ``dry_run`` reports the columns, rows, objects and bytes and changes nothing.
     """
+    hash_prefix = hash_prefix.strip("/")
+    if not hash_prefix or hash_prefix.startswith(".") or "//" in hash_prefix:
+        raise ConfigError(
+            f"hash_prefix {hash_prefix!r} would put DataJoint 2.x objects among the 0.14"
+            " objects (<location>/<schema>/), where a 0.14 sweep takes them for orphans:"
+            " use DataJoint 2.x's default '_hash' or another folder name"
+        )
     db = _Db(engine, schema)
     report = ConvertReport(db.schema, dry_run)
     with db.exclusive():

@@ -65,6 +65,8 @@ def lab(
     store, or an S3 store when the test is parametrized with ``lab_store="s3"``)."""
     store = tmp_path / "store"
     spec: dict[str, Any] = {"protocol": "file", "location": str(store)}
+    if getattr(request, "param", "file") == "sha256":
+        spec["hash"] = "sha256"
     if getattr(request, "param", "file") == "s3":
         server = request.getfixturevalue("s3_server")
         spec = server.store_spec(request.getfixturevalue("s3_bucket"), location="lab/dj")
@@ -503,3 +505,19 @@ def test_two_conversions_of_a_schema_do_not_run_at_once(lab: dict[str, Any]) -> 
             dj2convert.revert(engine, schema)
     assert "_b1__dj2" not in comments(engine, schema)
     assert dj2convert.convert(engine, schema).ok  # released
+
+
+@pytest.mark.backends("postgresql")
+@pytest.mark.parametrize("lab", ["sha256"], indirect=True)
+def test_a_sha256_store_converts_to_md5_names(lab: dict[str, Any]) -> None:
+    report = dj2convert.convert(lab["engine"], lab["schema"])
+    assert report.ok, report.errors
+    assert report.objects_copied == 6
+    assert repr(read_dj2(lab)) == repr(expected(lab))  # names are the MD5s, as 2.x reads
+
+
+@pytest.mark.backends("mysql")
+@pytest.mark.parametrize("prefix", ["", "/", "."])
+def test_a_hash_prefix_inside_the_014_area_is_refused(lab: dict[str, Any], prefix: str) -> None:
+    with pytest.raises(djb.ConfigError, match=r"0\.14 sweep takes them for orphans"):
+        dj2convert.convert(lab["engine"], lab["schema"], hash_prefix=prefix)
