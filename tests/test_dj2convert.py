@@ -365,8 +365,13 @@ def test_cli_dj2_convert_dry_run_convert_and_revert(lab: dict[str, Any], tmp_pat
     url = lab["engine"].url.render_as_string(hide_password=False)
     base = ["--url", url, "--config", str(cfg), "--schema", lab["schema"]]
 
-    def run(*args: str) -> Any:
-        return CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
+    def run(*args: str, input: str | None = None) -> Any:
+        return CliRunner().invoke(cli, [*base, *args], input=input, catch_exceptions=False)
+
+    declined = run("dj2-convert", input="n\n")
+    assert declined.exit_code == 0 and "nothing changed" in declined.output
+    assert "would convert" in declined.output  # the preview, with the question
+    assert comments(lab["engine"], lab["schema"])["b1"].startswith(":blob@local:")
 
     dry = run("--json", "dj2-convert", "--dry-run")
     assert dry.exit_code == 0, dry.output
