@@ -2,8 +2,8 @@
 
     sa-djblob --url mysql+pymysql://user:pw@host/db --config stores.json sweep --dry-run
 
-Commands: ``stores``, ``paths``, ``used``, ``unused``, ``sweep``, ``verify``. Tables for
-people by default, ``--json`` for programs. Exit codes: 0 all well, 1 problems found (a
+Commands: ``stores``, ``paths``, ``used``, ``unused``, ``sweep``, ``verify``, ``dj2-convert``.
+Tables for people by default, ``--json`` for programs. Exit codes: 0 all well, 1 problems found (a
 sweep that reported errors, payloads missing or corrupt), 2 a usage, configuration or
 connection error. Passwords and store keys are never printed.
 
@@ -529,6 +529,104 @@ def verify(
     }
     _emit(state, data, human)
     if not all(r.ok for r in reports.values()):
+        sys.exit(PROBLEMS)
+
+
+@cli.command("dj2-convert")
+@click.option("--json", "as_json", is_flag=True, default=False, help="machine-readable output")
+@click.option("--dry-run", is_flag=True, help="report what would change, change nothing")
+@click.option("--revert", is_flag=True, help="undo a conversion (while its 0.14 columns are kept)")
+@click.option(
+    "--finalize",
+    is_flag=True,
+    help="drop the kept 0.14 columns (no revert after it; a sweep then frees the old objects)",
+)
+@click.option(
+    "--hash-prefix",
+    default="_hash",
+    show_default=True,
+    help="the stores' hash_prefix in DataJoint 2.x",
+)
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@click.pass_context
+def dj2_convert(
+    ctx: click.Context,
+    as_json: bool,
+    dry_run: bool,
+    revert: bool,
+    finalize: bool,
+    hash_prefix: str,
+    yes: bool,
+) -> None:
+    """Convert the schema's DataJoint 0.14 columns to DataJoint 2.x's layout (or --revert).
+
+    Stored blobs and attachments are copied, verified, to <location>/<hash-prefix>/<schema>/
+    and their columns become 2.x pointers; the 0.14 columns and objects are kept, so
+    --revert undoes it, until --finalize drops them. Resumable: run it again after an
+    interruption. Stop the schema's writers first.
+    """
+    from . import dj2convert as conv
+
+    state = _state(ctx, as_json)
+    if revert and finalize:
+        _fail("--revert and --finalize undo each other: give one")
+
+    def go(dry: bool) -> conv.ConvertReport:
+        if revert:
+            return conv.revert(state.engine(), state.schema, dry_run=dry)
+        if finalize:
+            return conv.finalize(state.engine(), state.schema, dry_run=dry)
+        return conv.convert(
+            state.engine(),
+            state.schema,
+            dry_run=dry,
+            progress=state.progress,
+            hash_prefix=hash_prefix,
+        )
+
+    headers = ["table", "column", "kind", "action", "rows", "objects", "size"]
+
+    def rows(r: conv.ConvertReport) -> list[list[Any]]:
+        return [
+            [c.table, c.column, c.kind, c.action, c.rows, c.objects, _size(c.bytes)]
+            for c in r.columns
+        ]
+
+    with _errors(state):
+        state.check_schema()
+        if not dry_run and not yes:
+            preview = go(True)
+            _table_err(headers, rows(preview))
+            what = f"{'revert' if revert else 'finalize' if finalize else 'convert'} these columns?"
+            try:
+                confirmed = click.confirm(what, default=False, err=True)
+            except click.Abort:
+                _fail("no answer: nothing changed (use --yes in scripts)")
+            if not confirmed:
+                click.echo("nothing changed")
+                return
+        report = go(dry_run)
+
+    def human() -> None:
+        if dry_run:
+            click.echo("dry run: nothing changed")
+        _table(headers, rows(report))
+        if not (revert or finalize or dry_run):
+            click.echo(
+                f"{report.objects_copied} objects copied ({_size(report.bytes_copied)}),"
+                f" {report.objects_present} already in place, {report.rows_updated} rows"
+                " updated"
+            )
+        for e in report.errors:
+            click.echo(f"error: {state.scrub(e)}")
+
+    data = {
+        **dataclasses.asdict(report),
+        "errors": [state.scrub(e) for e in report.errors],
+        "ok": report.ok,
+    }
+    _emit(state, data, human)
+    if not report.ok:
         sys.exit(PROBLEMS)
 
 
