@@ -63,12 +63,14 @@ the bounded pool) and checks it against its hash.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import functools
+import itertools
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -128,6 +130,57 @@ def _bar(progress: bool, total: int | None, desc: str) -> _Bar:
 
 
 _Orphan = tuple[uuid.UUID, str | None, ObjectInfo]
+
+
+class _KnownKeys:
+    """Which listed keys have an externals row: a merge join of the listing against the
+    table read in hash order, *batch* hashes per query (keyset pagination).
+
+    Asked for keys in ascending order (the order stores list in), it reads every row
+    once, a page at a time, and holds one page. Keys that come out of order (a store
+    that lists in another order) are looked up directly instead, *batch* per query.
+    What it answers may be stale: phase 2 only uses it to pick candidates, and the
+    orphan batch decides under the rows' locks.
+    """
+
+    def __init__(self, table: sa.Table, batch: int) -> None:
+        self.table = table
+        self.batch = batch
+        self.page: collections.deque[uuid.UUID] = collections.deque()
+        self.after: uuid.UUID | None = None  # the last hash read
+        self.high: uuid.UUID | None = None  # the highest key asked about
+        self.exhausted = False
+
+    def missing(self, conn: Connection, keys: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """The *keys* without a row."""
+        wanted = sorted(set(keys))
+        if self.high is not None and wanted[0] <= self.high:
+            return self._look_up(conn, wanted)  # out of order: no merge
+        self.high = wanted[-1]
+        rowless = set(wanted)
+        t = self.table
+        while True:
+            while self.page and self.page[0] <= self.high:
+                rowless.discard(self.page.popleft())
+            if self.page or self.exhausted:
+                return rowless
+            q = sa.select(t.c.hash).order_by(t.c.hash).limit(self.batch)
+            if self.after is not None:
+                q = q.where(t.c.hash > self.after)
+            got = list(conn.scalars(q))
+            conn.rollback()
+            self.exhausted = len(got) < self.batch
+            if got:
+                self.after = got[-1]
+                self.page.extend(got)
+
+    def _look_up(self, conn: Connection, keys: list[uuid.UUID]) -> set[uuid.UUID]:
+        t = self.table
+        rowless = set(keys)
+        for chunk in _chunks(keys, self.batch):
+            rowless.difference_update(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(chunk))))
+        conn.rollback()
+        return rowless
 
 
 class _Sweeper:
@@ -250,16 +303,29 @@ class _Sweeper:
             return False
         return True
 
-    def list_store(self) -> list[ObjectInfo] | None:
-        try:
-            return call(
-                lambda: [o for o in self.store.list(self.prefix) if not is_temp_name(o.path.name)]
-            )
-        except Exception as exc:  # a failed listing aborts the sweep: reported
-            self.report.errors.append(
-                f"cannot list {self.prefix} in store {self.store.name!r}: {exc}; nothing deleted"
-            )
-            return None
+    def list_store(self) -> Iterator[list[ObjectInfo]]:
+        """The listing of the area, lazily, in chunks of at most ``batch`` objects
+        (temporary files left out). A failed listing is reported and ends it: nothing
+        listed after the failure is deleted."""
+        listing = iter(self.store.list(self.prefix))
+
+        def take() -> list[ObjectInfo]:
+            return list(itertools.islice(listing, self.batch))
+
+        first = True
+        while True:
+            try:
+                chunk = call(take)
+            except Exception as exc:  # a failed listing stops phase 2: reported
+                done = "nothing deleted" if first else "no more orphans deleted"
+                self.report.errors.append(
+                    f"cannot list {self.prefix} in store {self.store.name!r}: {exc}; {done}"
+                )
+                return
+            first = False
+            if not chunk:
+                return
+            yield [o for o in chunk if not is_temp_name(o.path.name)]
 
     # -- phase 1 ---------------------------------------------------------------
     def count_unused(self, conn: Connection, refs: list[Reference]) -> tuple[int, int]:
@@ -271,9 +337,8 @@ class _Sweeper:
         conn.rollback()
         return int(row[0]), int(row[1])
 
-    def sweep_rows(self, refs: list[Reference]) -> set[PurePosixPath]:
-        """Phase 1; returns the paths whose payloads went."""
-        removed: set[PurePosixPath] = set()
+    def sweep_rows(self, refs: list[Reference]) -> None:
+        """Phase 1 (holds one batch of rows at a time)."""
         with self.connect() as conn:
             total = self.count_unused(conn, refs)[0] if self.progress else None
             bar = _bar(self.progress, total, f"sweep {self.ext.name}")
@@ -282,19 +347,17 @@ class _Sweeper:
                 while True:
                     batch = functools.partial(self._rows_batch, conn, refs, after)
                     done, after, went = self._retrying(conn, batch)
-                    removed.update(went)
-                    bar.update(len(went))
+                    bar.update(went)
                     if done:
                         break
                     if self.report.errors and not went:
                         break  # nothing of a whole batch could be removed: the store is failing
             finally:
                 bar.close()
-        return removed
 
     def _rows_batch(
         self, conn: Connection, refs: list[Reference], after: uuid.UUID | None
-    ) -> tuple[bool, uuid.UUID | None, set[PurePosixPath]]:
+    ) -> tuple[bool, uuid.UUID | None, int]:
         t = self.table
         rep = self.report
         with conn.begin():
@@ -305,7 +368,7 @@ class _Sweeper:
             q = q.order_by(t.c.hash).limit(self.batch).with_for_update(skip_locked=True)
             rows = {r.hash: r._asdict() for r in conn.execute(q)}
             if not rows:
-                return True, after, set()
+                return True, after, 0
             last = max(rows)
             where: dict[uuid.UUID, PurePosixPath] = {}
             for k, row in rows.items():
@@ -319,7 +382,7 @@ class _Sweeper:
                         rep.errors.append(msg)
             keys = sorted(where)
             if not keys:
-                return len(rows) < self.batch, last, set()
+                return len(rows) < self.batch, last, 0
             # delete, re-checking that nothing references them
             delete = sa.delete(t).where(t.c.hash.in_(keys), self.ext.unused_clause(refs))
             try:
@@ -349,18 +412,20 @@ class _Sweeper:
         rep.rows_deleted += len(went)
         rep.payloads_deleted += len(went)
         rep.bytes_freed += sum(int(rows[paths[p]]["size"]) for p in went)
-        return len(rows) < self.batch, last, set(went)
+        return len(rows) < self.batch, last, len(went)
 
     # -- phase 2 ---------------------------------------------------------------
     def orphan_candidates(
-        self, conn: Connection, listing: list[ObjectInfo], exclude: set[PurePosixPath]
+        self,
+        conn: Connection,
+        listing: Sequence[ObjectInfo],
+        known: _KnownKeys,
+        cutoff: datetime.datetime,
     ) -> list[_Orphan]:
-        """Listed payloads at their layout path, with no externals row, older than grace."""
-        cutoff = datetime.datetime.now(datetime.UTC) - self.grace
+        """Listed payloads at their layout path, with no externals row, older than grace
+        (*listing*: one chunk of the listing)."""
         parsed: list[_Orphan] = []
         for info in listing:
-            if info.path in exclude:
-                continue
             m = _NAME.fullmatch(info.path.name)
             if m is None:
                 continue
@@ -369,17 +434,21 @@ class _Sweeper:
             if self.path(key, name) != info.path:
                 continue  # not where we would have put it: not ours
             parsed.append((key, name, info))
+        if not parsed:
+            return []
+        rowless = known.missing(conn, [k for k, _, _ in parsed])
+        parsed = [p for p in parsed if p[0] in rowless]
         # A filepath's object may sit at such a path too (its relative path starting with
         # the schema's name): it is known by the key of its path, not of its name.
-        known: set[uuid.UUID] = set()
+        path_keys = {info.path: self.filepath_key(info.path) for _, _, info in parsed}
         t = self.table
-        wanted = {k for k, _, _ in parsed} | {self.filepath_key(i.path) for _, _, i in parsed}
-        for chunk in _chunks(sorted(wanted), self.batch):
-            known.update(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(chunk))))
+        taken: set[uuid.UUID] = set()
+        for chunk in _chunks(sorted(set(path_keys.values())), self.batch):
+            taken.update(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(chunk))))
         conn.rollback()
         found = []
         for key, name, info in parsed:
-            if key in known or self.filepath_key(info.path) in known:
+            if path_keys[info.path] in taken:
                 continue
             if info.modified > cutoff:
                 self.report.orphans_kept += 1
@@ -387,15 +456,28 @@ class _Sweeper:
             found.append((key, name, info))
         return found
 
-    def sweep_orphans(self, candidates: list[_Orphan]) -> None:
-        bar = _bar(self.progress, len(candidates), f"orphans {self.store.name}")
+    def sweep_orphans(self) -> None:
+        """Phase 2: the listing, a chunk at a time, merged against the externals table
+        read in hash order; each chunk's orphans are removed in one batch."""
+        rep = self.report
+        cutoff = datetime.datetime.now(datetime.UTC) - self.grace
+        known = _KnownKeys(self.table, self.batch)
+        bar = _bar(self.progress, None, f"orphans {self.store.name}")
         try:
             with self.connect() as conn:
-                ordered = sorted(candidates, key=lambda c: (c[0], str(c[2].path)))
-                for chunk in _chunks(ordered, self.batch):
-                    went = self._retrying(conn, functools.partial(self._orphan_batch, conn, chunk))
-                    bar.update(len(chunk))
-                    if self.report.errors and not went:
+                for listing in self.list_store():
+                    found = self.orphan_candidates(conn, listing, known, cutoff)
+                    bar.update(len(listing))
+                    if rep.dry_run:
+                        rep.orphans_deleted += len(found)
+                        rep.bytes_freed += sum(o[2].size for o in found)
+                        continue
+                    if not found:
+                        continue
+                    ordered = sorted(found, key=lambda c: (c[0], str(c[2].path)))
+                    batch = functools.partial(self._orphan_batch, conn, ordered)
+                    went = self._retrying(conn, batch)
+                    if rep.errors and not went:
                         break
         finally:
             bar.close()
@@ -483,28 +565,17 @@ class _Sweeper:
         if not self.probe_store():
             return rep
         if rep.dry_run:
-            listing = self.list_store()
-            if listing is None:
-                return rep
             with self.connect() as conn:
                 rep.rows_deleted, rep.bytes_freed = self.count_unused(conn, refs)
-                rep.payloads_deleted = rep.rows_deleted
-                orphans = self.orphan_candidates(conn, listing, set())
-            rep.orphans_deleted = len(orphans)
-            rep.bytes_freed += sum(o[2].size for o in orphans)
+            rep.payloads_deleted = rep.rows_deleted
+            self.sweep_orphans()
             return rep
-        removed = self.sweep_rows(refs)
+        self.sweep_rows(refs)
         if rep.errors:
             return rep  # the store is failing: leave the orphans for the next sweep
         # Listed after phase 1: the payloads it removed need not be listed first.
-        listing = self.list_store()
-        if listing is None:
-            return rep
-        with self.connect() as conn:
-            orphans = self.orphan_candidates(conn, listing, removed)
-        if orphans:
-            self.sweep_orphans(orphans)
-        if removed or rep.orphans_deleted:
+        self.sweep_orphans()
+        if rep.payloads_deleted or rep.orphans_deleted:
             try:
                 call(self.store.cleanup, self.prefix)
             except Exception as exc:  # only empty folders are at stake: reported
@@ -558,22 +629,47 @@ def verify(
     ext: ExternalTable, *, progress: bool = True, include_unused: bool = False, chunk: int = 256
 ) -> VerifyReport:
     """Check that every referenced payload (every payload, with *include_unused*) is in
-    the store and matches its hash; payloads are streamed, several at a time."""
+    the store and matches its hash; payloads are streamed, several at a time. The table
+    is read in hash order, a page at a time (keyset pagination), so memory holds one
+    page at any number of entries."""
     report = VerifyReport()
+    t = ext.table
+    q = sa.select(t.c.hash, t.c.attachment_name, t.c.filepath, t.c.contents_hash, t.c.size)
+    total: int | None = None
     with ext.engine.connect() as conn:
         if not ext.exists(conn):
             return report
-        t = ext.table
-        q = sa.select(t.c.hash, t.c.attachment_name, t.c.filepath, t.c.contents_hash, t.c.size)
         if not include_unused:
             q = q.where(ext.used_clause(ext.references(conn)))
-        rows = conn.execute(q.order_by(t.c.hash)).all()
         try:
             area = ext.area(conn)
         except SaDjblobError as exc:
             report.errors.append(str(exc))
             return report
+        if progress:
+            total = conn.scalar(sa.select(sa.func.count()).select_from(q.subquery()))
     store = area.store
+    bar = _bar(progress, total, f"verify {ext.name}")
+    page = max(chunk, DEFAULT_BATCH)
+    after: uuid.UUID | None = None
+    try:
+        while True:
+            with ext.engine.connect() as conn:
+                paged = q if after is None else q.where(t.c.hash > after)
+                rows = conn.execute(paged.order_by(t.c.hash).limit(page)).all()
+            if rows:
+                after = rows[-1][0]
+                _verify_rows(store, area, rows, chunk, report, bar)
+            if len(rows) < page:
+                break
+    finally:
+        bar.close()
+    return report
+
+
+def _verify_rows(
+    store: Store, area: Area, rows: Sequence[Any], chunk: int, report: VerifyReport, bar: _Bar
+) -> None:
     items: list[tuple[uuid.UUID, PurePosixPath, Any]] = []
     for row in rows:
         try:
@@ -582,21 +678,14 @@ def verify(
             report.errors.append(str(exc))
             continue
         items.append((row[0], path, args))
-    bar = _bar(progress, len(items), f"verify {ext.name}")
-    try:
-        for part in _chunks(items, chunk):
-            results = run_all(
-                lambda it: _check(store, it[2][0], it[2][1], it[1], int(it[2][2])), part
-            )
-            for (h, path, _), result in zip(part, results, strict=True):
-                report.checked += 1
-                if result == "missing":
-                    report.missing.append((h, path))
-                elif result == "corrupt":
-                    report.corrupt.append((h, path))
-                elif result != "ok":
-                    report.errors.append(result)
-            bar.update(len(part))
-    finally:
-        bar.close()
-    return report
+    for part in _chunks(items, chunk):
+        results = run_all(lambda it: _check(store, it[2][0], it[2][1], it[1], int(it[2][2])), part)
+        for (h, path, _), result in zip(part, results, strict=True):
+            report.checked += 1
+            if result == "missing":
+                report.missing.append((h, path))
+            elif result == "corrupt":
+                report.corrupt.append((h, path))
+            elif result != "ok":
+                report.errors.append(result)
+        bar.update(len(part))
