@@ -82,7 +82,7 @@ from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
 from .._kinds import filepath_object
-from .._layout import attachment_prefix, content_hash, hash_stream, store_root
+from .._layout import attachment_prefix, content_hash, hash_stream, store_root, subfold
 from .._pool import call, run_all
 from .._util import chunks as _chunks
 from ..stores import Store
@@ -232,6 +232,16 @@ class _Sweeper:
 
     def path(self, key: uuid.UUID, name: str | None) -> PurePosixPath:
         return self.area.path(key, name)
+
+    _root: str | None = None
+
+    def at_layout_path(self, path: PurePosixPath, key: uuid.UUID) -> bool:
+        """Whether *path* is where the layout puts an object of its name with hash *key*
+        (``self.path(key, name) == path``, compared as strings: the listing's hot loop)."""
+        if self._root is None:
+            self._root = str(self.prefix)
+        folds = subfold(key.hex, self.store.subfolding)
+        return str(path) == "/".join((self._root, *folds, path.name))
 
     def row_path(self, row: dict[str, Any]) -> PurePosixPath:
         """The object of an externals row: a filepath's, or the layout path."""
@@ -431,7 +441,7 @@ class _Sweeper:
                 continue
             key = uuid.UUID(hex=m.group(1))
             name = m.group(2)
-            if self.path(key, name) != info.path:
+            if not self.at_layout_path(info.path, key):
                 continue  # not where we would have put it: not ours
             parsed.append((key, name, info))
         if not parsed:
