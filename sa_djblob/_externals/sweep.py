@@ -9,8 +9,14 @@ database itself has agreed that the payload is unreferenced.
 Phase 0, before anything is deleted: read every referencing column (a table that cannot
 be read aborts the sweep) and read the first page of the store's ``<location>/<schema>/``
 listing (a store whose listing fails aborts the sweep). Nothing has been deleted when
-either fails. The full listing, which phase 2 needs, is taken after phase 1, so that the
-payloads phase 1 removes are not listed first; if it fails, phase 2 deletes nothing.
+either fails. The listing that phase 2 works through is read after phase 1, so that the
+payloads phase 1 removes are not listed; if it fails, phase 2 stops there.
+
+Memory holds a batch, never the listing or the table: phase 1 pages through the table by
+hash, phase 2 reads the listing lazily, ``batch`` objects at a time, in path order (so in
+hash order: the folders are the hash's first digits), and merges it against the
+externals table read in hash order, ``batch`` hashes per query (keyset pagination). A
+store that lists in another order is swept as well, with a lookup of each chunk's keys.
 
 Phase 1, unused rows, one transaction per batch, READ COMMITTED on MySQL/MariaDB and
 PostgreSQL (so every check sees the latest committed rows, not a snapshot), keyset-paged
@@ -57,8 +63,8 @@ the true orphans, and we now hold the lock a writer of them needs; remove their
 payloads; delete our rows; commit. Temporary files of the file store are never touched.
 Afterwards, on a file store, folders left empty are removed.
 
-``verify`` reads every referenced payload in a streaming fashion (concurrently, through
-the bounded pool) and checks it against its hash.
+``verify`` pages through the table by hash and reads each page's payloads in a streaming
+fashion (concurrently, through the bounded pool), checking each against its hash.
 """
 
 from __future__ import annotations
