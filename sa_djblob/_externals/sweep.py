@@ -474,10 +474,11 @@ class _Sweeper:
 
     def sweep_orphans(self) -> None:
         """Phase 2: the listing, a chunk at a time, merged against the externals table
-        read in hash order; each chunk's orphans are removed in one batch."""
+        read in hash order; orphans are removed ``batch`` at a time as they are found."""
         rep = self.report
         cutoff = datetime.datetime.now(datetime.UTC) - self.grace
         known = _KnownKeys(self.table, self.batch)
+        pending: list[_Orphan] = []
         bar = _bar(self.progress, None, f"orphans {self.store.name}")
         try:
             with self.connect() as conn:
@@ -488,15 +489,21 @@ class _Sweeper:
                         rep.orphans_deleted += len(found)
                         rep.bytes_freed += sum(o[2].size for o in found)
                         continue
-                    if not found:
-                        continue
-                    ordered = sorted(found, key=lambda c: (c[0], str(c[2].path)))
-                    batch = functools.partial(self._orphan_batch, conn, ordered)
-                    went = self._retrying(conn, batch)
-                    if rep.errors and not went:
-                        break
+                    pending.extend(found)
+                    while len(pending) >= self.batch:
+                        if not self._orphans(conn, pending[: self.batch]):
+                            return
+                        del pending[: self.batch]
+                if pending:
+                    self._orphans(conn, pending)
         finally:
             bar.close()
+
+    def _orphans(self, conn: Connection, chunk: list[_Orphan]) -> bool:
+        """Remove one batch of orphans; False if the store is failing (stop)."""
+        ordered = sorted(chunk, key=lambda c: (c[0], str(c[2].path)))
+        went = self._retrying(conn, functools.partial(self._orphan_batch, conn, ordered))
+        return bool(went) or not self.report.errors
 
     def _retrying(self, conn: Connection, batch: Callable[[], _T]) -> _T:
         """Run one batch (its own transaction); deadlocks, lock timeouts and serialization
