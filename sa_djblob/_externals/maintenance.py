@@ -37,6 +37,9 @@ __all__ = [
 DEFAULT_PAGE = 1000
 """Rows per query of the iterators and the sweep's table reads."""
 
+Window = tuple[uuid.UUID | None, uuid.UUID | None]
+"""``(after, end)``: the hashes ``> after`` and ``<= end`` (None: unbounded)."""
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -181,20 +184,46 @@ class ExternalTable:
                         found[(table.name, column.name)] = None
         return [Reference(schema, t, c) for t, c in found]
 
-    def _referenced_clause(self, refs: list[Reference]) -> list[sa.ColumnElement[bool]]:
+    def _referenced_clause(
+        self, refs: list[Reference], window: Window = (None, None)
+    ) -> list[sa.ColumnElement[bool]]:
         clauses: list[sa.ColumnElement[bool]] = []
         for ref in refs:
-            t = sa.table(ref.table, sa.column(ref.column), schema=ref.schema)
-            clauses.append(sa.exists().where(t.c[ref.column] == self.table.c.hash))
+            t = sa.table(
+                ref.table, sa.column(ref.column, self.table.c.hash.type), schema=ref.schema
+            )
+            col = t.c[ref.column]
+            clauses.append(sa.exists().where(col == self.table.c.hash, *_in_window(col, window)))
         return clauses
 
-    def used_clause(self, refs: list[Reference]) -> sa.ColumnElement[bool]:
-        clauses = self._referenced_clause(refs)
+    def used_clause(
+        self, refs: list[Reference], window: Window = (None, None)
+    ) -> sa.ColumnElement[bool]:
+        """Referenced by a row. With a *window* (see :meth:`window_end`), the subqueries
+        are bounded to it too, so a database that materializes them (MariaDB) reads the
+        window's references, not every reference, per page."""
+        clauses = self._referenced_clause(refs, window)
         return sa.or_(*clauses) if clauses else sa.false()
 
-    def unused_clause(self, refs: list[Reference]) -> sa.ColumnElement[bool]:
-        clauses = self._referenced_clause(refs)
+    def unused_clause(
+        self, refs: list[Reference], window: Window = (None, None)
+    ) -> sa.ColumnElement[bool]:
+        clauses = self._referenced_clause(refs, window)
         return sa.and_(*(sa.not_(c) for c in clauses)) if clauses else sa.true()
+
+    def window_end(self, conn: Connection, after: uuid.UUID | None, size: int) -> uuid.UUID | None:
+        """The hash *size* rows after *after* (keyset order), None if fewer rows follow:
+        the window ``(after, end]`` holds at most *size* rows (an index range read)."""
+        t = self.table
+        q = sa.select(t.c.hash).order_by(t.c.hash).offset(size - 1).limit(1)
+        if after is not None:
+            q = q.where(t.c.hash > after)
+        found: uuid.UUID | None = conn.scalar(q)
+        return found
+
+    def in_window(self, window: Window) -> list[sa.ColumnElement[bool]]:
+        """The conditions that keep the table's rows to *window* ``(after, end]``."""
+        return _in_window(self.table.c.hash, window)
 
     # -- DataJoint's queries ----------------------------------------------------
     def pager(self, which: str, batch: int = DEFAULT_PAGE) -> EntryPager:
@@ -246,6 +275,16 @@ class ExternalTable:
         return verify(self, **kw)
 
 
+def _in_window(col: sa.ColumnElement[Any], window: Window) -> list[sa.ColumnElement[bool]]:
+    after, end = window
+    out = []
+    if after is not None:
+        out.append(col > after)
+    if end is not None:
+        out.append(col <= end)
+    return out
+
+
 class EntryPager:
     """The entries of an externals table in hash order, one page (one query) at a time.
 
@@ -264,6 +303,7 @@ class EntryPager:
         self.which = which
         self.batch = batch
         self._query: sa.Select[Any] | None = None
+        self._refs: list[Reference] | None = None
         self._area: Area | None = None
         self._after: uuid.UUID | None = None
         self._done = False
@@ -276,9 +316,8 @@ class EntryPager:
             self._area = ext.area(conn)
             self._query = sa.select(t.c.hash, t.c.attachment_name, t.c.filepath)
         else:
-            refs = ext.references(conn)
-            where = ext.used_clause(refs) if self.which == "used" else ext.unused_clause(refs)
-            self._query = sa.select(t.c.hash).where(where)
+            self._refs = ext.references(conn)
+            self._query = sa.select(t.c.hash)
         return True
 
     def next_page(self) -> list[Any] | None:
@@ -292,14 +331,25 @@ class EntryPager:
                 return None
             assert self._query is not None
             q = self._query
-            if self._after is not None:
-                q = q.where(t.c.hash > self._after)
-            rows = conn.execute(q.order_by(t.c.hash).limit(self.batch)).all()
-        if len(rows) < self.batch:
-            self._done = True
+            if self._refs is None:  # every entry: a plain keyset page
+                if self._after is not None:
+                    q = q.where(t.c.hash > self._after)
+                rows = conn.execute(q.order_by(t.c.hash).limit(self.batch)).all()
+                self._done = len(rows) < self.batch
+                self._after = rows[-1][0] if rows else None
+            else:  # the used or unused entries of the next window of the table
+                while True:
+                    end = self.ext.window_end(conn, self._after, self.batch)
+                    window = (self._after, end)
+                    used = self.ext.used_clause(self._refs, window)
+                    where = used if self.which == "used" else sa.not_(used)
+                    q = self._query.where(where, *self.ext.in_window(window))
+                    rows = conn.execute(q.order_by(t.c.hash)).all()
+                    self._after, self._done = end, end is None
+                    if rows or self._done:
+                        break
         if not rows:
             return None
-        self._after = rows[-1][0]
         if self._area is None:
             return [r[0] for r in rows]
         area = self._area

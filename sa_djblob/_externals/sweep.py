@@ -362,30 +362,36 @@ class _Sweeper:
                 after: uuid.UUID | None = None
                 while True:
                     batch = functools.partial(self._rows_batch, conn, refs, after)
-                    done, after, went = self._retrying(conn, batch)
+                    done, after, went, tried = self._retrying(conn, batch)
                     bar.update(went)
                     if done:
                         break
-                    if self.report.errors and not went:
+                    if self.report.errors and tried and not went:
                         break  # nothing of a whole batch could be removed: the store is failing
             finally:
                 bar.close()
 
     def _rows_batch(
         self, conn: Connection, refs: list[Reference], after: uuid.UUID | None
-    ) -> tuple[bool, uuid.UUID | None, int]:
+    ) -> tuple[bool, uuid.UUID | None, int, int]:
+        """One batch of phase 1 in the window of the next ``batch`` rows after *after*;
+        returns (done, where the next batch starts, payloads removed, removals tried)."""
         t = self.table
         rep = self.report
         with conn.begin():
             self._write_lock(conn)
-            q = sa.select(t).where(self.ext.unused_clause(refs))
-            if after is not None:
-                q = q.where(t.c.hash > after)
+            # bounded to a window of the table, and so are the reference subqueries
+            window = (after, self.ext.window_end(conn, after, self.batch))
+            unused = self.ext.unused_clause(refs, window)
+            q = sa.select(t).where(unused, *self.ext.in_window(window))
             q = q.order_by(t.c.hash).limit(self.batch).with_for_update(skip_locked=True)
             rows = {r.hash: r._asdict() for r in conn.execute(q)}
+            if len(rows) == self.batch:  # the window may hold more: go on after the last
+                done, last = False, max(rows)
+            else:
+                done, last = window[1] is None, window[1]
             if not rows:
-                return True, after, 0
-            last = max(rows)
+                return done, last, 0, 0
             where: dict[uuid.UUID, PurePosixPath] = {}
             for k, row in rows.items():
                 try:
@@ -398,9 +404,9 @@ class _Sweeper:
                         rep.errors.append(msg)
             keys = sorted(where)
             if not keys:
-                return len(rows) < self.batch, last, 0
+                return done, last, 0, 0
             # delete, re-checking that nothing references them
-            delete = sa.delete(t).where(t.c.hash.in_(keys), self.ext.unused_clause(refs))
+            delete = sa.delete(t).where(t.c.hash.in_(keys), unused)
             try:
                 with conn.begin_nested():
                     conn.execute(delete)
@@ -408,9 +414,7 @@ class _Sweeper:
                 for k in keys:
                     try:
                         with conn.begin_nested():
-                            conn.execute(
-                                sa.delete(t).where(t.c.hash == k, self.ext.unused_clause(refs))
-                            )
+                            conn.execute(sa.delete(t).where(t.c.hash == k, unused))
                     except sa.exc.IntegrityError:
                         pass
             still = set(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(keys))))
@@ -428,7 +432,7 @@ class _Sweeper:
         rep.rows_deleted += len(went)
         rep.payloads_deleted += len(went)
         rep.bytes_freed += sum(int(rows[paths[p]]["size"]) for p in went)
-        return len(rows) < self.batch, last, len(went)
+        return done, last, len(went), len(paths)
 
     # -- phase 2 ---------------------------------------------------------------
     def orphan_candidates(
@@ -662,28 +666,32 @@ def verify(
     with ext.engine.connect() as conn:
         if not ext.exists(conn):
             return report
-        if not include_unused:
-            q = q.where(ext.used_clause(ext.references(conn)))
+        refs = None if include_unused else ext.references(conn)
         try:
             area = ext.area(conn)
         except SaDjblobError as exc:
             report.errors.append(str(exc))
             return report
         if progress:
-            total = conn.scalar(sa.select(sa.func.count()).select_from(q.subquery()))
+            counted = q if refs is None else q.where(ext.used_clause(refs))
+            total = conn.scalar(sa.select(sa.func.count()).select_from(counted.subquery()))
     store = area.store
     bar = _bar(progress, total, f"verify {ext.name}")
     page = max(chunk, DEFAULT_BATCH)
     after: uuid.UUID | None = None
     try:
         while True:
+            # the entries of the next window of the table (see ExternalTable.window_end)
             with ext.engine.connect() as conn:
-                paged = q if after is None else q.where(t.c.hash > after)
-                rows = conn.execute(paged.order_by(t.c.hash).limit(page)).all()
+                window = (after, ext.window_end(conn, after, page))
+                paged = q.where(*ext.in_window(window))
+                if refs is not None:
+                    paged = paged.where(ext.used_clause(refs, window))
+                rows = conn.execute(paged.order_by(t.c.hash)).all()
             if rows:
-                after = rows[-1][0]
                 _verify_rows(store, area, rows, chunk, report, bar)
-            if len(rows) < page:
+            after = window[1]
+            if after is None:
                 break
     finally:
         bar.close()
