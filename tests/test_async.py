@@ -624,6 +624,10 @@ def test_async_externals_maintenance(
                 assert await aext.used() == ext.used()
                 unused = ext.unused()
                 assert await aext.unused() == unused
+                # the iterators page through the table (here one entry per query)
+                assert [p async for p in aext.iter_paths(batch=1)] == ext.paths()
+                assert [h async for h in aext.iter_used(batch=1)] == ext.used()
+                assert [h async for h in aext.iter_unused(batch=1)] == unused
                 assert len(unused) == {"shared": 1, "local": 2}[store]
                 report = await aext.verify(progress=False)
                 assert report.ok and report.checked == len(ext.used())

@@ -168,6 +168,17 @@ def test_list(store: Store) -> None:
     assert len(everything) == 8
 
 
+def test_list_yields_payloads_in_hash_order(store: Store) -> None:
+    """Every kind lists an area in path order, so payloads come in hash order (the sweep
+    merges the listing against the externals table read in hash order)."""
+    paths = [path_for(store, b"ordered %d" % i) for i in range(40)]
+    for p in paths:
+        store.put(p, b"x")
+    store.put(PurePosixPath(str(paths[3]) + ".a.txt"), b"x")
+    names = [info.path.name for info in store.list(base(store))]
+    assert names == sorted(names) and len(names) == 41
+
+
 def test_remove_many(store: Store) -> None:
     paths = [path_for(store, str(i).encode()) for i in range(20)]
     for p in paths:

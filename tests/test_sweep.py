@@ -252,7 +252,7 @@ def test_rows_the_database_refuses_are_skipped(setup: Any, monkeypatch: pytest.M
     _insert(engine, table, [{"id": i, "b": value(i)} for i in range(4)])
     with engine.begin() as conn:
         conn.execute(sa.delete(table).where(table.c.id == 0))
-    monkeypatch.setattr(djb.ExternalTable, "unused_clause", lambda self, refs: sa.true())
+    monkeypatch.setattr(djb.ExternalTable, "unused_clause", lambda self, refs, w=None: sa.true())
     report = ext.sweep(grace=ZERO, progress=False)
     assert report.rows_deleted == 1
     assert report.skipped_referenced == 3

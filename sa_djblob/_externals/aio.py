@@ -12,14 +12,14 @@ talk to its driver from the event loop's greenlet (``MissingGreenlet`` elsewhere
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.util import greenlet_spawn
 
-from .maintenance import ExternalTable, Reference, SweepReport, VerifyReport
+from .maintenance import DEFAULT_PAGE, ExternalTable, Reference, SweepReport, VerifyReport
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -85,6 +85,27 @@ class AsyncExternalTable:
     async def references(self) -> list[Reference]:
         """Every column of the schema with a foreign key to this externals table."""
         return await self._run(self.sync.references)
+
+    async def _pages(self, which: str, batch: int) -> AsyncIterator[Any]:
+        pager = self.sync.pager(which, batch)
+        while (page := await self._run(pager.next_page)) is not None:
+            for item in page:
+                yield item
+
+    def iter_paths(
+        self, *, batch: int = DEFAULT_PAGE
+    ) -> AsyncIterator[tuple[uuid.UUID, PurePosixPath]]:
+        """``(hash, object path)`` of every entry in hash order, *batch* rows per query
+        (``async for``); memory stays bounded at any number of entries."""
+        return self._pages("paths", batch)
+
+    def iter_used(self, *, batch: int = DEFAULT_PAGE) -> AsyncIterator[uuid.UUID]:
+        """Hashes referenced by at least one row, in hash order (``async for``)."""
+        return self._pages("used", batch)
+
+    def iter_unused(self, *, batch: int = DEFAULT_PAGE) -> AsyncIterator[uuid.UUID]:
+        """Hashes that no row references, in hash order (``async for``)."""
+        return self._pages("unused", batch)
 
     async def paths(self) -> list[tuple[uuid.UUID, PurePosixPath]]:
         """``(hash, object path)`` of every entry."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, overload
@@ -25,7 +25,21 @@ if TYPE_CHECKING:
 
     from .aio import AsyncExternalTable
 
-__all__ = ["ExternalTable", "Reference", "SweepReport", "VerifyReport", "externals"]
+__all__ = [
+    "DEFAULT_PAGE",
+    "EntryPager",
+    "ExternalTable",
+    "Reference",
+    "SweepReport",
+    "VerifyReport",
+    "externals",
+]
+
+DEFAULT_PAGE = 1000
+"""Rows per query of the iterators and the sweep's table reads."""
+
+Window = tuple[uuid.UUID | None, uuid.UUID | None]
+"""``(after, end)``: the hashes ``> after`` and ``<= end`` (None: unbounded)."""
 
 
 @dataclass(frozen=True)
@@ -171,53 +185,85 @@ class ExternalTable:
                         found[(table.name, column.name)] = None
         return [Reference(schema, t, c) for t, c in found]
 
-    def _referenced_clause(self, refs: list[Reference]) -> list[sa.ColumnElement[bool]]:
+    def _referenced_clause(
+        self, refs: list[Reference], window: Window = (None, None)
+    ) -> list[sa.ColumnElement[bool]]:
         clauses: list[sa.ColumnElement[bool]] = []
         for ref in refs:
-            t = sa.table(ref.table, sa.column(ref.column), schema=ref.schema)
-            clauses.append(sa.exists().where(t.c[ref.column] == self.table.c.hash))
+            t = sa.table(
+                ref.table, sa.column(ref.column, self.table.c.hash.type), schema=ref.schema
+            )
+            col = t.c[ref.column]
+            clauses.append(sa.exists().where(col == self.table.c.hash, *_in_window(col, window)))
         return clauses
 
-    def used_clause(self, refs: list[Reference]) -> sa.ColumnElement[bool]:
-        clauses = self._referenced_clause(refs)
+    def used_clause(
+        self, refs: list[Reference], window: Window = (None, None)
+    ) -> sa.ColumnElement[bool]:
+        """Referenced by a row. With a *window* (see :meth:`window_end`), the subqueries
+        are bounded to it too, so a database that materializes them (MariaDB) reads the
+        window's references, not every reference, per page."""
+        clauses = self._referenced_clause(refs, window)
         return sa.or_(*clauses) if clauses else sa.false()
 
-    def unused_clause(self, refs: list[Reference]) -> sa.ColumnElement[bool]:
-        clauses = self._referenced_clause(refs)
+    def unused_clause(
+        self, refs: list[Reference], window: Window = (None, None)
+    ) -> sa.ColumnElement[bool]:
+        clauses = self._referenced_clause(refs, window)
         return sa.and_(*(sa.not_(c) for c in clauses)) if clauses else sa.true()
 
+    def window_end(self, conn: Connection, after: uuid.UUID | None, size: int) -> uuid.UUID | None:
+        """The hash *size* rows after *after* (keyset order), None if fewer rows follow:
+        the window ``(after, end]`` holds at most *size* rows (an index range read)."""
+        t = self.table
+        q = sa.select(t.c.hash).order_by(t.c.hash).offset(size - 1).limit(1)
+        if after is not None:
+            q = q.where(t.c.hash > after)
+        found: uuid.UUID | None = conn.scalar(q)
+        return found
+
+    def in_window(self, window: Window) -> list[sa.ColumnElement[bool]]:
+        """The conditions that keep the table's rows to *window* ``(after, end]``."""
+        return _in_window(self.table.c.hash, window)
+
     # -- DataJoint's queries ----------------------------------------------------
+    def pager(self, which: str, batch: int = DEFAULT_PAGE) -> EntryPager:
+        """The entries of :meth:`iter_paths` (*which* ``"paths"``), :meth:`iter_used`
+        (``"used"``) or :meth:`iter_unused` (``"unused"``), a page at a time."""
+        return EntryPager(self, which, batch)
+
+    def iter_paths(self, *, batch: int = DEFAULT_PAGE) -> Iterator[tuple[uuid.UUID, PurePosixPath]]:
+        """``(hash, object path)`` of every entry in hash order, read *batch* rows per query
+        (keyset pagination): memory stays bounded at any number of entries."""
+        pager = self.pager("paths", batch)
+        while (page := pager.next_page()) is not None:
+            yield from page
+
+    def iter_used(self, *, batch: int = DEFAULT_PAGE) -> Iterator[uuid.UUID]:
+        """Hashes referenced by at least one row, in hash order, *batch* per query."""
+        pager = self.pager("used", batch)
+        while (page := pager.next_page()) is not None:
+            yield from page
+
+    def iter_unused(self, *, batch: int = DEFAULT_PAGE) -> Iterator[uuid.UUID]:
+        """Hashes that no row references, in hash order, *batch* per query."""
+        pager = self.pager("unused", batch)
+        while (page := pager.next_page()) is not None:
+            yield from page
+
     def paths(self) -> list[tuple[uuid.UUID, PurePosixPath]]:
         """``(hash, object path)`` of every entry (DataJoint's ``fetch_external_paths``:
-        a filepath entry's object is ``<store root>/<relative path>``)."""
-        with self.engine.connect() as conn:
-            if not self.exists(conn):
-                return []
-            area = self.area(conn)
-            t = self.table
-            q = sa.select(t.c.hash, t.c.attachment_name, t.c.filepath)
-            rows = conn.execute(q.order_by(t.c.hash)).all()
-        return [
-            (h, filepath_object(area.store, fp) if fp and not name else area.path(h, name))
-            for h, name, fp in rows
-        ]
-
-    def _hashes(self, used: bool) -> list[uuid.UUID]:
-        with self.engine.connect() as conn:
-            if not self.exists(conn):
-                return []
-            refs = self.references(conn)
-            where = self.used_clause(refs) if used else self.unused_clause(refs)
-            q = sa.select(self.table.c.hash).where(where).order_by(self.table.c.hash)
-            return list(conn.scalars(q))
+        a filepath entry's object is ``<store root>/<relative path>``); a list of
+        :meth:`iter_paths`."""
+        return list(self.iter_paths())
 
     def used(self) -> list[uuid.UUID]:
-        """Hashes referenced by at least one row."""
-        return self._hashes(used=True)
+        """Hashes referenced by at least one row (a list of :meth:`iter_used`)."""
+        return list(self.iter_used())
 
     def unused(self) -> list[uuid.UUID]:
-        """Hashes that no row references (what a sweep removes)."""
-        return self._hashes(used=False)
+        """Hashes that no row references, what a sweep removes (a list of :meth:`iter_unused`)."""
+        return list(self.iter_unused())
 
     def sweep(self, **kw: Any) -> SweepReport:
         from .sweep import sweep
@@ -228,6 +274,90 @@ class ExternalTable:
         from .sweep import verify
 
         return verify(self, **kw)
+
+
+def _in_window(col: sa.ColumnElement[Any], window: Window) -> list[sa.ColumnElement[bool]]:
+    after, end = window
+    out = []
+    if after is not None:
+        out.append(col > after)
+    if end is not None:
+        out.append(col <= end)
+    return out
+
+
+class EntryPager:
+    """The entries of an externals table in hash order, one page (one query) at a time.
+
+    Keyset pagination on the hash: each page is ``... WHERE hash > <last hash of the page
+    before> ORDER BY hash LIMIT batch`` on a connection of its own, so no transaction or
+    cursor stays open between pages and memory holds one page. The references and the
+    area are resolved once, by the first page. The async twin awaits :meth:`next_page`.
+    """
+
+    def __init__(self, ext: ExternalTable, which: str, batch: int) -> None:
+        if which not in ("paths", "used", "unused"):
+            raise ValueError(f"which must be 'paths', 'used' or 'unused', got {which!r}")
+        if batch < 1:
+            raise ValueError(f"batch must be a positive number of entries, got {batch}")
+        self.ext = ext
+        self.which = which
+        self.batch = batch
+        self._query: sa.Select[Any] | None = None
+        self._refs: list[Reference] | None = None
+        self._area: Area | None = None
+        self._after: uuid.UUID | None = None
+        self._done = False
+
+    def _start(self, conn: Connection) -> bool:
+        ext, t = self.ext, self.ext.table
+        if not ext.exists(conn):
+            return False
+        if self.which == "paths":
+            self._area = ext.area(conn)
+            self._query = sa.select(t.c.hash, t.c.attachment_name, t.c.filepath)
+        else:
+            self._refs = ext.references(conn)
+            self._query = sa.select(t.c.hash)
+        return True
+
+    def next_page(self) -> list[Any] | None:
+        """The next page of entries, None once there are no more."""
+        if self._done:
+            return None
+        t = self.ext.table
+        with self.ext.engine.connect() as conn:
+            if self._query is None and not self._start(conn):
+                self._done = True
+                return None
+            assert self._query is not None
+            q = self._query
+            if self._refs is None:  # every entry: a plain keyset page
+                if self._after is not None:
+                    q = q.where(t.c.hash > self._after)
+                rows = conn.execute(q.order_by(t.c.hash).limit(self.batch)).all()
+                self._done = len(rows) < self.batch
+                self._after = rows[-1][0] if rows else None
+            else:  # the used or unused entries of the next window of the table
+                while True:
+                    end = self.ext.window_end(conn, self._after, self.batch)
+                    window = (self._after, end)
+                    used = self.ext.used_clause(self._refs, window)
+                    where = used if self.which == "used" else sa.not_(used)
+                    q = self._query.where(where, *self.ext.in_window(window))
+                    rows = conn.execute(q.order_by(t.c.hash)).all()
+                    self._after, self._done = end, end is None
+                    if rows or self._done:
+                        break
+        if not rows:
+            return None
+        if self._area is None:
+            return [r[0] for r in rows]
+        area = self._area
+        return [
+            (h, filepath_object(area.store, fp) if fp and not name else area.path(h, name))
+            for h, name, fp in rows
+        ]
 
 
 class _Externals(dict[str, Any]):

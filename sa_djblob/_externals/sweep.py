@@ -9,8 +9,14 @@ database itself has agreed that the payload is unreferenced.
 Phase 0, before anything is deleted: read every referencing column (a table that cannot
 be read aborts the sweep) and read the first page of the store's ``<location>/<schema>/``
 listing (a store whose listing fails aborts the sweep). Nothing has been deleted when
-either fails. The full listing, which phase 2 needs, is taken after phase 1, so that the
-payloads phase 1 removes are not listed first; if it fails, phase 2 deletes nothing.
+either fails. The listing that phase 2 works through is read after phase 1, so that the
+payloads phase 1 removes are not listed; if it fails, phase 2 stops there.
+
+Memory holds a batch, never the listing or the table: phase 1 pages through the table by
+hash, phase 2 reads the listing lazily, ``batch`` objects at a time, in path order (so in
+hash order: the folders are the hash's first digits), and merges it against the
+externals table read in hash order, ``batch`` hashes per query (keyset pagination). A
+store that lists in another order is swept as well, with a lookup of each chunk's keys.
 
 Phase 1, unused rows, one transaction per batch, READ COMMITTED on MySQL/MariaDB and
 PostgreSQL (so every check sees the latest committed rows, not a snapshot), keyset-paged
@@ -61,19 +67,21 @@ the true orphans, and we now hold the lock a writer of them needs; remove their
 payloads; delete our rows; commit. Temporary files of the file store are never touched.
 Afterwards, on a file store, folders left empty are removed.
 
-``verify`` reads every referenced payload in a streaming fashion (concurrently, through
-the bounded pool) and checks it against its hash.
+``verify`` pages through the table by hash and reads each page's payloads in a streaming
+fashion (concurrently, through the bounded pool), checking each against its hash.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
 import functools
+import itertools
 import re
 import secrets
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -85,7 +93,14 @@ from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
 from .._fetch import filepath_object
-from .._layout import attachment_prefix, content_hash, hash_stream, reserved_path, store_root
+from .._layout import (
+    attachment_prefix,
+    content_hash,
+    hash_stream,
+    reserved_path,
+    store_root,
+    subfold,
+)
 from .._pool import call, run_all
 from .._util import chunks as _chunks
 from ..stores import Store
@@ -140,6 +155,57 @@ def _bar(progress: bool | None, total: int | None, desc: str) -> _Bar:
 _Orphan = tuple[uuid.UUID, str | None, ObjectInfo]
 
 
+class _KnownKeys:
+    """Which listed keys have an externals row: a merge join of the listing against the
+    table read in hash order, *batch* hashes per query (keyset pagination).
+
+    Asked for keys in ascending order (the order stores list in), it reads every row
+    once, a page at a time, and holds one page. Keys that come out of order (a store
+    that lists in another order) are looked up directly instead, *batch* per query.
+    What it answers may be stale: phase 2 only uses it to pick candidates, and the
+    orphan batch decides under the rows' locks.
+    """
+
+    def __init__(self, table: sa.Table, batch: int) -> None:
+        self.table = table
+        self.batch = batch
+        self.page: collections.deque[uuid.UUID] = collections.deque()
+        self.after: uuid.UUID | None = None  # the last hash read
+        self.high: uuid.UUID | None = None  # the highest key asked about
+        self.exhausted = False
+
+    def missing(self, conn: Connection, keys: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """The *keys* without a row."""
+        wanted = sorted(set(keys))
+        if self.high is not None and wanted[0] <= self.high:
+            return self._look_up(conn, wanted)  # out of order: no merge
+        self.high = wanted[-1]
+        rowless = set(wanted)
+        t = self.table
+        while True:
+            while self.page and self.page[0] <= self.high:
+                rowless.discard(self.page.popleft())
+            if self.page or self.exhausted:
+                return rowless
+            q = sa.select(t.c.hash).order_by(t.c.hash).limit(self.batch)
+            if self.after is not None:
+                q = q.where(t.c.hash > self.after)
+            got = list(conn.scalars(q))
+            conn.rollback()
+            self.exhausted = len(got) < self.batch
+            if got:
+                self.after = got[-1]
+                self.page.extend(got)
+
+    def _look_up(self, conn: Connection, keys: list[uuid.UUID]) -> set[uuid.UUID]:
+        t = self.table
+        rowless = set(keys)
+        for chunk in _chunks(keys, self.batch):
+            rowless.difference_update(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(chunk))))
+        conn.rollback()
+        return rowless
+
+
 class _Sweeper:
     def __init__(
         self,
@@ -189,6 +255,16 @@ class _Sweeper:
 
     def path(self, key: uuid.UUID, name: str | None) -> PurePosixPath:
         return self.area.path(key, name)
+
+    _root: str | None = None
+
+    def at_layout_path(self, path: PurePosixPath, key: uuid.UUID) -> bool:
+        """Whether *path* is where the layout puts an object of its name with hash *key*
+        (``self.path(key, name) == path``, compared as strings: the listing's hot loop)."""
+        if self._root is None:
+            self._root = str(self.prefix)
+        folds = subfold(key.hex, self.store.subfolding)
+        return str(path) == "/".join((self._root, *folds, path.name))
 
     def row_path(self, row: dict[str, Any]) -> PurePosixPath:
         """The object of an externals row: a filepath's, or the layout path."""
@@ -290,16 +366,29 @@ class _Sweeper:
             return False
         return True
 
-    def list_store(self) -> list[ObjectInfo] | None:
-        try:
-            return call(
-                lambda: [o for o in self.store.list(self.prefix) if not is_temp_name(o.path.name)]
-            )
-        except Exception as exc:  # a failed listing aborts the sweep: reported
-            self.report.errors.append(
-                f"cannot list {self.prefix} in store {self.store.name!r}: {exc}; nothing deleted"
-            )
-            return None
+    def list_store(self) -> Iterator[list[ObjectInfo]]:
+        """The listing of the area, lazily, in chunks of at most ``batch`` objects
+        (temporary files left out). A failed listing is reported and ends it: nothing
+        listed after the failure is deleted."""
+        listing = iter(self.store.list(self.prefix))
+
+        def take() -> list[ObjectInfo]:
+            return list(itertools.islice(listing, self.batch))
+
+        first = True
+        while True:
+            try:
+                chunk = call(take)
+            except Exception as exc:  # a failed listing stops phase 2: reported
+                done = "nothing deleted" if first else "no more orphans deleted"
+                self.report.errors.append(
+                    f"cannot list {self.prefix} in store {self.store.name!r}: {exc}; {done}"
+                )
+                return
+            first = False
+            if not chunk:
+                return
+            yield [o for o in chunk if not is_temp_name(o.path.name)]
 
     # -- phase 1 ---------------------------------------------------------------
     def count_unused(self, conn: Connection, refs: list[Reference]) -> tuple[int, int]:
@@ -311,9 +400,8 @@ class _Sweeper:
         conn.rollback()
         return int(row[0]), int(row[1])
 
-    def sweep_rows(self, refs: list[Reference]) -> set[PurePosixPath]:
-        """Phase 1; returns the paths whose payloads went."""
-        removed: set[PurePosixPath] = set()
+    def sweep_rows(self, refs: list[Reference]) -> None:
+        """Phase 1 (holds one batch of rows at a time)."""
         with self.connect() as conn:
             total = self.count_unused(conn, refs)[0] if self.progress else None
             bar = _bar(self.progress, total, f"sweep {self.ext.name}")
@@ -321,32 +409,36 @@ class _Sweeper:
                 after: uuid.UUID | None = None
                 while True:
                     batch = functools.partial(self._rows_batch, conn, refs, after)
-                    done, after, went = self._retrying(conn, batch)
-                    removed.update(went)
-                    bar.update(len(went))
+                    done, after, went, tried = self._retrying(conn, batch)
+                    bar.update(went)
                     if done:
                         break
-                    if self.report.errors and not went:
+                    if self.report.errors and tried and not went:
                         break  # nothing of a whole batch could be removed: the store is failing
             finally:
                 bar.close()
-        return removed
 
     def _rows_batch(
         self, conn: Connection, refs: list[Reference], after: uuid.UUID | None
-    ) -> tuple[bool, uuid.UUID | None, set[PurePosixPath]]:
+    ) -> tuple[bool, uuid.UUID | None, int, int]:
+        """One batch of phase 1 in the window of the next ``batch`` rows after *after*;
+        returns (done, where the next batch starts, payloads removed, removals tried)."""
         t = self.table
         rep = self.report
         with conn.begin():
             self._write_lock(conn)
-            q = sa.select(t).where(self.ext.unused_clause(refs))
-            if after is not None:
-                q = q.where(t.c.hash > after)
+            # bounded to a window of the table, and so are the reference subqueries
+            window = (after, self.ext.window_end(conn, after, self.batch))
+            unused = self.ext.unused_clause(refs, window)
+            q = sa.select(t).where(unused, *self.ext.in_window(window))
             q = q.order_by(t.c.hash).limit(self.batch).with_for_update(skip_locked=True)
             rows = {r.hash: r._asdict() for r in conn.execute(q)}
+            if len(rows) == self.batch:  # the window may hold more: go on after the last
+                done, last = False, max(rows)
+            else:
+                done, last = window[1] is None, window[1]
             if not rows:
-                return True, after, set()
-            last = max(rows)
+                return done, last, 0, 0
             where: dict[uuid.UUID, PurePosixPath | None] = {}
             for k, row in rows.items():
                 try:
@@ -364,9 +456,9 @@ class _Sweeper:
                         rep.errors.append(msg)
             keys = sorted(where)
             if not keys:
-                return len(rows) < self.batch, last, set()
+                return done, last, 0, 0
             # delete, re-checking that nothing references them
-            delete = sa.delete(t).where(t.c.hash.in_(keys), self.ext.unused_clause(refs))
+            delete = sa.delete(t).where(t.c.hash.in_(keys), unused)
             try:
                 with conn.begin_nested():
                     conn.execute(delete)
@@ -374,9 +466,7 @@ class _Sweeper:
                 for k in keys:
                     try:
                         with conn.begin_nested():
-                            conn.execute(
-                                sa.delete(t).where(t.c.hash == k, self.ext.unused_clause(refs))
-                            )
+                            conn.execute(sa.delete(t).where(t.c.hash == k, unused))
                     except sa.exc.IntegrityError:
                         pass
             still = set(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(keys))))
@@ -394,47 +484,53 @@ class _Sweeper:
         rep.rows_deleted += len(gone) - len(failed)
         rep.payloads_deleted += len(went)
         rep.bytes_freed += sum(int(rows[paths[p]]["size"]) for p in went)
-        return len(rows) < self.batch, last, set(went)
+        return done, last, len(went), len(paths)
 
     # -- phase 2 ---------------------------------------------------------------
     def orphan_candidates(
-        self, conn: Connection, listing: list[ObjectInfo], exclude: set[PurePosixPath]
+        self,
+        conn: Connection,
+        listing: Sequence[ObjectInfo],
+        known: _KnownKeys,
+        cutoff: datetime.datetime,
     ) -> list[_Orphan]:
-        """Listed payloads at their layout path, with no externals row, older than grace."""
-        cutoff = datetime.datetime.now(datetime.UTC) - self.grace
+        """Listed payloads at their layout path, with no externals row, older than grace
+        (*listing*: one chunk of the listing)."""
         parsed: list[_Orphan] = []
         for info in listing:
-            if info.path in exclude:
-                continue
             m = _NAME.fullmatch(info.path.name)
             if m is None:
                 continue
             key = uuid.UUID(hex=m.group(1))
             name = m.group(2)
-            if self.path(key, name) != info.path:
+            if not self.at_layout_path(info.path, key):
                 continue  # not where we would have put it: not ours
             parsed.append((key, name, info))
+        if not parsed:
+            return []
+        rowless = known.missing(conn, [k for k, _, _ in parsed])
+        parsed = [p for p in parsed if p[0] in rowless]
+        if not parsed:
+            return []
         # A filepath's object may sit at such a path too (its relative path starting with
         # the schema's name): it is known by the key of its path, not of its name.
-        known: set[uuid.UUID] = set()
+        path_keys = {info.path: self.filepath_key(info.path) for _, _, info in parsed}
         t = self.table
-        wanted = {k for k, _, _ in parsed} | {self.filepath_key(i.path) for _, _, i in parsed}
-        for chunk in _chunks(sorted(wanted), self.batch):
-            known.update(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(chunk))))
+        taken: set[uuid.UUID] = set()
+        for chunk in _chunks(sorted(set(path_keys.values())), self.batch):
+            taken.update(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(chunk))))
         conn.rollback()
+        parsed = [p for p in parsed if path_keys[p[2].path] not in taken]
         # ... also by another schema that owns the store's filepaths (sa_djblob 0.1 let it
         # place a file on this area's payload paths)
-        parsed = [
-            p for p in parsed if p[0] not in known and self.filepath_key(p[2].path) not in known
-        ]
-        fp_keys = sorted({self.filepath_key(i.path) for _, _, i in parsed})
+        fp_keys = sorted({path_keys[i.path] for _, _, i in parsed})
         foreign = self.filepaths_elsewhere(conn, fp_keys) if fp_keys else set()
         if foreign is None:  # another database's: none of them can be ruled out
             self.report.orphans_kept += len(parsed)
             return []
         found = []
         for key, name, info in parsed:
-            if self.filepath_key(info.path) in foreign:
+            if path_keys[info.path] in foreign:
                 continue
             if info.modified > cutoff:
                 self.report.orphans_kept += 1
@@ -442,18 +538,38 @@ class _Sweeper:
             found.append((key, name, info))
         return found
 
-    def sweep_orphans(self, candidates: list[_Orphan]) -> None:
-        bar = _bar(self.progress, len(candidates), f"orphans {self.store.name}")
+    def sweep_orphans(self) -> None:
+        """Phase 2: the listing, a chunk at a time, merged against the externals table
+        read in hash order; orphans are removed ``batch`` at a time as they are found."""
+        rep = self.report
+        cutoff = datetime.datetime.now(datetime.UTC) - self.grace
+        known = _KnownKeys(self.table, self.batch)
+        pending: list[_Orphan] = []
+        bar = _bar(self.progress, None, f"orphans {self.store.name}")
         try:
             with self.connect() as conn:
-                ordered = sorted(candidates, key=lambda c: (c[0], str(c[2].path)))
-                for chunk in _chunks(ordered, self.batch):
-                    went = self._retrying(conn, functools.partial(self._orphan_batch, conn, chunk))
-                    bar.update(len(chunk))
-                    if self.report.errors and not went:
-                        break
+                for listing in self.list_store():
+                    found = self.orphan_candidates(conn, listing, known, cutoff)
+                    bar.update(len(listing))
+                    if rep.dry_run:
+                        rep.orphans_deleted += len(found)
+                        rep.bytes_freed += sum(o[2].size for o in found)
+                        continue
+                    pending.extend(found)
+                    while len(pending) >= self.batch:
+                        if not self._orphans(conn, pending[: self.batch]):
+                            return
+                        del pending[: self.batch]
+                if pending:
+                    self._orphans(conn, pending)
         finally:
             bar.close()
+
+    def _orphans(self, conn: Connection, chunk: list[_Orphan]) -> bool:
+        """Remove one batch of orphans; False if the store is failing (stop)."""
+        ordered = sorted(chunk, key=lambda c: (c[0], str(c[2].path)))
+        went = self._retrying(conn, functools.partial(self._orphan_batch, conn, ordered))
+        return bool(went) or not self.report.errors
 
     def _retrying(self, conn: Connection, batch: Callable[[], _T]) -> _T:
         """Run one batch (its own transaction); deadlocks, lock timeouts and serialization
@@ -538,28 +654,17 @@ class _Sweeper:
         if not self.probe_store():
             return rep
         if rep.dry_run:
-            listing = self.list_store()
-            if listing is None:
-                return rep
             with self.connect() as conn:
                 rep.rows_deleted, rep.bytes_freed = self.count_unused(conn, refs)
-                rep.payloads_deleted = rep.rows_deleted
-                orphans = self.orphan_candidates(conn, listing, set())
-            rep.orphans_deleted = len(orphans)
-            rep.bytes_freed += sum(o[2].size for o in orphans)
+            rep.payloads_deleted = rep.rows_deleted
+            self.sweep_orphans()
             return rep
-        removed = self.sweep_rows(refs)
+        self.sweep_rows(refs)
         if rep.errors:
             return rep  # the store is failing: leave the orphans for the next sweep
         # Listed after phase 1: the payloads it removed need not be listed first.
-        listing = self.list_store()
-        if listing is None:
-            return rep
-        with self.connect() as conn:
-            orphans = self.orphan_candidates(conn, listing, removed)
-        if orphans:
-            self.sweep_orphans(orphans)
-        if removed or rep.orphans_deleted:
+        self.sweep_orphans()
+        if rep.payloads_deleted or rep.orphans_deleted:
             try:
                 call(self.store.cleanup, self.prefix)
             except Exception as exc:  # only empty folders are at stake: reported
@@ -617,22 +722,51 @@ def verify(
     chunk: int = 256,
 ) -> VerifyReport:
     """Check that every referenced payload (every payload, with *include_unused*) is in
-    the store and matches its hash; payloads are streamed, several at a time."""
+    the store and matches its hash; payloads are streamed, several at a time. The table
+    is read in hash order, a page at a time (keyset pagination), so memory holds one
+    page at any number of entries."""
     report = VerifyReport()
+    t = ext.table
+    q = sa.select(t.c.hash, t.c.attachment_name, t.c.filepath, t.c.contents_hash, t.c.size)
+    total: int | None = None
     with ext.engine.connect() as conn:
         if not ext.exists(conn):
             return report
-        t = ext.table
-        q = sa.select(t.c.hash, t.c.attachment_name, t.c.filepath, t.c.contents_hash, t.c.size)
-        if not include_unused:
-            q = q.where(ext.used_clause(ext.references(conn)))
-        rows = conn.execute(q.order_by(t.c.hash)).all()
+        refs = None if include_unused else ext.references(conn)
         try:
             area = ext.area(conn)
         except SaDjblobError as exc:
             report.errors.append(str(exc))
             return report
+        if progress:
+            counted = q if refs is None else q.where(ext.used_clause(refs))
+            total = conn.scalar(sa.select(sa.func.count()).select_from(counted.subquery()))
     store = area.store
+    bar = _bar(progress, total, f"verify {ext.name}")
+    page = max(chunk, DEFAULT_BATCH)
+    after: uuid.UUID | None = None
+    try:
+        while True:
+            # the entries of the next window of the table (see ExternalTable.window_end)
+            with ext.engine.connect() as conn:
+                window = (after, ext.window_end(conn, after, page))
+                paged = q.where(*ext.in_window(window))
+                if refs is not None:
+                    paged = paged.where(ext.used_clause(refs, window))
+                rows = conn.execute(paged.order_by(t.c.hash)).all()
+            if rows:
+                _verify_rows(store, area, rows, chunk, report, bar)
+            after = window[1]
+            if after is None:
+                break
+    finally:
+        bar.close()
+    return report
+
+
+def _verify_rows(
+    store: Store, area: Area, rows: Sequence[Any], chunk: int, report: VerifyReport, bar: _Bar
+) -> None:
     items: list[tuple[uuid.UUID, PurePosixPath, Any]] = []
     for row in rows:
         try:
@@ -641,21 +775,14 @@ def verify(
             report.errors.append(str(exc))
             continue
         items.append((row[0], path, args))
-    bar = _bar(progress, len(items), f"verify {ext.name}")
-    try:
-        for part in _chunks(items, chunk):
-            results = run_all(
-                lambda it: _check(store, it[2][0], it[2][1], it[1], int(it[2][2])), part
-            )
-            for (h, path, _), result in zip(part, results, strict=True):
-                report.checked += 1
-                if result == "missing":
-                    report.missing.append((h, path))
-                elif result == "corrupt":
-                    report.corrupt.append((h, path))
-                elif result != "ok":
-                    report.errors.append(result)
-            bar.update(len(part))
-    finally:
-        bar.close()
-    return report
+    for part in _chunks(items, chunk):
+        results = run_all(lambda it: _check(store, it[2][0], it[2][1], it[1], int(it[2][2])), part)
+        for (h, path, _), result in zip(part, results, strict=True):
+            report.checked += 1
+            if result == "missing":
+                report.missing.append((h, path))
+            elif result == "corrupt":
+                report.corrupt.append((h, path))
+            elif result != "ok":
+                report.errors.append(result)
+        bar.update(len(part))

@@ -579,7 +579,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list(self, prefix: PurePosixPath) -> Iterator[ObjectInfo]:
-        """Every payload below *prefix* (a folder path), recursively, in no given order."""
+        """Every payload below *prefix* (a folder path), recursively, lazily.
+
+        Stores list in ascending path order where they can (S3's order; a file store
+        walks its folders sorted): the sweep then merges the listing against the
+        externals table read in hash order. Any order is swept correctly.
+        """
 
     def presigned_url(
         self, path: PurePosixPath, expires_in: int = 3600, *, filename: str | None = None

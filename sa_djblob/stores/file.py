@@ -294,35 +294,44 @@ class FileStore(Store):
             raise self._error("delete", path, exc) from None
 
     def list(self, prefix: PurePosixPath) -> Iterator[ObjectInfo]:
+        """Files below *prefix*, lazily, in path order: each folder's entries sorted by
+        name, a subfolder's files listed where its name sorts. Memory holds the
+        entries of one folder per level."""
         top = os.fspath(prefix)
         if not os.path.isdir(top):
             return
-        stack = [top]
+        stack = [self._sorted_entries(top)]
         while stack:
-            folder = stack.pop()
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+                continue
             try:
-                entries = list(os.scandir(folder))
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(self._sorted_entries(entry.path))
+                    continue
+                if is_temp_name(entry.name) or not entry.is_file():
+                    continue
+                st = entry.stat()
             except FileNotFoundError:
-                continue  # removed while listing (cleanup)
+                continue  # removed while listing
             except OSError as exc:
-                raise self._error("list", folder, exc) from None
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                        continue
-                    if is_temp_name(entry.name) or not entry.is_file():
-                        continue
-                    st = entry.stat()
-                except FileNotFoundError:
-                    continue  # removed while listing
-                except OSError as exc:
-                    raise self._error("list", entry.path, exc) from None
-                yield ObjectInfo(
-                    path=PurePosixPath(entry.path),
-                    size=st.st_size,
-                    modified=datetime.datetime.fromtimestamp(st.st_mtime, datetime.UTC),
-                )
+                raise self._error("list", entry.path, exc) from None
+            yield ObjectInfo(
+                path=PurePosixPath(entry.path),
+                size=st.st_size,
+                modified=datetime.datetime.fromtimestamp(st.st_mtime, datetime.UTC),
+            )
+
+    def _sorted_entries(self, folder: str) -> Iterator[os.DirEntry[str]]:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except FileNotFoundError:
+            entries = []  # removed while listing (cleanup)
+        except OSError as exc:
+            raise self._error("list", folder, exc) from None
+        return iter(entries)
 
     def cleanup(self, prefix: PurePosixPath) -> None:
         top = os.fspath(prefix)

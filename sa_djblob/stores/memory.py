@@ -104,6 +104,7 @@ class MemoryStore(Store):
         start = top + "/" if top else ""
         with self._space.lock:
             items = [(k, v) for k, v in self._space.objects.items() if k.startswith(start)]
+        items.sort(key=lambda kv: kv[0])
         for key, (data, modified) in items:
             yield ObjectInfo(PurePosixPath(lead + key), len(data), modified)
 
