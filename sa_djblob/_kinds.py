@@ -20,8 +20,10 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 from . import _attach
+from ._bigvalues import Packed, Unpacked, pack_parts
 from ._codec import pack, unpack
 from ._exceptions import (
+    BlobFormatError,
     ConfigError,
     IntegrityError,
     SaDjblobError,
@@ -76,6 +78,8 @@ class Payload:
     #: the store's root) and the hash of the file's bare contents
     filepath: str | None = None
     contents_hash: uuid.UUID | None = None
+    #: a large array's blob as its header and the array's own buffer (never joined)
+    packed: Packed | None = None
 
     def __post_init__(self) -> None:
         if self.snapshot and self.file is not None:
@@ -124,6 +128,9 @@ class Payload:
         store = area.store
         if self.data is not None:
             store.put(path, self.data)
+            return
+        if self.packed is not None:  # streamed from the array's buffer, checked as it goes
+            store.put_file(path, self.packed.reader(self.key, store.hash, f"blob {self.key}"))
             return
         assert self.file is not None
         if self.snapshot:  # nobody else writes to it: it holds the hashed bytes
@@ -266,16 +273,32 @@ class BlobKind(Kind):
         return unpack(value, **options)
 
     def prepare(self, value: Any, store: Store) -> Payload:
-        data = pack(value, compress=self.compress)
+        data = pack_parts(value, compress=self.compress)
+        if isinstance(data, Packed):  # a large array: hashed in place, streamed on upload
+            return Payload(data.digest(store.hash), data.size, packed=data)
         return Payload(content_hash(data, algorithm=store.hash), len(data), data=data)
 
-    def load(self, area: Area, key: uuid.UUID, name: str | None) -> bytes:
-        from ._externals.fetch import fetch_bytes
+    def load(self, area: Area, key: uuid.UUID, name: str | None) -> Any:
+        from ._externals.fetch import fetch_blob
 
-        return fetch_bytes(area, key)
+        try:
+            return fetch_blob(area, key)
+        except BlobFormatError as exc:  # raised when its row is read, as unpack's errors
+            return _Malformed(exc)
 
     def finish(self, loaded: Any, options: dict[str, Any]) -> Any:
+        if isinstance(loaded, _Malformed):
+            raise loaded.error
+        if isinstance(loaded, Unpacked):
+            return loaded.value(squeeze=bool(options.get("squeeze", False)))
         return unpack(loaded, **options)
+
+
+@dataclass(frozen=True)
+class _Malformed:
+    """A payload that matches its hash but is not a valid blob."""
+
+    error: BlobFormatError
 
 
 class AttachKind(Kind):

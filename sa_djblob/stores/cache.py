@@ -162,6 +162,11 @@ class Cache:
 
         return self._fill(key, copy)
 
+    def fill(self, key: uuid.UUID, write: Callable[[BinaryIO], None]) -> Path:
+        """Make entry *key* of what *write* writes to a new file (atomically: if *write*
+        raises, nothing is kept); return the entry's file."""
+        return self._fill(key, write)
+
     def _fill(self, key: uuid.UUID, write: Callable[[BinaryIO], None]) -> Path:
         entry = self._entry(key)
         tmp = entry.with_name(temp_name(entry.name))
