@@ -40,6 +40,8 @@ STREAM_ABOVE = 1 << 20
 #: the largest piece copied at once (a piece of an array that is not Fortran-contiguous,
 #: a decompressed piece, a read)
 PIECE = 8 << 20
+#: the largest piece decompressed at once (copied into the result, then let go)
+INFLATE_PIECE = 1 << 20
 _U64 = struct.Struct("<Q")
 _TWO_U32 = struct.Struct("<II")
 _CHAR = 4
@@ -429,13 +431,16 @@ def read_value(
     """
     v = _Verifier(f, key, algorithm, corrupt)
     head = v.read(STREAM_ABOVE)
-    if len(head) < STREAM_ABOVE or not (more := v.read(1)):
-        v.check()
-        return head
+    more = v.read(1) if len(head) == STREAM_ABOVE else b""
     head += more
+    frame = len(ZL123) + 8
+    big = len(head) >= frame and _U64.unpack_from(head, len(ZL123))[0] >= STREAM_ABOVE
+    if not (big and head.startswith(ZL123)) and not more:
+        v.check()  # a small value, whole: unpacked as before
+        return head
     try:
-        if head.startswith(ZL123):
-            return _read_compressed(v, head, stored_size)
+        if head.startswith(ZL123):  # (a small payload may hold a large array of zeros)
+            return _read_compressed(v, head, stored_size if more else lambda: len(head))
         return _read_plain(v, head)
     except BlobFormatError:
         v.drain()  # a payload that does not match its hash is corrupt, not malformed
@@ -504,7 +509,7 @@ def _read_compressed(
     def inflate(data: bytes | memoryview) -> Iterator[bytes]:
         try:
             while data:
-                out = inflater.decompress(data, PIECE)
+                out = inflater.decompress(data, INFLATE_PIECE)
                 if out:
                     yield out
                 data = inflater.unconsumed_tail
