@@ -58,7 +58,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     import sa_djblob as djb
 
-    djb.config["stores"] = {"big": json.loads(args.store)}
+    if not args.inrow:
+        djb.config["stores"] = {"big": json.loads(args.store)}
     engine = sa.create_engine(args.url)
     djb.install(engine)
     meta = sa.MetaData()
@@ -66,11 +67,16 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "big_values",
         meta,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("value", djb.Blob(store="big", compress=args.compress)),
+        sa.Column(
+            "value",
+            djb.Blob(compress=args.compress)
+            if args.inrow
+            else djb.Blob(store="big", compress=args.compress),
+        ),
     )
     if args.phase == "insert":
         meta.create_all(engine)
-        value = _array(args.kind, args.mib * MiB)
+        value = _array(args.kind, int(args.mib * MiB))
         digest = hashlib.md5(memoryview(value).cast("B"), usedforsecurity=False).hexdigest()
         before = _peak()
         start = time.perf_counter()
@@ -95,7 +101,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_child(
-    phase: str, url: str, store: dict[str, Any], mib: int, kind: str, row: int, compress: bool
+    phase: str,
+    url: str,
+    store: dict[str, Any],
+    mib: float,
+    kind: str,
+    row: int,
+    compress: bool,
+    inrow: bool = False,
 ) -> dict[str, Any]:
     """One measurement in a fresh process (the package imported from this checkout)."""
     root = Path(__file__).resolve().parent.parent
@@ -121,6 +134,8 @@ def run_child(
     ]
     if not compress:
         cmd.append("--no-compress")
+    if inrow:
+        cmd.append("--inrow")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"{phase} failed:\n{out.stderr[-3000:]}")
@@ -130,7 +145,7 @@ def run_child(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mib", type=int, default=1024)
+    parser.add_argument("--mib", type=float, default=1024)
     parser.add_argument("--stores", default="file,s3,fsspec")
     parser.add_argument("--kinds", default="random,zeros")
     parser.add_argument("--child", choices=("insert", "fetch"))
@@ -139,10 +154,22 @@ def main() -> None:
     parser.add_argument("--kind", default="random")
     parser.add_argument("--row", type=int, default=1)
     parser.add_argument("--no-compress", dest="compress", action="store_false")
+    parser.add_argument(
+        "--inrow",
+        action="store_true",
+        help="in-row values: measure what each database driver holds (copies of the value)",
+    )
+    parser.add_argument("--mysql-url", default="mysql+pymysql://root@127.0.0.1:3306/test")
+    parser.add_argument(
+        "--postgresql-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
     args = parser.parse_args()
     if args.child:
         args.phase = args.child
         print(json.dumps(child(args)))
+        return
+    if args.inrow:
+        inrow(args)
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,6 +213,59 @@ def main() -> None:
                         f" {r['nbytes'] / MiB:10.0f} {w['seconds']:9.2f} {r['seconds']:8.2f}"
                         f"  {'yes' if ok else 'NO'}"
                     )
+
+
+def inrow(args: argparse.Namespace) -> None:
+    """In-row values through each driver, random floats (never compressed): peak RSS growth
+    as copies of the value. MySQL's size is bounded by the server's max_allowed_packet."""
+    import sqlalchemy as sa
+
+    print("in-row Blob() values: growth of peak RSS in copies of the value")
+    print(f"{'database':24} {'value MiB':>10} {'insert':>8} {'fetch':>8}")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        urls = {
+            "sqlite": (f"sqlite:///{tmp}/inrow.sqlite", args.mib),
+            "mysql+pymysql": (stack.enter_context(_database(args.mysql_url)), None),
+            "postgresql+psycopg": (stack.enter_context(_database(args.postgresql_url)), args.mib),
+        }
+        for name, (url, mib) in urls.items():
+            if mib is None:  # the largest value the server accepts, with room for the SQL
+                engine = sa.create_engine(url)
+                with engine.connect() as conn:
+                    packet = conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one()
+                engine.dispose()
+                mib = min(args.mib, int(packet) / MiB * 0.45)  # escaped: up to 2x
+            w = run_child("insert", url, {}, mib, "random", 1, True, inrow=True)
+            r = run_child("fetch", url, {}, mib, "random", 1, True, inrow=True)
+            assert w["md5"] == r["md5"]
+            n = w["nbytes"]
+            print(f"{name:24} {n / MiB:10.1f} {w['growth'] / n:8.2f} {r['growth'] / n:8.2f}")
+
+
+@contextlib.contextmanager
+def _database(url: str) -> Any:
+    """A fresh database (MySQL) or schema (PostgreSQL) on the server of *url*; its URL."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    base = sa.make_url(url)
+    name = "djb_bench_" + uuid.uuid4().hex[:8]
+    admin = sa.create_engine(base)
+    mysql = base.get_backend_name() == "mysql"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}`" if mysql else f'CREATE SCHEMA "{name}"'))
+    try:
+        if mysql:
+            yield base.set(database=name).render_as_string(hide_password=False)
+        else:
+            own = base.update_query_dict({"options": f"-csearch_path={name}"})
+            yield own.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            drop = f"DROP DATABASE IF EXISTS `{name}`" if mysql else f'DROP SCHEMA "{name}" CASCADE'
+            conn.execute(sa.text(drop))
+        admin.dispose()
 
 
 if __name__ == "__main__":
