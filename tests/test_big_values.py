@@ -277,3 +277,50 @@ def test_fetching_a_big_array_allocates_it_once(
         tracemalloc.stop()
     assert np.array_equal(got, a)
     assert peak < n + 12 * MiB, f"{(peak - n) / MiB:.0f} MiB beside the {n // MiB} MiB array"
+
+
+@pytest.mark.usefixtures("small_pieces")
+def test_big_arrays_and_attachment_contents_through_async_session(
+    database: Any, tmp_path: Path
+) -> None:
+    """Under ``AsyncSession`` (aiosqlite, asyncmy, psycopg async) big arrays are streamed
+    both ways and an attachment is taken from a file object, as in a web app."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    drivers = {"sqlite": "sqlite+aiosqlite", "mysql": "mysql+asyncmy"}
+    drivers["postgresql"] = "postgresql+psycopg_async"
+    url = database.url.set(drivername=drivers[database.backend])
+    djb.config["stores"] = {"big": {"protocol": "file", "location": str(tmp_path / "big")}}
+    meta = sa.MetaData()
+    t = sa.Table(
+        "big_async",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("b", djb.Blob(store="big"), nullable=True),
+        sa.Column("a", djb.Attach(store="big"), nullable=True),
+    )
+    values = {i: a for i, a in enumerate(_orders(_array("<c16", (80, 30), smooth=True)))}
+    values[9] = _array("<i4", (400, 30))
+    upload = io.BytesIO(b"uploaded bytes\n" * 100)
+
+    async def main() -> dict[int, Any]:
+        engine = create_async_engine(url)
+        djb.install(engine)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(meta.create_all)
+                await conn.execute(t.insert(), [{"id": i, "b": v} for i, v in values.items()])
+                await conn.execute(t.insert().values(id=20, a=("upload.txt", upload)))
+            async with engine.connect() as conn:
+                rows = (await conn.execute(sa.select(t.c.id, t.c.b, t.c.a))).all()
+            return {i: (b, a) for i, b, a in rows}
+        finally:
+            await engine.dispose()
+
+    got = asyncio.run(main())
+    for i, a in values.items():
+        assert got[i][0].dtype == a.dtype and np.array_equal(got[i][0], a)
+    path = got[20][1]
+    assert path.name == "upload.txt" and path.read_bytes() == b"uploaded bytes\n" * 100
