@@ -1,12 +1,14 @@
 """A small FastAPI service that keeps uploads in an sa_djblob store, with ``AsyncSession``.
 
 - ``GET /``: an HTML page with an upload form (it posts to ``POST /files``).
-- ``POST /files`` (multipart ``file``): the file goes into an ``Attach(store="files")``
-  column, streamed from Starlette's spooled upload to a temporary file of the same name
-  and from there to the store (never whole in memory); ``GET /files/{id}`` serves it
-  back under its original name: streamed from the store and verified against its hash
-  as it goes (``djb.stored(...).open()``), or, for an S3 store, by a redirect to a
-  presigned URL (``.url()``). Nothing is written to ``download_path``.
+- ``POST /files`` (multipart ``file``): the upload goes into an ``Attach(store="files")``
+  column as ``(file.filename, file.file)``, streamed from Starlette's spooled upload to
+  the store and hashed on the way (never whole in memory, no temporary copy of our own).
+  A browser (``Accept: text/html``) gets a result page that shows the upload (an image,
+  or the start of a text file) and links to it; other clients get JSON. ``GET
+  /files/{id}`` serves it back under its original name: streamed from the store and
+  verified against its hash as it goes (``djb.stored(...).open()``), or, for an S3 store,
+  by a redirect to a presigned URL (``.url()``). Nothing is written to ``download_path``.
 - ``POST /arrays`` (multipart ``file``: a ``.npy`` file, read with
   ``np.load(allow_pickle=False)``; or a JSON body ``{"data": [[1, 2], [3, 4]], "dtype": "int32"}``):
   the array goes into a ``Blob(store="files")`` column; ``GET /arrays/{id}`` returns it as
@@ -27,10 +29,10 @@ thread pool and awaits them, file copies run in Starlette's thread pool, and the
 maintenance queries of ``/stats`` are awaited (``djb.externals(async_engine)``).
 """
 
+import html
 import io
 import json
 import os
-import tempfile
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,7 +42,13 @@ from typing import Annotated, Any
 import numpy as np
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Request, UploadFile
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from starlette.concurrency import run_in_threadpool
@@ -63,6 +71,37 @@ PAGE = """<!doctype html>
 </form>
 </body></html>
 """
+
+
+RESULT = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Uploaded: {name}</title></head>
+<body>
+<h1>Uploaded</h1>
+<p><a id="download" href="/files/{id}" download>{name}</a>
+  (<span id="size" data-bytes="{size}">{size} bytes</span>,
+  document <span id="doc-id">{id}</span>)</p>
+{preview}
+<p><a href="/">Upload another file</a></p>
+</body></html>
+"""
+
+#: images a browser may show inline (no SVG or HTML: they could run scripts on this origin)
+IMAGES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
+IMAGES[".webp"] = "image/webp"
+PREVIEW = 2000
+
+
+def _preview(doc_id: int, name: str, head: bytes) -> str:
+    """How the result page shows an upload: an image, the start of a text, or nothing."""
+    if Path(name).suffix.lower() in IMAGES:
+        return f'<img id="preview" src="/files/{doc_id}?inline=1" alt="{html.escape(name)}">'
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # binary, or a character cut at the end
+        text = head[: exc.start].decode("utf-8") if exc.start > len(head) - 4 else ""
+    if not text or "\0" in text:
+        return ""
+    return f'<pre id="preview">{html.escape(text[:PREVIEW])}</pre>'
 
 
 class Base(DeclarativeBase):
@@ -165,15 +204,10 @@ def create_app(
             raise HTTPException(413, f"uploads are limited to {MAX_UPLOAD} bytes")
         return data
 
-    def copy_upload(src: Any, dest: Path) -> int:
-        """Copy an upload (Starlette spools it to disk past 1 MiB) to *dest* in chunks."""
-        size = 0
-        with dest.open("wb") as out:
-            while chunk := src.read(CHUNK):
-                size += len(chunk)
-                if size > MAX_UPLOAD:
-                    raise HTTPException(413, f"uploads are limited to {MAX_UPLOAD} bytes")
-                out.write(chunk)
+    def upload_size(src: Any) -> int:
+        """The size of a spooled upload (its end), leaving it at its start."""
+        size = int(src.seek(0, os.SEEK_END))
+        src.seek(0)
         return size
 
     @app.get("/", response_class=HTMLResponse)
@@ -181,16 +215,23 @@ def create_app(
         return PAGE
 
     @app.post("/files", status_code=201)
-    async def upload_file(file: UploadFile, db: DB) -> dict[str, Any]:
+    async def upload_file(file: UploadFile, db: DB, request: Request) -> Response:
         name = _safe_name(file.filename)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name  # the attachment keeps this name
-            await file.seek(0)
-            size = await run_in_threadpool(copy_upload, file.file, path)
-            doc = Document(name=name, size=size, file=path)
-            db.add(doc)
-            await db.commit()  # streams the file into the store, then commits the row
-        return {"id": doc.id, "name": name, "size": size}
+        size = await run_in_threadpool(upload_size, file.file)
+        if size > MAX_UPLOAD:
+            raise HTTPException(413, f"uploads are limited to {MAX_UPLOAD} bytes")
+        head = await file.read(PREVIEW)
+        await file.seek(0)
+        # the attachment is the upload itself: (name, binary file object)
+        doc = Document(name=name, size=size, file=(name, file.file))
+        db.add(doc)
+        await db.commit()  # streams the upload into the store, then commits the row
+        if "text/html" in request.headers.get("accept", ""):
+            page = RESULT.format(
+                id=doc.id, name=html.escape(name), size=size, preview=_preview(doc.id, name, head)
+            )
+            return HTMLResponse(page, status_code=201)
+        return JSONResponse({"id": doc.id, "name": name, "size": size}, status_code=201)
 
     def stream(src: Any) -> Any:
         """The chunks of an open StoredObject stream (verified as they are read), closed
@@ -206,22 +247,25 @@ def create_app(
                 yield chunk
 
     @app.get("/files/{doc_id}")
-    async def get_file(doc_id: int, db: DB) -> Response:
+    async def get_file(doc_id: int, db: DB, inline: bool = False) -> Response:
         q = sa.select(djb.stored(Document.file), Document.name).where(Document.id == doc_id)
         row = (await db.execute(q)).one_or_none()
         if row is None:
             raise HTTPException(404, f"no file {doc_id}")
         obj, name = row
-        if isinstance(djb.get_store(obj.store), djb.S3Store):
+        image = IMAGES.get(Path(name).suffix.lower()) if inline else None
+        if isinstance(djb.get_store(obj.store), djb.S3Store) and image is None:
             return RedirectResponse(obj.url(expires_in=300), status_code=307)
         src = await run_in_threadpool(obj.open)
         quoted = urllib.parse.quote(name)
+        disposition = "inline" if image else "attachment"
         return StreamingResponse(
             stream(src),
-            media_type="application/octet-stream",
+            media_type=image or "application/octet-stream",
             headers={
-                "Content-Disposition": f"attachment; filename*=UTF-8''{quoted}",
+                "Content-Disposition": f"{disposition}; filename*=UTF-8''{quoted}",
                 "Content-Length": str(obj.size),
+                "X-Content-Type-Options": "nosniff",
             },
         )
 

@@ -11,13 +11,21 @@ import contextlib
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 
 from . import _attach
-from ._exceptions import ConfigError, IntegrityError, SaDjblobError, StageError
+from ._bigvalues import Unpacked, read_value
+from ._exceptions import (
+    ConfigError,
+    IntegrityError,
+    MissingPayloadError,
+    SaDjblobError,
+    StageError,
+    StoreError,
+)
 from ._layout import attachment_prefix, content_hash, copy_hashed, file_matches, store_root
 from ._pool import call
 from ._util import discard as _unlink
@@ -29,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FileRef",
     "fetch_attachment",
+    "fetch_blob",
     "fetch_bytes",
     "fetch_filepath",
     "filepath_object",
@@ -52,6 +61,66 @@ def fetch_bytes(area: Area, key: uuid.UUID) -> bytes:
     if cache is not None:
         cache.offer(key, data)
     return data
+
+
+def fetch_blob(area: Area, key: uuid.UUID) -> bytes | Unpacked:
+    """A blob payload read as a stream and verified as it arrives: a large numeric array
+    straight into its final buffer (:class:`Unpacked`), anything else as its bytes. A
+    remote store's payload is copied into the cache first (verified), then read from it."""
+    store = area.store
+    path = area.path(key)
+
+    def corrupt() -> str:
+        return (
+            f"payload {key} in store {store.name!r} at {path} does not match its hash"
+            f" ({store.hash}): it was changed or corrupted"
+        )
+
+    def read(f: BinaryIO, size: Callable[[], int | None]) -> bytes | Unpacked:
+        return read_value(f, key, store.hash, corrupt, size)
+
+    cache = get_cache() if store.is_remote else None
+    if cache is None:
+        with call(store.open, path) as f:
+            return read(f, lambda: _size(f) or store.size(path))
+    entry = cache.path(key)
+    if entry is None:
+
+        def fill(out: BinaryIO) -> None:
+            with call(store.open, path) as src:
+                if copy_hashed(src, out, algorithm=store.hash) != key:
+                    raise IntegrityError(corrupt())
+
+        try:
+            entry = cache.fill(key, fill)
+        except (MissingPayloadError, IntegrityError):
+            raise
+        except StoreError as exc:  # the cache cannot be written (a full disk): no cache
+            cache.note_write_failure(exc)
+            with call(store.open, path) as f:
+                return read(f, lambda: _size(f) or store.size(path))
+    try:
+        with open(entry, "rb") as f:
+            return read(f, lambda: os.fstat(f.fileno()).st_size)
+    except OSError:
+        pass  # evicted meanwhile: read the store
+    except IntegrityError:
+        cache._drop_corrupt(entry)  # damaged on disk: dropped, the store is read
+    with call(store.open, path) as f:
+        return read(f, lambda: None)
+
+
+def _size(f: BinaryIO) -> int | None:
+    """The size of an open payload, if the stream can tell (seeking to its end)."""
+    try:
+        if not f.seekable():
+            return None
+        at = f.tell()
+        end = f.seek(0, os.SEEK_END)
+        f.seek(at)
+    except (OSError, ValueError):
+        return None
+    return end
 
 
 @contextlib.contextmanager

@@ -16,14 +16,16 @@ import uuid
 import weakref
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, cast
 
 import sqlalchemy as sa
 
 from . import _attach
+from ._bigvalues import Packed, Unpacked, pack_parts
 from ._codec import pack, unpack
 from ._dialects import concat_ref
 from ._exceptions import (
+    BlobFormatError,
     SaDjblobError,
     StoreError,
     UnreadableFileError,
@@ -32,7 +34,7 @@ from ._exceptions import (
 from ._fetch import (
     FileRef,
     fetch_attachment,
-    fetch_bytes,
+    fetch_blob,
     fetch_filepath,
     filepath_object,
     same_file,
@@ -85,6 +87,8 @@ class Payload:
     #: the store's root) and the hash of the file's bare contents
     filepath: str | None = None
     contents_hash: uuid.UUID | None = None
+    #: a large array's blob as its header and the array's own buffer (never joined)
+    packed: Packed | None = None
 
     def __post_init__(self) -> None:
         if self.snapshot and self.file is not None:
@@ -141,6 +145,9 @@ class Payload:
         store = area.store
         if self.data is not None:
             store.put(path, self.data)
+            return
+        if self.packed is not None:  # streamed from the array's buffer, checked as it goes
+            store.put_file(path, self.packed.reader(self.key, store.hash, f"blob {self.key}"))
             return
         assert self.file is not None
         if self.snapshot:  # nobody else writes to it: it holds the hashed bytes
@@ -302,14 +309,30 @@ class BlobKind(Kind):
         return unpack(value, **options)
 
     def prepare(self, value: Any, store: Store) -> Payload:
-        data = pack(value, compress=self.compress)
+        data = pack_parts(value, compress=self.compress)
+        if isinstance(data, Packed):  # a large array: hashed in place, streamed on upload
+            return Payload(data.digest(store.hash), data.size, packed=data)
         return Payload(content_hash(data, algorithm=store.hash), len(data), data=data)
 
-    def load(self, area: Area, key: uuid.UUID, name: str | None) -> bytes:
-        return fetch_bytes(area, key)
+    def load(self, area: Area, key: uuid.UUID, name: str | None) -> Any:
+        try:
+            return fetch_blob(area, key)
+        except BlobFormatError as exc:  # raised when its row is read, as unpack's errors
+            return _Malformed(exc)
 
     def finish(self, loaded: Any, options: dict[str, Any]) -> Any:
+        if isinstance(loaded, _Malformed):
+            raise loaded.error
+        if isinstance(loaded, Unpacked):
+            return loaded.value(squeeze=bool(options.get("squeeze", False)))
         return unpack(loaded, **options)
+
+
+@dataclass(frozen=True)
+class _Malformed:
+    """A payload that matches its hash but is not a valid blob."""
+
+    error: BlobFormatError
 
 
 class AttachKind(Kind):
@@ -330,11 +353,41 @@ class AttachKind(Kind):
     def _file(value: Any) -> Path:
         if not isinstance(value, str | os.PathLike):
             raise UnsupportedTypeError(
-                f"Attach values are file paths (str or PathLike), got {type(value).__name__}"
+                "Attach values are file paths (str or PathLike) or (name, contents) pairs"
+                " whose contents are bytes or a binary file object, got"
+                f" {type(value).__name__}"
             )
         return Path(os.fspath(value))
 
+    @staticmethod
+    def _pair(value: tuple[Any, ...]) -> tuple[str, bytes | BinaryIO]:
+        """The name and contents of an attachment bound as ``(name, bytes)`` or ``(name,
+        binary file object)`` (FastAPI's ``UploadFile`` as ``(f.filename, f.file)``)."""
+        if len(value) != 2 or not isinstance(value[0], str):
+            raise UnsupportedTypeError(
+                "an Attach value given as a tuple is (name, contents): a file name (str) and"
+                f" bytes or a binary file object, got a tuple of {len(value)} item(s)"
+                + ("" if len(value) != 2 else f" whose name is a {type(value[0]).__name__}")
+            )
+        name, contents = value
+        if isinstance(contents, bytes):
+            return name, contents
+        if isinstance(contents, bytearray | memoryview):
+            return name, bytes(contents)  # a copy: what is hashed is what is stored
+        if callable(getattr(contents, "read", None)):
+            return name, contents
+        raise UnsupportedTypeError(
+            f"the contents of attachment {name[:60]!r} must be bytes or a binary file object"
+            f" (with read()), got {type(contents).__name__}"
+        )
+
     def encode_inrow(self, value: Any) -> bytes:
+        if isinstance(value, tuple):
+            name, contents = self._pair(value)
+            _attach.check_new_name(name)
+            if not isinstance(contents, bytes):
+                contents = _read_all(contents, name)
+            return name.encode("utf-8") + b"\0" + contents
         file = self._file(value)
         _attach.check_new_name(_attach.attachment_name(file))
         try:
@@ -355,6 +408,8 @@ class AttachKind(Kind):
         store checks the bytes as it writes them (and drops the write if they changed);
         for a remote store, a small file is read into memory and a large one copied to a
         private snapshot while it is hashed, and that is what is uploaded."""
+        if isinstance(value, tuple):
+            return self._prepare_contents(value, store)
         file = self._file(value)
         name = _attach.attachment_name(file)
         _attach.check_new_name(name, max_object_name=store.max_object_name)
@@ -373,6 +428,25 @@ class AttachKind(Kind):
                 return _snapshot(f, head, prefix, name, store.hash)
         except OSError as exc:
             raise unreadable_file(exc, file, "attachment") from None
+
+    def _prepare_contents(self, value: tuple[Any, ...], store: Store) -> Payload:
+        """Hash ``(name, bytes)``, or read ``(name, file object)`` once while hashing it:
+        a small one into memory, a large one into a private snapshot that is uploaded."""
+        name, contents = self._pair(value)
+        _attach.check_new_name(name, max_object_name=store.max_object_name)
+        prefix = attachment_prefix(name)
+        if isinstance(contents, bytes):
+            key = content_hash(prefix, contents, algorithm=store.hash)
+            return Payload(key, len(contents), attachment_name=name, data=contents)
+        try:
+            head = _binary(contents.read(_IN_MEMORY + 1), name)
+            if len(head) <= _IN_MEMORY:
+                key = content_hash(prefix, head, algorithm=store.hash)
+                return Payload(key, len(head), attachment_name=name, data=head)
+            checked = cast(BinaryIO, _BinaryCheck(contents, name))
+            return _snapshot(checked, head, prefix, name, store.hash)
+        except OSError as exc:
+            raise _unreadable_object(exc, name) from None
 
     def load(self, area: Area, key: uuid.UUID, name: str | None) -> Path:
         if name is None:
@@ -506,6 +580,47 @@ class FilepathKind(Kind):
 
 
 _IN_MEMORY = 1 << 20  # attachments for remote stores up to this size are read into memory
+
+
+def _binary(data: Any, name: str) -> bytes:
+    """What a file object's read() gave, refused unless it is bytes (a text-mode file)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise UnsupportedTypeError(
+        f"the file object of attachment {name[:60]!r} gave {type(data).__name__}, not bytes:"
+        " open the file in binary mode ('rb')"
+    )
+
+
+class _BinaryCheck:
+    """A file object whose reads are checked to be bytes."""
+
+    def __init__(self, f: BinaryIO, name: str) -> None:
+        self._f = f
+        self._name = name
+
+    def read(self, n: int = -1) -> bytes:
+        return _binary(self._f.read(n), self._name)
+
+
+def _unreadable_object(exc: OSError, name: str) -> UnreadableFileError:
+    error = UnreadableFileError(
+        f"the file object of attachment {name[:60]!r} cannot be read"
+        f" ({exc.strerror or exc}): pass a readable binary file object"
+    )
+    error.errno = exc.errno
+    error.strerror = exc.strerror
+    return error
+
+
+def _read_all(f: BinaryIO, name: str) -> bytes:
+    """The rest of a binary file object (an in-row attachment is one value of the row)."""
+    try:
+        return _binary(f.read(), name)
+    except OSError as exc:
+        raise _unreadable_object(exc, name) from None
 
 
 def _copy_hashing(

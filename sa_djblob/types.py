@@ -191,9 +191,12 @@ class Blob(ExternalType):
 
 
 class Attach(ExternalType):
-    """A whole file with its name. Bind a path (str or PathLike); fetch a ``pathlib.Path``.
+    """A whole file with its name. Bind a path (str or PathLike), or ``(name, bytes)``, or
+    ``(name, binary file object)`` (read once from its current position, hashed as it is
+    read; FastAPI's ``UploadFile`` is ``(f.filename, f.file)``); fetch a ``pathlib.Path``.
 
-    Fetched files are written into ``djb.config["download_path"]``.
+    Names are checked as those of paths: a plain file name, no ``/``, ``\\`` or control
+    characters. Fetched files are written into ``djb.config["download_path"]``.
     """
 
     kind_name = "attach"

@@ -204,7 +204,14 @@ def test_browser_uploads_a_file_through_the_page(tmp_path: Path) -> None:
         assert page.evaluate("document.getElementById('file').files[0].size") == len(content)
         page.evaluate("document.getElementById('send').click()")
         page.wait_event("Page.loadEventFired")
-        answer = json.loads(page.evaluate("document.body.innerText"))
+        # the result page shows the upload and links to it
+        link = page.evaluate("document.getElementById('download').getAttribute('href')")
+        answer = {
+            "id": int(page.evaluate("document.getElementById('doc-id').textContent")),
+            "name": page.evaluate("document.getElementById('download').textContent"),
+            "size": int(page.evaluate("document.getElementById('size').dataset.bytes")),
+        }
+        assert link == f"/files/{answer['id']}"
         assert answer["name"] == upload.name and answer["size"] == len(content)
         # the browser downloads it back: the bytes the app streams from the store
         digest = page.evaluate(

@@ -134,6 +134,41 @@ async def _files(client: httpx.AsyncClient, tmp_path: Path) -> None:
     assert (await client.get("/stats")).json() == {"objects": 1, "used": 1, "unused": 0}
 
 
+def test_fastapi_upload_page_shows_the_upload_and_links_to_it(tmp_path: Path) -> None:
+    """A browser's upload (Accept: text/html) gets a page, not raw JSON: the file's name
+    (escaped), size and a link to it, with an image shown inline or the start of a text."""
+    png = b"\x89PNG\r\n\x1a\n" + os.urandom(2000)
+    text = "<script>alert(1)</script> & notes\n" * 3
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        browser = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+        r = await client.post(
+            "/files", files={"file": ("a<b>.txt", text.encode())}, headers=browser
+        )
+        assert r.status_code == 201 and r.headers["content-type"].startswith("text/html")
+        page = r.text
+        doc_id = int(page.split('id="doc-id">', 1)[1].split("<", 1)[0])
+        assert f'<a id="download" href="/files/{doc_id}" download>a&lt;b&gt;.txt</a>' in page
+        assert f'data-bytes="{len(text.encode())}"' in page
+        assert '<pre id="preview">&lt;script&gt;alert(1)&lt;/script&gt; &amp; notes' in page
+        assert "<script>" not in page
+        assert (await client.get(f"/files/{doc_id}")).content == text.encode()
+
+        r = await client.post("/files", files={"file": ("photo.png", png)}, headers=browser)
+        page = r.text
+        doc_id = int(page.split('id="doc-id">', 1)[1].split("<", 1)[0])
+        assert f'<img id="preview" src="/files/{doc_id}?inline=1" alt="photo.png">' in page
+        r = await client.get(f"/files/{doc_id}?inline=1")
+        assert r.content == png and r.headers["content-type"] == "image/png"
+        assert r.headers["content-disposition"].startswith("inline")
+        assert r.headers["x-content-type-options"] == "nosniff"
+        # a text file is never served inline (only raster images are)
+        r = await client.get("/files/1?inline=1")
+        assert r.headers["content-disposition"].startswith("attachment")
+
+    drive(tmp_path, scenario)
+
+
 def test_fastapi_arrays(tmp_path: Path) -> None:
     drive(tmp_path, _arrays)
 

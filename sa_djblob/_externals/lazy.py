@@ -39,8 +39,8 @@ from .._blobheader import Frame, Header, NeedMore, SlicePlan, parse_frame, parse
 from .._codec import unpack
 from .._config import config
 from .._exceptions import BlobFormatError, IntegrityError, NotSliceableError, SaDjblobError
-from .._fetch import fetch_bytes
-from .._kinds import Kind
+from .._fetch import fetch_blob, fetch_bytes
+from .._kinds import Kind, kind
 from ..stores import Store, get_cache, get_store
 from ..stores.file import pread_ranges
 from .stored import StoredObject, StoredResult, stored
@@ -338,7 +338,11 @@ class LazyBlob:
 
     def load(self) -> Any:
         """The whole value, as a plain select gives it (verified against the hash)."""
-        return unpack(self._source.whole(), **self._options)
+        src = self._source
+        if isinstance(src, _StoreSource):  # a big array: read into its final buffer
+            loaded = fetch_blob(Area(src.store, src.obj.schema), src.obj.key)
+            return kind("blob").finish(loaded, self._options)
+        return unpack(src.whole(), **self._options)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> NDArray[Any]:
         value = self.load()

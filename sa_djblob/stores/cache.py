@@ -176,15 +176,25 @@ class Cache:
         try:
             fill()
         except StoreError as exc:
-            with self._lock:
-                first, self._warned = not self._warned, True
-            # the cache is an optimization: said once, not at every read
-            log.log(
-                logging.WARNING if first else logging.DEBUG,
-                "%s; payloads are read from their stores without caching them%s",
-                exc,
-                " (further cache write failures are logged at DEBUG level)" if first else "",
-            )
+            self.note_write_failure(exc)
+
+    def note_write_failure(self, exc: StoreError) -> None:
+        """Log that an entry could not be written (WARNING once, then DEBUG): the read
+        that wanted to fill it goes on from the store."""
+        with self._lock:
+            first, self._warned = not self._warned, True
+        # the cache is an optimization: said once, not at every read
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "%s; payloads are read from their stores without caching them%s",
+            exc,
+            " (further cache write failures are logged at DEBUG level)" if first else "",
+        )
+
+    def fill(self, key: uuid.UUID, write: Callable[[BinaryIO], None]) -> Path:
+        """Make entry *key* of what *write* writes to a new file (atomically: if *write*
+        raises, nothing is kept); return the entry's file."""
+        return self._fill(key, write)
 
     def _fill(self, key: uuid.UUID, write: Callable[[BinaryIO], None]) -> Path:
         entry = self._entry(key)
