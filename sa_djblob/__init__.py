@@ -27,6 +27,7 @@ from ._exceptions import (
     UnsupportedTypeError,
 )
 from ._externals import (
+    CopyReport,
     ExternalTable,
     SweepReport,
     VerifyReport,
@@ -52,6 +53,7 @@ __all__ = [
     "BlobFormatError",
     "Cache",
     "ConfigError",
+    "CopyReport",
     "DownloadError",
     "ExternalTable",
     "FileStore",
