@@ -9,11 +9,14 @@ and ``verify`` is clean.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import random
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,6 +28,7 @@ from conftest import S3Server
 from helpers.common import value
 
 import sa_djblob as djb
+from sa_djblob._externals import relocate
 from sa_djblob.cli import cli
 
 HELPERS = Path(__file__).parent / "helpers"
@@ -87,7 +91,7 @@ def _switch(spec: dict[str, Any], tmp_path: Path) -> None:
 
 def _check_values(engine: sa.Engine, table: sa.Table, expected: dict[int, Any]) -> None:
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(table).where(table.c.id < len(expected))).all()
+        rows = conn.execute(sa.select(table).where(table.c.id.in_(list(expected)))).all()
     assert len(rows) == len(expected)
     for r in rows:
         b, a, f = expected[r.id]
@@ -134,6 +138,70 @@ def test_copy_to_relocates_every_payload_and_reads_back_after_the_switch(
 def _sizes(engine: sa.Engine, ext: djb.ExternalTable) -> list[int]:
     with engine.connect() as conn:
         return [int(s) for s in conn.scalars(sa.select(ext.table.c.size))]
+
+
+@pytest.mark.backends("mysql", "postgresql")
+def test_copy_to_while_writers_and_sweeps_run_then_a_catch_up_pass_loses_nothing(
+    engine: sa.Engine, s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    old = _file_spec(tmp_path, "old")
+    new = _s3_spec(s3_server, s3_bucket, tmp_path, "moved")
+    djb.config["stores"] = {"shared": old}
+    table, expected = _populate(engine, tmp_path)
+    ext = djb.externals(engine)["shared"]
+    stop = threading.Event()
+    written: dict[int, Any] = {}
+    problems: list[BaseException] = []
+
+    def writer() -> None:  # inserts new values; deletes every other one again
+        i = 1000
+        try:
+            while not stop.is_set():
+                with engine.begin() as conn:
+                    conn.execute(sa.insert(table), {"id": i, "b": value(i)})
+                    if i % 2:
+                        conn.execute(sa.delete(table).where(table.c.id == i - 1))
+                written[i] = value(i)
+                if i % 2:
+                    del written[i - 1]
+                i += 1
+        except BaseException as exc:  # reported by the test
+            problems.append(exc)
+
+    def sweeper() -> None:  # collects the deleted values' entries and payloads meanwhile
+        try:
+            while not stop.is_set():
+                swept = ext.sweep(grace=datetime.timedelta(0), progress=False, batch=3)
+                assert swept.ok, swept.errors
+        except BaseException as exc:  # reported by the test
+            problems.append(exc)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=sweeper)]
+    for th in threads:
+        th.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(written) < 4 and time.monotonic() < deadline and not problems:
+            time.sleep(0.05)
+        first = ext.copy_to(new, progress=False, batch=5)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(60)
+    assert not problems, problems
+    assert first.failed == [] and first.errors == [], "a swept entry is no failure"
+
+    # the writers have stopped: the catch-up pass copies what they wrote meanwhile
+    final = ext.copy_to(new, progress=False)
+    assert final.ok, final
+    _switch(new, tmp_path)
+    _check_values(engine, table, expected)
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.select(table.c.id, table.c.b).where(table.c.id >= 1000)).all())
+    assert sorted(got) == sorted(written)
+    for i, v in written.items():
+        np.testing.assert_array_equal(got[i], v)
+    assert djb.externals(engine)["shared"].verify(progress=False, include_unused=True).ok
 
 
 @pytest.mark.backends("sqlite")
@@ -193,6 +261,31 @@ def test_copy_to_never_places_a_payload_that_does_not_match_its_hash(
     assert [(k, why) for k, _, why in report.failed] == [(key, "corrupt at the source")]
     assert report.copied == _entries(ext) - 1
     assert not (tmp_path / "new" / str(path.relative_to(tmp_path / "old"))).exists()
+
+
+@pytest.mark.backends("sqlite", "mysql")
+def test_copy_to_reports_a_lost_payload_but_not_one_a_sweep_took_meanwhile(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    djb.config["stores"] = {"shared": _file_spec(tmp_path, "old")}
+    djb.config["threads"] = 1  # one payload after the other: the sweep lands mid-batch
+    _populate(engine, tmp_path, rows=2)
+    ext = djb.externals(engine)["shared"]
+    total, unused = _entries(ext), len(ext.unused())
+    assert unused == 6
+    key, path = next((k, p) for k, p in ext.paths() if p.name == k.hex and k in ext.used())
+    Path(path).unlink()  # a referenced payload lost at the source
+    swept: list[int] = []
+
+    def sweep_once(_: PurePosixPath) -> None:
+        if not swept:
+            swept.append(ext.sweep(grace=datetime.timedelta(hours=1), progress=False).rows_deleted)
+
+    monkeypatch.setattr(relocate, "_after_copy", sweep_once)
+    report = ext.copy_to(_file_spec(tmp_path, "new"), progress=False)
+    assert swept == [unused]
+    assert [(k, why) for k, _, why in report.failed] == [(key, "missing at the source")]
+    assert report.vanished >= 1 and report.vanished + report.copied + 1 == total
 
 
 @pytest.mark.backends("sqlite")

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .._area import Area, check_filepath_owner, check_owner
+from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import ConfigError, MissingPayloadError, SaDjblobError
 from .._kinds import filepath_object
@@ -250,9 +251,15 @@ class _Copier:
             check_filepath_owner(conn, self.target, schema, claim=claim)
         conn.rollback()
 
+    def _connect(self) -> sa.Connection:
+        """A connection that sees the latest committed entries in each batch."""
+        conn = self.ext.engine.connect().execution_options(**{INTERNAL: True})
+        isolation = dialect_support(conn.dialect).sweep_isolation
+        return conn.execution_options(isolation_level=isolation) if isolation else conn
+
     def run(self) -> CopyReport:
         ext, rep, t = self.ext, self.report, self.ext.table
-        with ext.engine.connect().execution_options(**{INTERNAL: True}) as conn:
+        with self._connect() as conn:
             if not ext.exists(conn):
                 return rep
             schema = ext.resolve(conn)
@@ -290,29 +297,42 @@ class _Copier:
                 items.append(self._item(src, dst, row))
             except SaDjblobError as exc:  # a filepath entry edited by hand
                 rep.errors.append(str(exc))
-        outcomes = run_all(self._one, items)
         missing: dict[uuid.UUID, tuple[_Item, str]] = {}
-        for item, (outcome, detail) in zip(items, outcomes, strict=True):
+        for item, (outcome, detail) in zip(items, run_all(self._one, items), strict=True):
             rep.checked += 1
-            if outcome == "skipped":
-                rep.skipped += 1
-                rep.bytes_skipped += item.size
-            elif outcome == "copied":
-                rep.copied += 1
-                rep.bytes_copied += item.size
-            elif outcome == "missing":
+            if outcome == "missing":
                 missing[item.key] = (item, detail)
             else:
-                rep.failed.append((item.key, item.source, detail))
+                self._tally(item, outcome, detail)
         if missing:
-            t = self.ext.table
-            still = set(conn.scalars(sa.select(t.c.hash).where(t.c.hash.in_(sorted(missing)))))
-            conn.rollback()
-            for key, (item, detail) in missing.items():
-                if key in still:
-                    rep.failed.append((key, item.source, detail))
-                else:
-                    rep.vanished += 1  # swept while we copied: nothing references it
+            self._settle(conn, missing)
+
+    def _tally(self, item: _Item, outcome: str, detail: str) -> None:
+        rep = self.report
+        if outcome == "skipped":
+            rep.skipped += 1
+            rep.bytes_skipped += item.size
+        elif outcome == "copied":
+            rep.copied += 1
+            rep.bytes_copied += item.size
+        else:
+            rep.failed.append((item.key, item.source, detail))
+
+    def _settle(self, conn: sa.Connection, missing: dict[uuid.UUID, tuple[_Item, str]]) -> None:
+        """Payloads missing at the source: those whose entry a sweep removed meanwhile are
+        gone for good (*vanished*); the rest are tried once more, then reported. The entries
+        are read under the lock a sweep holds while it deletes (SQLite: the write lock), so
+        a sweep still at work is waited for, never mistaken for a lost payload."""
+        rep, t = self.report, self.ext.table
+        dialect = dialect_support(conn.dialect)
+        with conn.begin():
+            dialect.begin_write(conn, t)
+            q = sa.select(t.c.hash).where(t.c.hash.in_(sorted(missing)))
+            still = set(conn.scalars(dialect.lock_shared(q)))
+        rep.vanished += len(missing) - len(still)
+        again = [missing[k][0] for k in sorted(still)]
+        for item, (outcome, detail) in zip(again, run_all(self._one, again), strict=True):
+            self._tally(item, outcome, detail)
 
 
 def copy_to(
