@@ -45,7 +45,7 @@ from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import ConfigError, MissingPayloadError, SaDjblobError
 from .._kinds import filepath_object
-from .._layout import HASH_CHUNK, attachment_prefix, hash_stream, new_hasher
+from .._layout import HASH_CHUNK, attachment_prefix, hash_stream, new_hasher, subfold
 from .._pool import call, run_all
 from ..stores import FileStore, Store, build_store
 from .sweep import _bar
@@ -57,6 +57,8 @@ __all__ = ["DEFAULT_BATCH", "CopyReport", "copy_to"]
 
 DEFAULT_BATCH = 1000
 _IN_MEMORY = 1 << 20  # payloads up to this size are copied through memory
+_PAGE = 1000  # objects per listing request (S3's page)
+_LIST_MIN = 8  # batches with fewer objects at their layout path are never listed
 
 # A test hook: called after each payload was copied and verified at the new location.
 _after_copy: Callable[[PurePosixPath], None] | None = None
@@ -89,6 +91,7 @@ class _Item:
     size: int
     prefix: bytes
     expect: uuid.UUID | None  # None: no contents hash recorded (a filepath): the size is checked
+    layout: bool = True  # at its layout path (not a filepath's object)
 
 
 class _HashingReader(io.RawIOBase):
@@ -156,6 +159,9 @@ class _Copier:
         self.batch = batch
         self.verify_existing = verify_existing
         self.include_unused = include_unused
+        self.total = 0  # entries to look at, as counted at the start
+        #: sizes of the current batch's objects at the new location, when they were listed
+        self._listed: dict[PurePosixPath, int] | None = None
 
     # -- one payload -------------------------------------------------------------
     def _hash_at_target(self, item: _Item) -> tuple[uuid.UUID, int] | None:
@@ -167,7 +173,12 @@ class _Copier:
 
     def _in_place(self, item: _Item) -> bool:
         """Whether the new location already holds the right object."""
-        have = self.target.size(item.target)
+        listed = self._listed
+        have = (
+            listed.get(item.target)
+            if listed is not None and item.layout
+            else self.target.size(item.target)
+        )
         if have is None or (have != item.size and have != -1):
             return False
         if have == item.size and not self.verify_existing:
@@ -222,6 +233,39 @@ class _Copier:
         return "copied", ""
 
     # -- batches -------------------------------------------------------------------
+    def _list_batch(self, dst: Area, items: list[_Item]) -> dict[PurePosixPath, int] | None:
+        """The sizes of the batch's objects at the new location, by listing the folders
+        that hold them, when that takes fewer requests than asking for each object (a
+        listing page holds 1,000 objects; the folder level is chosen from the number of
+        entries and the keys of the batch); None: ask for each object."""
+        keys = [i.key.hex for i in items if i.layout]
+        if len(keys) < _LIST_MIN:
+            return None
+        folds = dst.store.subfolding
+        best: tuple[float, int, list[str]] | None = None
+        for depth in range(len(folds) + 1):
+            width = sum(folds[:depth])
+            heads = sorted({k[:width] for k in keys})
+            per_folder = self.total / 16**width
+            cost = len(heads) * max(1.0, -(-per_folder // _PAGE))
+            if best is None or cost < best[0]:
+                best = (cost, depth, heads)
+        assert best is not None
+        cost, depth, heads = best
+        if cost * 2 > len(keys):
+            return None
+        wanted = {i.target for i in items if i.layout}
+
+        def listed(head: str) -> list[tuple[PurePosixPath, int]]:
+            folder = dst.prefix.joinpath(*subfold(head, folds[:depth]))
+            return [(o.path, o.size) for o in self.target.list(folder) if o.path in wanted]
+
+        try:
+            found = run_all(listed, heads)
+        except Exception:  # a listing that fails: ask for each object instead
+            return None
+        return {path: size for part in found for path, size in part}
+
     def _item(self, src: Area, dst: Area, row: Any) -> _Item:
         key, name, fp, contents, size = row
         if fp and not name:
@@ -232,6 +276,7 @@ class _Copier:
                 int(size),
                 b"",
                 contents,
+                layout=False,
             )
         prefix = b"" if name is None else attachment_prefix(name)
         return _Item(key, src.path(key, name), dst.path(key, name), int(size), prefix, key)
@@ -266,11 +311,11 @@ class _Copier:
             src, dst = Area(self.source, schema), Area(self.target, schema)
             self._claim(conn, schema)
             where = [] if self.include_unused else [ext.used_clause(ext.references(conn))]
-            total = None
-            if self.progress is not False:
-                total = conn.scalar(sa.select(sa.func.count()).select_from(t).where(*where))
-                conn.rollback()
-            bar = _bar(self.progress, total, f"copy {ext.name}")
+            self.total = int(
+                conn.scalar(sa.select(sa.func.count()).select_from(t).where(*where)) or 0
+            )
+            conn.rollback()
+            bar = _bar(self.progress, self.total, f"copy {ext.name}")
             cols = (t.c.hash, t.c.attachment_name, t.c.filepath, t.c.contents_hash, t.c.size)
             after: uuid.UUID | None = None
             try:
@@ -297,8 +342,13 @@ class _Copier:
                 items.append(self._item(src, dst, row))
             except SaDjblobError as exc:  # a filepath entry edited by hand
                 rep.errors.append(str(exc))
+        self._listed = self._list_batch(dst, items)
+        try:
+            outcomes = run_all(self._one, items)
+        finally:
+            self._listed = None
         missing: dict[uuid.UUID, tuple[_Item, str]] = {}
-        for item, (outcome, detail) in zip(items, run_all(self._one, items), strict=True):
+        for item, (outcome, detail) in zip(items, outcomes, strict=True):
             rep.checked += 1
             if outcome == "missing":
                 missing[item.key] = (item, detail)
