@@ -425,3 +425,12 @@ def test_cli_copy_store_copies_reports_and_masks_keys(
     assert res.exit_code == 0, res.output
     res = runner.invoke(cli, [*base, "copy-store", "--to", str(full)])
     assert res.exit_code == 2 and "--store" in res.output
+
+    # a payload that cannot be copied: exit code 1, and the reason
+    ext = djb.externals(engine)["shared"]
+    blob = next(p for k, p in ext.paths() if p.name == k.hex)
+    Path(blob).write_bytes(b"not the payload")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(_file_spec(tmp_path, "other")))
+    res = runner.invoke(cli, [*base, "copy-store", "--store", "shared", "--to", str(other)])
+    assert res.exit_code == 1 and "corrupt at the source" in res.output
