@@ -133,6 +133,15 @@ def test_copy_to_relocates_every_payload_and_reads_back_after_the_switch(
     # the old location is intact until it is retired: the move can be undone
     _switch(old, tmp_path)
     assert djb.externals(engine)["shared"].verify(progress=False, include_unused=True).ok
+    _switch(new, tmp_path)
+    # writers and sweeps accept the new location (its owner marker names this database)
+    raw = tmp_path / "stage" / "after" / "raw.dat"
+    raw.parent.mkdir(parents=True)
+    raw.write_bytes(b"written after the switch")
+    with engine.begin() as conn:
+        conn.execute(sa.insert(table), {"id": 99, "b": value(99), "f": str(raw)})
+    swept = moved.sweep(grace=datetime.timedelta(0), progress=False)
+    assert swept.ok and swept.rows_deleted == 6, "the unused entries, at the new location"
 
 
 def _sizes(engine: sa.Engine, ext: djb.ExternalTable) -> list[int]:
