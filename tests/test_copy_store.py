@@ -256,9 +256,12 @@ def test_copy_to_rerun_copies_only_what_is_missing_or_wrong(
 
 
 @pytest.mark.backends("sqlite")
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
 def test_copy_to_never_places_a_payload_that_does_not_match_its_hash(
-    engine: sa.Engine, tmp_path: Path
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
 ) -> None:
+    if streamed:  # every payload takes the path of large ones
+        monkeypatch.setattr(relocate, "_IN_MEMORY", 16)
     djb.config["stores"] = {"shared": _file_spec(tmp_path, "old")}
     _populate(engine, tmp_path, rows=2)
     ext = djb.externals(engine)["shared"]
@@ -270,6 +273,30 @@ def test_copy_to_never_places_a_payload_that_does_not_match_its_hash(
     assert [(k, why) for k, _, why in report.failed] == [(key, "corrupt at the source")]
     assert report.copied == _entries(ext) - 1
     assert not (tmp_path / "new" / str(path.relative_to(tmp_path / "old"))).exists()
+
+
+@pytest.mark.backends("sqlite")
+def test_copy_to_reads_each_copy_back_and_removes_one_the_new_location_garbled(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    djb.config["stores"] = {"shared": _file_spec(tmp_path, "old")}
+    _populate(engine, tmp_path, rows=1)
+    ext = djb.externals(engine)["shared"]
+    new_root = str(tmp_path / "new")
+    put = djb.FileStore.put
+
+    def garbling_put(self: djb.FileStore, path: PurePosixPath, data: Any) -> None:
+        if str(path).startswith(new_root) and ".sa_djblob-owner" not in str(path):
+            data = bytes(data[:-1]) + bytes([data[-1] ^ 1])  # a flipped bit, the same size
+        put(self, path, data)
+
+    monkeypatch.setattr(djb.FileStore, "put", garbling_put)
+    report = ext.copy_to(_file_spec(tmp_path, "new"), progress=False)
+    assert report.copied == 0 and len(report.failed) == _entries(ext)
+    assert {why for _, _, why in report.failed} == {
+        "does not match its hash at the new location after the copy"
+    }
+    assert not [p for p in (tmp_path / "new").rglob("*") if p.is_file() and "owner" not in str(p)]
 
 
 @pytest.mark.backends("sqlite", "mysql")
