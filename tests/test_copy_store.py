@@ -228,9 +228,12 @@ def test_copy_to_dry_run_reports_counts_and_bytes_and_copies_nothing(
 
 
 @pytest.mark.backends("sqlite", "postgresql")
+@pytest.mark.parametrize("lookup", ["listed", "listed-across-batches", "per-object"])
 def test_copy_to_rerun_copies_only_what_is_missing_or_wrong(
-    engine: sa.Engine, tmp_path: Path
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lookup: str
 ) -> None:
+    batch = 4 if lookup == "listed-across-batches" else 1000
+    monkeypatch.setattr(relocate, "_LIST_MIN", 10**9 if lookup == "per-object" else 1)
     djb.config["stores"] = {"shared": _file_spec(tmp_path, "old")}
     table, expected = _populate(engine, tmp_path, rows=4)
     ext = djb.externals(engine)["shared"]
@@ -246,9 +249,9 @@ def test_copy_to_rerun_copies_only_what_is_missing_or_wrong(
     moved[2].write_bytes(bytes(data))  # same size, wrong bytes
     assert dest.exists(PurePosixPath(moved[3]))
 
-    quick = ext.copy_to(new, progress=False)
+    quick = ext.copy_to(new, progress=False, batch=batch)
     assert quick.ok and quick.copied == 2, "sizes are checked: the missing and the torn one"
-    thorough = ext.copy_to(new, progress=False, verify_existing=True)
+    thorough = ext.copy_to(new, progress=False, verify_existing=True, batch=batch)
     assert thorough.ok and thorough.copied == 1 and thorough.skipped == _entries(ext) - 1
     _switch(new, tmp_path)
     _check_values(engine, table, expected)

@@ -59,6 +59,7 @@ DEFAULT_BATCH = 1000
 _IN_MEMORY = 1 << 20  # payloads up to this size are copied through memory
 _PAGE = 1000  # objects per listing request (S3's page)
 _LIST_MIN = 8  # batches with fewer objects at their layout path are never listed
+_LIST_KEEP = 200_000  # at most about this many listed objects are kept at once
 
 # A test hook: called after each payload was copied and verified at the new location.
 _after_copy: Callable[[PurePosixPath], None] | None = None
@@ -162,6 +163,9 @@ class _Copier:
         self.total = 0  # entries to look at, as counted at the start
         #: sizes of the current batch's objects at the new location, when they were listed
         self._listed: dict[PurePosixPath, int] | None = None
+        #: listings of the new location's folders, by (level, folder name), kept while
+        #: batches still need them
+        self._folders: dict[tuple[int, str], dict[PurePosixPath, int]] = {}
 
     # -- one payload -------------------------------------------------------------
     def _hash_at_target(self, item: _Item) -> tuple[uuid.UUID, int] | None:
@@ -237,7 +241,11 @@ class _Copier:
         """The sizes of the batch's objects at the new location, by listing the folders
         that hold them, when that takes fewer requests than asking for each object (a
         listing page holds 1,000 objects; the folder level is chosen from the number of
-        entries and the keys of the batch); None: ask for each object."""
+        entries and the keys of the batch); None: ask for each object.
+
+        Keys come in order, so a folder's listing serves the following batches too: it is
+        kept until the batches have passed it, and folders are listed at a level where
+        what is kept stays under ``_LIST_KEEP`` objects."""
         keys = [i.key.hex for i in items if i.layout]
         if len(keys) < _LIST_MIN:
             return None
@@ -246,25 +254,41 @@ class _Copier:
         for depth in range(len(folds) + 1):
             width = sum(folds[:depth])
             heads = sorted({k[:width] for k in keys})
-            per_folder = self.total / 16**width
-            cost = len(heads) * max(1.0, -(-per_folder // _PAGE))
+            per_folder = max(1.0, self.total / 16**width)
+            if len(heads) * per_folder > _LIST_KEEP:
+                continue
+            todo = [h for h in heads if (depth, h) not in self._folders]
+            cost = len(todo) * -(-per_folder // _PAGE)
             if best is None or cost < best[0]:
                 best = (cost, depth, heads)
-        assert best is not None
-        cost, depth, heads = best
-        if cost * 2 > len(keys):
+        if best is None or best[0] * 2 > len(keys):
+            self._folders.clear()
             return None
-        wanted = {i.target for i in items if i.layout}
+        _, depth, heads = best
+        # folders the batches have passed (and other levels' folders) are let go
+        self._folders = {
+            k: v for k, v in self._folders.items() if k[0] == depth and k[1] >= heads[0]
+        }
+        todo = [h for h in heads if (depth, h) not in self._folders]
 
-        def listed(head: str) -> list[tuple[PurePosixPath, int]]:
+        def listed(head: str) -> dict[PurePosixPath, int]:
             folder = dst.prefix.joinpath(*subfold(head, folds[:depth]))
-            return [(o.path, o.size) for o in self.target.list(folder) if o.path in wanted]
+            return {o.path: o.size for o in self.target.list(folder)}
 
         try:
-            found = run_all(listed, heads)
+            found = run_all(listed, todo)
         except Exception:  # a listing that fails: ask for each object instead
+            self._folders.clear()
             return None
-        return {path: size for part in found for path, size in part}
+        self._folders.update({(depth, h): f for h, f in zip(todo, found, strict=True)})
+        width = sum(folds[:depth])
+        sizes: dict[PurePosixPath, int] = {}
+        for item in items:
+            if item.layout:
+                size = self._folders[(depth, item.key.hex[:width])].get(item.target)
+                if size is not None:
+                    sizes[item.target] = size
+        return sizes
 
     def _item(self, src: Area, dst: Area, row: Any) -> _Item:
         key, name, fp, contents, size = row
