@@ -648,10 +648,21 @@ def copy_store(
             include_unused=not used_only,
         )
     reports = {name: report}
-    headers = ["store", "checked", "copied", "bytes", "skipped", "bytes", "vanished", "failed"]
+    headers = [
+        "store",
+        "checked",
+        "copied",
+        "copied size",
+        "skipped",
+        "skipped size",
+        "vanished",
+        "failed",
+    ]
 
     def human() -> None:
-        click.echo(f"{'dry run: nothing copied' if dry_run else 'copied'} to {where}:")
+        click.echo(
+            f"dry run: nothing copied; would copy to {where}:" if dry_run else f"copied to {where}:"
+        )
         _table(headers, _copy_rows(reports))
         for h, p, why in report.failed:
             click.echo(f"{name}: failed {h} {p}: {state.scrub(why)}")
