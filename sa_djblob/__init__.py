@@ -28,6 +28,7 @@ from ._exceptions import (
     UnsupportedTypeError,
 )
 from ._externals import (
+    CopyReport,
     ExternalTable,
     SweepReport,
     VerifyReport,
@@ -53,6 +54,7 @@ __all__ = [
     "BlobFormatError",
     "Cache",
     "ConfigError",
+    "CopyReport",
     "DownloadError",
     "ExternalTable",
     "FileStore",

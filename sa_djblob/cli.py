@@ -2,10 +2,10 @@
 
     sa-djblob --url mysql+pymysql://user:pw@host/db --config stores.json sweep --dry-run
 
-Commands: ``stores``, ``paths``, ``used``, ``unused``, ``sweep``, ``verify``, ``dj2-convert``.
-Tables for people by default, ``--json`` for programs. Exit codes: 0 all well, 1 problems found (a
-sweep that reported errors, payloads missing or corrupt), 2 a usage, configuration or
-connection error. Passwords and store keys are never printed.
+Commands: ``stores``, ``paths``, ``used``, ``unused``, ``sweep``, ``verify``, ``copy-store``,
+``dj2-convert``. Tables for people by default, ``--json`` for programs. Exit codes: 0 all well,
+1 problems found (a sweep that reported errors, payloads missing or corrupt), 2 a usage,
+configuration or connection error. Passwords and store keys are never printed.
 
 It calls the public Python API only (the ``cli`` extra installs click and tqdm).
 """
@@ -18,7 +18,8 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -27,8 +28,8 @@ import sqlalchemy as sa
 from . import __version__
 from ._config import config
 from ._exceptions import SaDjblobError
-from ._externals import ExternalTable, SweepReport, VerifyReport, externals
-from .stores import store_class
+from ._externals import CopyReport, ExternalTable, SweepReport, VerifyReport, externals
+from .stores import store_class, validate_store_spec
 
 __all__ = ["main", "parse_duration"]
 
@@ -73,6 +74,8 @@ class _State:
         self.as_json = as_json
         self._progress = progress
         self._engine: sa.Engine | None = None
+        #: secrets of settings read besides the configuration (copy-store's --to FILE)
+        self.extra_secrets: list[str] = []
 
     @property
     def progress(self) -> bool:
@@ -105,6 +108,7 @@ class _State:
                 secrets.append(str(pw))
         for spec in config["stores"].values():
             secrets.extend(store_class(spec["protocol"]).secret_values(spec))
+        secrets.extend(self.extra_secrets)
         for s in secrets:
             text = text.replace(s, "***")
         return text
@@ -624,6 +628,159 @@ def dj2_convert(
         **dataclasses.asdict(report),
         "errors": [state.scrub(e) for e in report.errors],
         "ok": report.ok,
+    }
+    _emit(state, data, human)
+    if not report.ok:
+        sys.exit(PROBLEMS)
+
+
+def _load_settings(state: _State, path: str, store: str) -> dict[str, Any]:
+    """The new settings of *store* from a JSON or TOML file: the settings themselves, or a
+    configuration file whose ``stores`` names the store. Validated; its secrets are scrubbed
+    from every message from here on."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+        if p.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(raw.decode("utf-8"))
+        else:
+            data = json.loads(raw)
+    except OSError as exc:
+        _fail(f"cannot read {p}: {exc.strerror}")
+    except ValueError as exc:
+        _fail(f"{p} is not valid {p.suffix[1:] or 'JSON'}: {exc}")
+    if isinstance(data, dict) and isinstance(data.get("stores"), dict):
+        if store not in data["stores"]:
+            named = ", ".join(sorted(data["stores"])) or "none"
+            _fail(f"{p} has no settings for store {store!r} (it names: {named})")
+        data = data["stores"][store]
+    if not isinstance(data, dict):
+        _fail(f"{p} must hold a table of store settings")
+    data = {k: v for k, v in data.items() if k != "$schema"}
+    with suppress(SaDjblobError):  # validated below, with the message that says what is wrong
+        state.extra_secrets.extend(store_class(data.get("protocol")).secret_values(data))
+    try:
+        return validate_store_spec(store, data)
+    except SaDjblobError as exc:
+        _fail(f"{p}: {state.scrub(str(exc))}")
+
+
+def _copy_rows(reports: dict[str, CopyReport]) -> list[list[Any]]:
+    return [
+        [
+            s,
+            r.checked,
+            r.copied,
+            _size(r.bytes_copied),
+            r.skipped,
+            _size(r.bytes_skipped),
+            r.vanished,
+            len(r.failed) + len(r.errors),
+        ]
+        for s, r in reports.items()
+    ]
+
+
+@cli.command("copy-store")
+@_common
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="FILE",
+    help="a JSON or TOML file with the store's new settings (or a config file naming it)",
+)
+@click.option("--dry-run", is_flag=True, help="report what would be copied, copy nothing")
+@click.option(
+    "--verify-existing",
+    is_flag=True,
+    help="hash the objects already at the new location too (default: their size is checked)",
+)
+@click.option(
+    "--used-only",
+    is_flag=True,
+    help="copy only the payloads some row references (default: every entry's)",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="entries per batch",
+)
+@click.pass_context
+def copy_store(
+    ctx: click.Context,
+    stores: tuple[str, ...],
+    as_json: bool,
+    target: str,
+    dry_run: bool,
+    verify_existing: bool,
+    used_only: bool,
+    batch: int,
+) -> None:
+    """Copy every payload of a store to its new location (--to FILE), verified by hash.
+
+    A rerun copies only what is missing or wrong there. Then: stop the writers, run it once
+    more (the catch-up pass), point the configuration at the new location, and run
+    `verify` before the old location is retired.
+    """
+    state = _state(ctx, as_json)
+    chosen = list(dict.fromkeys((*state.stores, *stores)))
+    if len(chosen) != 1:
+        _fail("copy-store relocates one store: give exactly one --store NAME")
+    (name,) = chosen
+    spec = _load_settings(state, target, name)
+    where = store_class(spec["protocol"]).display_location(spec)
+    with _errors(state):
+        (table,) = state.tables([name])
+        report = table.copy_to(
+            spec,
+            dry_run=dry_run,
+            progress=state.progress,
+            batch=batch,
+            verify_existing=verify_existing,
+            include_unused=not used_only,
+        )
+    reports = {name: report}
+    headers = [
+        "store",
+        "checked",
+        "copied",
+        "copied size",
+        "skipped",
+        "skipped size",
+        "vanished",
+        "failed",
+    ]
+
+    def human() -> None:
+        click.echo(
+            f"dry run: nothing copied; would copy to {where}:" if dry_run else f"copied to {where}:"
+        )
+        _table(headers, _copy_rows(reports))
+        for h, p, why in report.failed:
+            click.echo(f"{name}: failed {h} {p}: {state.scrub(why)}")
+        for e in report.errors:
+            click.echo(f"{name}: error {state.scrub(e)}")
+
+    data = {
+        "dry_run": dry_run,
+        "to": where,
+        "stores": {
+            s: {
+                **{k: v for k, v in dataclasses.asdict(r).items() if k not in ("failed", "errors")},
+                "failed": [
+                    {"hash": str(h), "path": str(p), "reason": state.scrub(why)}
+                    for h, p, why in r.failed
+                ],
+                "errors": [state.scrub(e) for e in r.errors],
+                "ok": r.ok,
+            }
+            for s, r in reports.items()
+        },
     }
     _emit(state, data, human)
     if not report.ok:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from .maintenance import ExternalTable, Reference, SweepReport, VerifyReport, externals
+from .relocate import CopyReport
 from .table import external_table, external_table_name
 from .write import install, installed, uninstall
 
 __all__ = [
+    "CopyReport",
     "ExternalTable",
     "Reference",
     "SweepReport",

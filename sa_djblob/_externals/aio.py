@@ -12,7 +12,7 @@ talk to its driver from the event loop's greenlet (``MissingGreenlet`` elsewhere
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from ..stores import Store
+    from .relocate import CopyReport
 
 __all__ = ["AsyncExternalTable"]
 
@@ -126,3 +127,7 @@ class AsyncExternalTable:
     async def verify(self, **kw: Any) -> VerifyReport:
         """:meth:`ExternalTable.verify`, awaited (same arguments)."""
         return await self._run(self.sync.verify, **kw)
+
+    async def copy_to(self, new_settings: Mapping[str, Any], **kw: Any) -> CopyReport:
+        """:meth:`ExternalTable.copy_to`, awaited (same arguments)."""
+        return await self._run(self.sync.copy_to, new_settings, **kw)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from .aio import AsyncExternalTable
+    from .relocate import CopyReport
 
 __all__ = [
     "DEFAULT_PAGE",
@@ -274,6 +275,15 @@ class ExternalTable:
         from .sweep import verify
 
         return verify(self, **kw)
+
+    def copy_to(self, new_settings: Mapping[str, Any], **kw: Any) -> CopyReport:
+        """Copy every payload to the location *new_settings* describe (this store's new
+        settings), verified by hash; a rerun copies only what is missing or wrong there.
+        Keywords: ``dry_run``, ``progress``, ``batch``, ``verify_existing``,
+        ``include_unused`` (see :mod:`.relocate`)."""
+        from .relocate import copy_to
+
+        return copy_to(self, new_settings, **kw)
 
 
 def _in_window(col: sa.ColumnElement[Any], window: Window) -> list[sa.ColumnElement[bool]]:
