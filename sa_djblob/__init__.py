@@ -36,6 +36,7 @@ from ._externals import (
 )
 from ._externals.aio import AsyncExternalTable
 from ._externals.lazy import LazyBlob, lazy
+from ._externals.move import MoveReport, move
 from ._externals.stored import StoredObject, stored
 from .stores import Cache, FileStore, MemoryStore, S3Store, Store, get_store
 from .types import Attach, Blob, Filepath
@@ -62,6 +63,7 @@ __all__ = [
     "MatStruct",
     "MemoryStore",
     "MissingPayloadError",
+    "MoveReport",
     "NotInstalledError",
     "NotSliceableError",
     "S3Store",
@@ -82,6 +84,7 @@ __all__ = [
     "get_store",
     "install",
     "lazy",
+    "move",
     "pack",
     "stored",
     "uninstall",
