@@ -125,3 +125,99 @@ def test_dry_run_counts_what_a_move_would_copy_and_changes_nothing(
     assert into_row.values == 10
     check(engine, old, expected)
     assert not Path(stores["b"]["location"]).exists()
+
+
+_KILLED_MOVER = """
+import json, os, sys, time
+import sqlalchemy as sa
+import sa_djblob as djb
+from sa_djblob._externals import move as mv
+cfg = json.loads(os.environ["DJB_MOVE_TEST"])
+djb.config["stores"] = cfg["stores"]
+engine = sa.create_engine(cfg["url"])
+djb.install(engine)
+t = sa.Table("rec", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column(cfg["column"], djb.Blob(store=cfg["source"])))
+mv._after_batch = lambda n: time.sleep(0.02)
+print("start", flush=True)
+djb.move(engine, t.c[cfg["column"]], to_store=cfg["to"], batch=3)
+print("done", flush=True)
+"""
+
+
+def _move_killed(
+    database: Any, stores: Any, column: str, source: Any, to: Any, delay: float
+) -> bool:
+    """Run a move in a child process and SIGKILL it after *delay* seconds; True if it
+    finished first."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ)
+    env["DJB_MOVE_TEST"] = json.dumps(
+        {
+            "url": database.url.render_as_string(hide_password=False),
+            "stores": stores,
+            "column": column,
+            "source": source,
+            "to": to,
+        }
+    )
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_MOVER], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "start"
+        time.sleep(delay)
+        proc.kill()
+    finally:
+        proc.wait(30)
+    return proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_move_killed_at_random_points_finishes_when_run_again(
+    database: Any, engine: sa.Engine, stores: Any, tmp_path: Path
+) -> None:
+    import random
+
+    djb.install(engine)
+    old = model("a")
+    old.metadata.create_all(engine)
+    expected = fill(engine, old, tmp_path, range(60))
+    rng = random.Random(18)
+    where: str | None = "a"
+    killed = 0
+    for to in ("b", None, "a"):
+        for _ in range(2):
+            delay = rng.uniform(0.05, 0.8)
+            killed += not _move_killed(database, dict(stores), "trace", where, to, delay)
+            with engine.connect() as conn:  # whatever state the kill left: every value reads
+                rows = conn.execute(sa.text("SELECT id FROM rec")).all()
+            assert len(rows) == len(expected)
+        report = djb.move(engine, model(where).c.trace, to_store=to)
+        assert report.switched or report.already
+        assert djb.move(engine, model(to).c.trace, to_store=to).already
+        where = to
+        # the doc column never moved: the table mixes both places
+        check(engine, _with_trace(to), expected)
+    assert killed >= 3  # most kills landed while the move was running
+    assert djb.externals(engine)["a"].verify().ok
+    cols = {c["name"] for c in sa.inspect(engine).get_columns("rec")}
+    assert cols == {"id", "trace", "doc"}
+
+
+def _with_trace(store: str | None) -> sa.Table:
+    """``rec`` with the trace column in *store* and the doc column in store 'a'."""
+    return sa.Table(
+        "rec",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("trace", djb.Blob(store=store), nullable=True),
+        sa.Column("doc", djb.Attach(store="a"), nullable=True),
+    )
