@@ -50,10 +50,10 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -76,6 +76,7 @@ __all__ = ["SHADOW_SUFFIX", "MoveReport", "move"]
 SHADOW_SUFFIX = "__djb_move"
 DEFAULT_BATCH = 500
 _ATTEMPTS = 20
+_T = TypeVar("_T")
 _IN_MEMORY = 16 << 20  # larger payloads are copied through a temporary file
 
 # A test hook: called with the batch number after each committed copy batch.
@@ -203,6 +204,21 @@ class _Mover:
                 conn.execution_options(isolation_level=self.support.sweep_isolation)
             with conn.begin():
                 yield conn
+
+    def in_tx(self, conn: Connection | None, fn: Callable[[Connection], _T]) -> _T:
+        """``fn(connection)`` on *conn*, or in a transaction of its own, retried when the
+        database picks it as a deadlock victim (a sweep or a writer won)."""
+        if conn is not None:
+            return fn(conn)
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self.tx() as c:
+                    return fn(c)
+            except sa.exc.DBAPIError as exc:
+                if attempt + 1 == _ATTEMPTS or not self.support.is_retryable(exc):
+                    raise
+                time.sleep(min(0.01 * 2**attempt, 1.0))
+        raise AssertionError("unreachable")
 
     def x(self, conn: Connection, stmt: Any, params: Any = None) -> Any:
         return conn.execute(stmt, params, execution_options=self.opts)
@@ -465,11 +481,15 @@ class _Mover:
             while True:
                 q = base if last is None else base.where(a.c.hash > last)
                 q = q.order_by(a.c.hash).limit(self.batch)
-                with contextlib.nullcontext(conn) if conn is not None else self.tx() as c:
+
+                def one(c: Connection, q: Any = q) -> Sequence[Any]:
                     rows = self.x(c, q).all()
-                    if not rows:
-                        break
                     self.put_batch(c, {r[0]: (r[2], int(r[1]), None) for r in rows})
+                    return rows  # type: ignore[no-any-return]
+
+                rows = self.in_tx(conn, one)
+                if not rows:
+                    break
                 total += len(rows)
                 bar.update(len(rows))
                 last = rows[-1][0]
@@ -481,43 +501,70 @@ class _Mover:
 
     def store_to_store(self, st: _State) -> None:
         self.report.values = self.copy_pass(st, None, missing_only=False)
-        for _ in range(_ATTEMPTS):
-            self.copy_pass(st, None, missing_only=True)
+        self.copy_pass(st, None, missing_only=True)  # what writers added meanwhile
+        for attempt in range(_ATTEMPTS):
             try:
                 if self.support.row_locks:
                     self.swap_fk(st)
                 else:
                     self.sqlite_swap_fk(st)
-            except sa.exc.IntegrityError:
-                continue  # a writer committed a key that is not copied yet
+            except sa.exc.DBAPIError as exc:
+                if attempt + 1 == _ATTEMPTS or not self.support.is_retryable(exc):
+                    raise
+                time.sleep(min(0.01 * 2**attempt, 1.0))
+                continue  # a deadlock with a writer or a sweep
             self.report.switched = True
             return
-        raise SaDjblobError(
-            f"writers kept adding values to {self.name}.{self.cname} faster than the move"
-            " could copy them: run the move again at a quieter time"
-        )
 
     def swap_fk(self, st: _State) -> None:
-        assert self.dst is not None and st.fk_name is not None
+        """Writers of the table wait while the last keys they added are copied and the
+        foreign key is swapped (readers wait too on MySQL)."""
+        assert st.store is not None and self.dst is not None
         comment = self.comment(st.comment, st.store, self.dst)
         fk = (
             f"FOREIGN KEY ({self.qc(self.cname)}) REFERENCES {self.qt(self.ext(self.dst).name)}"
             " (hash) ON UPDATE RESTRICT ON DELETE RESTRICT"
         )
+        src = st.store
         with self.tx() as conn:
+            st = self.state(conn)
+            assert st.fk_name is not None
             if self.dialect.name in ("mysql", "mariadb"):
                 coldef = self.column_def(st.col_type, st.nullable, comment)
-                self.ddl(
-                    conn,
-                    f"ALTER TABLE {self.qt()} DROP FOREIGN KEY {self.qc(st.fk_name)},"
-                    f" ADD {fk}, MODIFY {self.qc(self.cname)} {coldef}",
-                )
+                with self.mysql_locked(conn, [src, self.dst]):
+                    self.copy_pass(st, conn, missing_only=True)
+                    self.ddl(
+                        conn,
+                        f"ALTER TABLE {self.qt()} DROP FOREIGN KEY {self.qc(st.fk_name)},"
+                        f" ADD {fk}, MODIFY {self.qc(self.cname)} {coldef}",
+                    )
             else:
+                # every lock the ALTER needs, taken up front in one order: no upgrade
+                # later can deadlock with a writer (table, then externals row) or a sweep
+                old_ext, new_ext = (
+                    self.qt(self.ext(src).name),
+                    self.qt(self.ext(self.dst).name),
+                )
+                self.ddl(conn, f"LOCK TABLE {self.qt()}, {old_ext} IN ACCESS EXCLUSIVE MODE")
+                self.ddl(conn, f"LOCK TABLE {new_ext} IN SHARE ROW EXCLUSIVE MODE")
+                self.copy_pass(st, conn, missing_only=True)
                 self.ddl(
                     conn,
                     f"ALTER TABLE {self.qt()} DROP CONSTRAINT {self.qc(st.fk_name)}, ADD {fk}",
                 )
                 self.set_comment(conn, self.cname, comment)
+
+    @contextlib.contextmanager
+    def mysql_locked(self, conn: Connection, stores: Sequence[str | None]) -> Iterator[None]:
+        """``LOCK TABLES`` on the table and the externals tables of *stores*: writers and
+        sweeps wait until the ``ALTER TABLE`` at the end is done."""
+        locks = [f"{self.qt()} WRITE"]
+        locks += [f"{self.qt(self.ext(s).name)} WRITE" for s in dict.fromkeys(stores) if s]
+        self.ddl(conn, f"LOCK TABLES {', '.join(locks)}")
+        try:
+            yield
+        finally:
+            self.ddl(conn, "UNLOCK TABLES")
 
     def column_def(self, type_: Any, nullable: bool, comment: str | None) -> str:
         out = f"{type_.compile(dialect=self.dialect)} {'NULL' if nullable else 'NOT NULL'}"
@@ -644,13 +691,18 @@ class _Mover:
         try:
             while True:
                 q = base.where(self._after(last)).order_by(*pks).limit(self.batch)
-                with contextlib.nullcontext(conn) if conn is not None else self.tx() as c:
+
+                def one(c: Connection, q: Any = q) -> Sequence[Any]:
                     rows = self.x(c, q).all()
-                    if not rows:
-                        break
-                    n = len(self.pk)
-                    params = self._convert(c, src, [(tuple(r[:n]), *r[n:]) for r in rows])
-                    self.x(c, upd, params)
+                    if rows:
+                        n = len(self.pk)
+                        params = self._convert(c, src, [(tuple(r[:n]), *r[n:]) for r in rows])
+                        self.x(c, upd, params)
+                    return rows  # type: ignore[no-any-return]
+
+                rows = self.in_tx(conn, one)
+                if not rows:
+                    break
                 done += len(rows)
                 bar.update(len(rows))
                 last = tuple(rows[-1][: len(self.pk)])
@@ -762,8 +814,10 @@ class _Mover:
     def refresh(self, conn: Connection | None, src: str | None) -> int:
         """Forget stale shadow values, then convert every row without one."""
         t = self.table
-        with contextlib.nullcontext(conn) if conn is not None else self.tx() as c:
-            self.x(c, sa.update(t).where(self.stale(src)).values({self.shadow: None}))
+        self.in_tx(
+            conn,
+            lambda c: self.x(c, sa.update(t).where(self.stale(src)).values({self.shadow: None})),
+        )
         return self.convert_rows(conn, src, self.shadow, pending=t.c[self.shadow].is_(None))
 
     def shadowed(self, st: _State) -> None:
@@ -782,7 +836,11 @@ class _Mover:
             self._switch_mysql(st, comment, index_old, index_new)
         else:
             with self.tx() as conn:
-                self.ddl(conn, f"LOCK TABLE {self.qt()} IN SHARE ROW EXCLUSIVE MODE")
+                exclusive = [self.qt()] + ([self.qt(self.ext(src).name)] if src else [])
+                self.ddl(conn, f"LOCK TABLE {', '.join(exclusive)} IN ACCESS EXCLUSIVE MODE")
+                if self.dst is not None:
+                    new_ext = self.qt(self.ext(self.dst).name)
+                    self.ddl(conn, f"LOCK TABLE {new_ext} IN SHARE ROW EXCLUSIVE MODE")
                 self.refresh(conn, src)
                 self.ddl(conn, f"ALTER TABLE {self.qt()} DROP COLUMN {self.qc(self.cname)}")
                 self.ddl(
@@ -808,14 +866,9 @@ class _Mover:
         self, st: _State, comment: str | None, index_old: str, index_new: str
     ) -> None:
         src = st.store
-        locks = [f"{self.qt()} WRITE"]
-        for store in (src, self.dst):
-            if store is not None:
-                locks.append(f"{self.qt(self.ext(store).name)} WRITE")
         with self.tx() as conn:
             st = self.state(conn)
-            self.ddl(conn, f"LOCK TABLES {', '.join(locks)}")
-            try:
+            with self.mysql_locked(conn, [src, self.dst]):
                 self.refresh(conn, src)
                 type_sql = (
                     self.support.inrow_type() if self.dst is None else self.support.hash_type()
@@ -831,8 +884,6 @@ class _Mover:
                 if self.dst is not None:
                     parts.append(f"RENAME INDEX {self.qc(index_old)} TO {self.qc(index_new)}")
                 self.ddl(conn, f"ALTER TABLE {self.qt()} {', '.join(parts)}")
-            finally:
-                self.ddl(conn, "UNLOCK TABLES")
 
 
 def move(
