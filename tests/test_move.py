@@ -312,3 +312,50 @@ def test_writers_and_sweeps_keep_running_while_a_column_moves_to_s3_and_back(
     for i, v in committed.items():
         np.testing.assert_array_equal(got[i], v)
     assert djb.externals(engine)["a"].verify().ok
+
+
+def test_cli_move_counts_then_moves_a_column_and_asks_for_its_kind_when_it_cannot_tell(
+    engine: sa.Engine, stores: Any, tmp_path: Path
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from sa_djblob.cli import cli
+
+    djb.install(engine)
+    old = model("a")
+    old.metadata.create_all(engine)
+    expected = fill(engine, old, tmp_path, range(12))
+    cfg = tmp_path / "djb.json"
+    cfg.write_text(json.dumps({"stores": stores}))
+    url = engine.url.render_as_string(hide_password=False)
+
+    def run(*args: str, input: str | None = None) -> Any:
+        base = ["--url", url, "--config", str(cfg), "move"]
+        return CliRunner().invoke(cli, [*base, *args], input=input, catch_exceptions=False)
+
+    res = run("rec.trace", "--to", "b", "--dry-run", "--json")
+    assert res.exit_code == 0, res.output
+    dry = json.loads(res.output)
+    assert dry["dry_run"] and dry["values"] == 11 and not dry["switched"]
+    res = run("rec.trace", "--to", "b", input="n\n")
+    assert res.exit_code == 1 and "nothing moved" in res.output
+    res = run("rec.trace", "--to", "b", "--yes")
+    assert res.exit_code == 0, res.output
+    assert "'a' -> 'b'" in res.output and "switched=True" in res.output
+    res = run("rec.doc", "--to", "row", "--yes")
+    if engine.dialect.name == "sqlite":  # no column comments: the kind must be given
+        assert res.exit_code == 2 and "--kind" in res.output
+        res = run("rec.doc", "--to", "row", "--yes", "--kind", "attach")
+    assert res.exit_code == 0, res.output
+    final = sa.Table(
+        "rec",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("trace", djb.Blob(store="b")),
+        sa.Column("doc", djb.Attach()),
+    )
+    check(engine, final, expected)
+    res = run("rec.doc", "--to", "row", "--yes", "--kind", "attach")
+    assert res.exit_code == 0 and "already there" in res.output
