@@ -215,7 +215,8 @@ class _Mover:
                 with self.tx() as c:
                     return fn(c)
             except sa.exc.DBAPIError as exc:
-                if attempt + 1 == _ATTEMPTS or not self.support.is_retryable(exc):
+                last = attempt + 1 == _ATTEMPTS or isinstance(self.bind, Connection)
+                if last or not self.support.is_retryable(exc):
                     raise
                 time.sleep(min(0.01 * 2**attempt, 1.0))
         raise AssertionError("unreachable")
@@ -509,7 +510,8 @@ class _Mover:
                 else:
                     self.sqlite_swap_fk(st)
             except sa.exc.DBAPIError as exc:
-                if attempt + 1 == _ATTEMPTS or not self.support.is_retryable(exc):
+                last = attempt + 1 == _ATTEMPTS or isinstance(self.bind, Connection)
+                if last or not self.support.is_retryable(exc):
                     raise
                 time.sleep(min(0.01 * 2**attempt, 1.0))
                 continue  # a deadlock with a writer or a sweep
