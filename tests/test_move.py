@@ -359,3 +359,25 @@ def test_cli_move_counts_then_moves_a_column_and_asks_for_its_kind_when_it_canno
     check(engine, final, expected)
     res = run("rec.doc", "--to", "row", "--yes", "--kind", "attach")
     assert res.exit_code == 0 and "already there" in res.output
+
+
+def test_a_copy_the_destination_does_not_hold_exactly_stops_the_move_before_the_switch(
+    engine: sa.Engine, stores: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    djb.install(engine)
+    old = model("a")
+    old.metadata.create_all(engine)
+    expected = fill(engine, old, tmp_path, range(6))
+    real_put = djb.FileStore.put
+
+    def torn_put(self: Any, path: Any, data: Any) -> None:
+        real_put(self, path, bytes(data)[:-1] if self.name == "b" else data)
+
+    monkeypatch.setattr(djb.FileStore, "put", torn_put)
+    with pytest.raises(djb.IntegrityError, match="does not hold"):
+        djb.move(engine, old.c.trace, to_store="b")
+    check(engine, old, expected)  # still in store 'a', every value intact
+    monkeypatch.setattr(djb.FileStore, "put", real_put)
+    assert djb.move(engine, old.c.trace, to_store="b").switched  # the rerun finishes
+    check(engine, _with_trace("b"), expected)
+    assert djb.externals(engine)["b"].verify().ok

@@ -421,11 +421,13 @@ class _Mover:
                 return -1
         if data is None and size > _IN_MEMORY:
             self._copy_large(key, name, path)
-        else:
-            if data is None:
-                data = self._read_source(key, name)
-            dst.put(path, data)
-        self._verify_copy(dst, path, key, prefix)
+            self._verify_copy(dst, path, key, prefix)  # streamed: read back and hashed
+            return size
+        if data is None:
+            data = self._read_source(key, name)  # verified against the key
+        elif content_hash(prefix, data, algorithm=dst.hash) != key:
+            raise IntegrityError(f"value {key} changed while it was moved: run the move again")
+        dst.put_verified(path, data)  # the store holds exactly these bytes
         return size
 
     def _copy_large(self, key: uuid.UUID, name: str | None, path: Any) -> None:
