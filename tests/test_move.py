@@ -381,3 +381,27 @@ def test_a_copy_the_destination_does_not_hold_exactly_stops_the_move_before_the_
     assert djb.move(engine, old.c.trace, to_store="b").switched  # the rerun finishes
     check(engine, _with_trace("b"), expected)
     assert djb.externals(engine)["b"].verify().ok
+
+
+def test_after_blobs_move_into_the_row_a_writer_on_the_old_model_is_refused(
+    engine: sa.Engine, stores: Any, tmp_path: Path
+) -> None:
+    """A process still running ``Blob(store='a')`` would put a 16-byte key into the in-row
+    column (no foreign key there to refuse it): the column's guard refuses it, and the
+    guard goes again when the values move back out to a store."""
+    djb.install(engine)
+    old = model("a")
+    old.metadata.create_all(engine)
+    expected = fill(engine, old, tmp_path, range(5))
+    assert djb.move(engine, old.c.trace, to_store=None).switched
+    with pytest.raises(sa.exc.DBAPIError), engine.begin() as conn:
+        conn.execute(sa.insert(old), {"id": 99, "trace": value(99)})
+    inrow = _with_trace(None)
+    with engine.begin() as conn:  # the new model writes as usual
+        conn.execute(sa.insert(inrow), {"id": 99, "trace": value(99), "doc": None})
+    expected[99] = {"id": 99, "trace": value(99), "doc": None}
+    check(engine, inrow, expected)
+    assert djb.move(engine, inrow.c.trace, to_store="b").switched
+    check(engine, _with_trace("b"), expected)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(_with_trace("b")), {"id": 100, "trace": value(100), "doc": None})

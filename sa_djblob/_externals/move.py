@@ -597,13 +597,53 @@ class _Mover:
             f" {self.qc(EXTERNAL_PREFIX + store)} (hash) ON DELETE RESTRICT ON UPDATE RESTRICT"
         )
 
-    def sqlite_edit(self, conn: Connection, src: str | None, dst: str | None) -> None:
-        """Replace the column's foreign key in the table's DDL (SQLite's documented way to
-        change constraints without rebuilding the table), then check every row."""
+    # -- the guard of an in-row blob column --------------------------------------------
+    @property
+    def check_name(self) -> str:
+        """The CHECK that keeps 16-byte keys out of a blob column moved into the row."""
+        name = _index_name(sa.Table(self.name, sa.MetaData()), sa.Column(self.cname))
+        return "ck" + name[2:] + "_blob" if len(name) < 58 else "ck" + name[2:]
+
+    def check_sql(self) -> str:
+        """Every value is a blob: DataJoint's headers, exactly what ``unpack`` accepts. A
+        writer still running the model of the store would store a 16-byte key here."""
+        c = self.qc(self.cname)
+        name = self.dialect.name
+        if name == "postgresql":
+            head4, head6 = f"substring({c} from 1 for 4)", f"substring({c} from 1 for 6)"
+            lit = "'\\x{}'::bytea"
+        else:
+            fn = "LEFT" if name in ("mysql", "mariadb") else "substr"
+            pos = "" if fn == "LEFT" else "1, "
+            head4, head6 = f"{fn}({c}, {pos}4)", f"{fn}({c}, {pos}6)"
+            lit = "X'{}'"
+        mym, dj0, zl = (lit.format(h.hex()) for h in (b"mYm\0", b"dj0\0", b"ZL123\0"))
+        return f"{c} IS NULL OR {head4} IN ({mym}, {dj0}) OR {head6} = {zl}"
+
+    def sqlite_check_clause(self) -> str:
+        return f", CONSTRAINT {self.qc(self.check_name)} CHECK ({self.check_sql()})"
+
+    def sqlite_edit(
+        self,
+        conn: Connection,
+        src: str | None,
+        dst: str | None,
+        *,
+        add_check: bool = False,
+        drop_check: bool = False,
+    ) -> None:
+        """Replace the column's foreign key (or its in-row guard) in the table's DDL
+        (SQLite's documented way to change constraints without rebuilding the table),
+        then check every row."""
         sql = conn.exec_driver_sql(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (self.name,)
         ).scalar_one()
         new = sql
+        if drop_check:
+            new = new.replace(self.sqlite_check_clause(), "")
+        if add_check:
+            end = new.rstrip().rstrip(";").rstrip()
+            new = end[:-1].rstrip() + self.sqlite_check_clause() + ")"
         if src is not None:
             new, n = self._sqlite_fk(src).subn("", new)
             if n != 1:
@@ -636,6 +676,13 @@ class _Mover:
                 f"CREATE INDEX IF NOT EXISTS {self.qc(index)}"
                 f" ON {self.qt()} ({self.qc(self.cname)})",
             )
+        if add_check:
+            t = self.qt()
+            bad_values = conn.exec_driver_sql(
+                f"SELECT count(*) FROM {t} WHERE NOT ({self.check_sql()})"
+            ).scalar_one()
+            if bad_values:
+                raise SaDjblobError(f"{bad_values} value(s) of {self.name} are not blobs")
         bad = conn.exec_driver_sql(f"PRAGMA foreign_key_check({self.qc(self.name)})").all()
         if bad:
             raise SaDjblobError(
@@ -759,9 +806,13 @@ class _Mover:
             self.support.begin_write(conn, lock)  # writers wait from here
             if src is not None:
                 self.sqlite_edit(conn, src, None)  # values stop being keys first
+            else:
+                self.sqlite_edit(conn, None, None, drop_check=True)
             self.convert_rows(conn, src, self.cname, pending=sa.true())
             if self.dst is not None:
                 self.sqlite_edit(conn, None, self.dst)
+            elif self.kind == "blob":
+                self.sqlite_edit(conn, None, None, add_check=True)
         self.report.switched = True
 
     # MySQL/MariaDB, PostgreSQL: a shadow column
@@ -858,6 +909,12 @@ class _Mover:
                         f"ALTER TABLE {self.qt()} ALTER COLUMN {self.qc(self.cname)} SET NOT NULL",
                     )
                 self.set_comment(conn, self.cname, comment)
+                if self.dst is None and self.kind == "blob":
+                    self.ddl(
+                        conn,
+                        f"ALTER TABLE {self.qt()} ADD CONSTRAINT {self.qc(self.check_name)}"
+                        f" CHECK ({self.check_sql()})",
+                    )
                 if self.dst is not None:
                     where = f"{self.qc(self.schema)}." if self.schema else ""
                     self.ddl(
@@ -878,6 +935,9 @@ class _Mover:
                     self.support.inrow_type() if self.dst is None else self.support.hash_type()
                 )
                 parts = []
+                checks = sa.inspect(conn).get_check_constraints(self.name, schema=self.schema)
+                if any(ck.get("name") == self.check_name for ck in checks):
+                    parts.append(f"DROP CONSTRAINT {self.qc(self.check_name)}")
                 if st.fk_name is not None:
                     parts.append(f"DROP FOREIGN KEY {self.qc(st.fk_name)}")
                 parts.append(f"DROP COLUMN {self.qc(self.cname)}")
@@ -887,6 +947,10 @@ class _Mover:
                 )
                 if self.dst is not None:
                     parts.append(f"RENAME INDEX {self.qc(index_old)} TO {self.qc(index_new)}")
+                elif self.kind == "blob":
+                    parts.append(
+                        f"ADD CONSTRAINT {self.qc(self.check_name)} CHECK ({self.check_sql()})"
+                    )
                 self.ddl(conn, f"ALTER TABLE {self.qt()} {', '.join(parts)}")
 
 
