@@ -405,3 +405,51 @@ def test_after_blobs_move_into_the_row_a_writer_on_the_old_model_is_refused(
     check(engine, _with_trace("b"), expected)
     with engine.begin() as conn:
         conn.execute(sa.insert(_with_trace("b")), {"id": 100, "trace": value(100), "doc": None})
+
+
+@pytest.mark.backends("mysql", "postgresql")
+@pytest.mark.parametrize(("source", "to"), [("a", None), (None, "b")])
+def test_rows_written_while_values_move_into_or_out_of_the_row_end_up_converted(
+    engine: sa.Engine,
+    stores: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str | None,
+    to: str | None,
+) -> None:
+    """Between the batches a writer (on the model of the column's place before the switch)
+    updates rows already converted, sets one to NULL and inserts new ones: the switch
+    converts them again, so the new column holds what the writer committed last."""
+    from sa_djblob._externals import move as mv
+
+    djb.install(engine)
+    before = _with_trace(source)
+    before.metadata.create_all(engine)
+    expected = fill(engine, before, tmp_path, range(20))
+    for row in expected.values():
+        row["doc"] = None if row["doc"] is None else row["doc"]
+    writes = iter(range(3))
+
+    def writer(done: int) -> None:
+        step = next(writes, None)
+        if step is None:
+            return
+        with engine.begin() as conn:
+            conn.execute(sa.update(before).where(before.c.id == step), {"trace": value(500 + step)})
+            conn.execute(sa.update(before).where(before.c.id == 10 + step), {"trace": None})
+            conn.execute(sa.insert(before), {"id": 100 + step, "trace": value(600 + step)})
+        expected[step]["trace"] = value(500 + step)
+        expected[10 + step]["trace"] = None
+        expected[100 + step] = {"id": 100 + step, "trace": value(600 + step), "doc": None}
+
+    monkeypatch.setattr(mv, "_after_batch", writer)
+    assert djb.move(engine, before.c.trace, to_store=to, batch=4).switched
+    after = _with_trace(to)
+    with engine.connect() as conn:
+        got = {r.id: r.trace for r in conn.execute(sa.select(after.c.id, after.c.trace))}
+    assert sorted(got) == sorted(expected)
+    for i, row in expected.items():
+        if row["trace"] is None:
+            assert got[i] is None, i
+        else:
+            np.testing.assert_array_equal(got[i], row["trace"])
