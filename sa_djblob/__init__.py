@@ -38,6 +38,7 @@ from ._externals import (
 )
 from ._externals.aio import AsyncExternalTable
 from ._externals.lazy import LazyBlob, lazy
+from ._externals.move import MoveReport, move
 from ._externals.stored import StoredObject, stored
 from .stores import Cache, FileStore, MemoryStore, S3Store, Store, get_store
 from .types import Attach, Blob, Filepath
@@ -65,6 +66,7 @@ __all__ = [
     "MatStruct",
     "MemoryStore",
     "MissingPayloadError",
+    "MoveReport",
     "NotInstalledError",
     "NotSliceableError",
     "S3Store",
@@ -86,6 +88,7 @@ __all__ = [
     "get_store",
     "install",
     "lazy",
+    "move",
     "pack",
     "stored",
     "uninstall",

@@ -45,6 +45,14 @@ own, call it from yours (it only edits ``directives`` in place)::
         alembic_helpers.process_revision_directives(context, revision, directives)
         ...
 
+Moving a column's values: ``op.move_payloads("recording", "trace", to_store="s3",
+from_store="local", kind="blob")`` runs :func:`sa_djblob.move` on the migration's
+connection (``to_store=None``: into the row); its downgrade moves them back. Importing this
+module registers it (Alembic's operations plugin API). With the autogenerate plugin, a
+Blob or Attach column whose ``store`` differs from the database's is rendered as this
+operation instead of a foreign-key swap (which would fail: the keys are not in the new
+externals table yet). It cannot run offline (``--sql``).
+
 Registration: Alembic 1.18 added autogenerate plugins, named in ``context.configure(
 autogenerate_plugins=[...])``. This module is such a plugin (its ``setup(plugin)``
 registers the type comparator); ``register_plugin()`` registers it under ``PLUGIN_NAME``
@@ -85,6 +93,9 @@ __all__ = [
     "render_item",
     "setup",
 ]
+
+with contextlib.suppress(ImportError):  # Alembic installed: register op.move_payloads
+    from . import _alembic_move  # noqa: F401
 
 PLUGIN_NAME = "sa_djblob.types"
 """The name to list in ``context.configure(autogenerate_plugins=[...])``."""
@@ -285,9 +296,19 @@ def setup(plugin: Plugin) -> None:
     """The plugin's setup, called by Alembic for an ``alembic.plugins`` entry point."""
     from alembic.util import DispatchPriority
 
+    from ._alembic_move import compare_moves, hoist_moves
+
     # After a user compare_type (FIRST), before Alembic's own comparison (LAST).
     plugin.add_autogenerate_comparator(
         _compare_column_type, "column", "types", priority=DispatchPriority.MEDIUM
+    )
+    # After Alembic's foreign key and index comparison: a column that changes store is one
+    # move_payloads, not a foreign-key swap that would fail.
+    plugin.add_autogenerate_comparator(
+        compare_moves, "table", "sa_djblob_moves", priority=DispatchPriority.LAST
+    )
+    plugin.add_autogenerate_comparator(
+        hoist_moves, "schema", "sa_djblob_moves", priority=DispatchPriority.LAST
     )
 
 

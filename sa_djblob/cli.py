@@ -2,10 +2,11 @@
 
     sa-djblob --url mysql+pymysql://user:pw@host/db --config stores.json sweep --dry-run
 
-Commands: ``stores``, ``paths``, ``used``, ``unused``, ``sweep``, ``verify``, ``copy-store``,
-``dj2-convert``. Tables for people by default, ``--json`` for programs. Exit codes: 0 all well,
-1 problems found (a sweep that reported errors, payloads missing or corrupt), 2 a usage,
-configuration or connection error. Passwords and store keys are never printed.
+Commands: ``stores``, ``paths``, ``used``, ``unused``, ``sweep``, ``verify``, ``move``,
+``copy-store``, ``dj2-convert``. Tables for people by default, ``--json`` for programs. Exit
+codes: 0 all well, 1 problems found (a sweep that reported errors, payloads missing or
+corrupt), 2 a usage, configuration or connection error. Passwords and store keys are never
+printed.
 
 It calls the public Python API only (the ``cli`` extra installs click and tqdm).
 """
@@ -783,6 +784,95 @@ def copy_store(
         },
     }
     _emit(state, data, human)
+    if not report.ok:
+        sys.exit(PROBLEMS)
+
+
+def _kind_of(state: _State, table: str, column: str) -> str | None:
+    """``blob`` or ``attach`` from the column's DataJoint comment; None if it has none."""
+    cols = sa.inspect(state.engine()).get_columns(table, schema=state.schema)
+    found = [c for c in cols if c["name"] == column]
+    if not found:
+        _fail(f"table {table!r} has no column {column!r}")
+    m = re.match(r":(blob|attach)[@:]", str(found[0].get("comment") or ""))
+    return m.group(1) if m else None
+
+
+@cli.command()
+@click.argument("target", metavar="TABLE.COLUMN")
+@click.option("--to", "to", required=True, metavar="STORE|row", help="a store name, or 'row'")
+@click.option(
+    "--kind",
+    type=click.Choice(["blob", "attach"]),
+    default=None,
+    help="the column's kind when its comment does not say (SQLite, into or out of the row)",
+)
+@click.option("--dry-run", is_flag=True, help="count the values and bytes to copy, change nothing")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 100_000),
+    default=500,
+    show_default=True,
+    help="values per transaction",
+)
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@click.option("--json", "as_json", is_flag=True, default=False, help="machine-readable output")
+@click.pass_context
+def move(
+    ctx: click.Context,
+    target: str,
+    to: str,
+    kind: str | None,
+    dry_run: bool,
+    batch: int,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Move a Blob or Attach column's values to another store (or 'row'), then switch it."""
+    from ._externals.move import MoveReport
+    from ._externals.move import move as move_values
+    from .types import Attach, Blob
+
+    state = _state(ctx, as_json)
+    table, sep, column = target.rpartition(".")
+    if not sep or not table or not column:
+        _fail(f"give the column as TABLE.COLUMN, got {target!r}")
+    to_store = None if to == "row" else to
+    with _errors(state):
+        if to_store is not None and to_store not in config["stores"]:
+            known = ", ".join(sorted(config["stores"])) or "none"
+            _fail(f"store {to_store!r} is not configured (configured: {known})")
+        state.check_schema()
+        found = _kind_of(state, table, column)
+        if kind is None:
+            kind = found
+        type_ = (Attach if kind == "attach" else Blob)(foreign_key=False)
+        col = sa.Table(table, sa.MetaData(), sa.Column(column, type_), schema=state.schema).c[
+            column
+        ]
+        engine = state.engine()
+        preview = move_values(engine, col, to_store, dry_run=True, batch=batch)
+        if kind is None and None in (preview.source, to_store) and not preview.already:
+            _fail(
+                f"cannot tell whether {target} holds blobs or attachments (no DataJoint"
+                " comment): give --kind blob or --kind attach"
+            )
+        report: MoveReport = preview
+        if not dry_run and not preview.already:
+            if not yes:
+                click.echo(str(preview), err=True)
+                try:
+                    go = click.confirm("move these values?", default=False, err=True)
+                except click.Abort:
+                    _fail("no answer: nothing moved (use --yes in scripts)")
+                if not go:
+                    _fail("nothing moved", PROBLEMS)
+            report = move_values(engine, col, to_store, batch=batch, progress=state.progress)
+
+    def human() -> None:
+        click.echo(str(report))
+
+    _emit(state, {**dataclasses.asdict(report), "ok": report.ok}, human)
     if not report.ok:
         sys.exit(PROBLEMS)
 

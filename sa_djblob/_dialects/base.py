@@ -65,6 +65,12 @@ class DialectSupport(abc.ABC):
     def attachment_ref_sql(self, hash_sql: str, name_sql: str) -> str:
         """SQL for ``hash || utf8(name)`` as bytes."""
 
+    def digest_sql(self, expr_sql: str, algorithm: str) -> str | None:
+        """SQL for the 16-byte key of the bytes *expr_sql* (a store's ``hash`` setting:
+        ``md5`` or ``sha256``, the first 16 bytes), or None where the database has no such
+        function (``djb.move`` then compares in Python)."""
+        return None
+
     # -- where rows live ----------------------------------------------------------
     def table_schema(self, conn: Connection, name: str, **options: Any) -> str | None:
         """The schema an unqualified table *name* resolves to on *conn*, or None if the

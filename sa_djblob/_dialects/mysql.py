@@ -63,6 +63,11 @@ class MySQLSupport(DialectSupport):
     def inrow_type(self) -> TypeEngine[Any]:
         return mysql.LONGBLOB()
 
+    def digest_sql(self, expr_sql: str, algorithm: str) -> str | None:
+        if algorithm == "md5":
+            return f"UNHEX(MD5({expr_sql}))"
+        return f"LEFT(UNHEX(SHA2({expr_sql}, 256)), 16)"
+
     def hash_type(self) -> TypeEngine[Any]:
         return mysql.BINARY(16)
 

@@ -29,6 +29,11 @@ class PostgreSQLSupport(DialectSupport):
     def inrow_type(self) -> TypeEngine[Any]:
         return postgresql.BYTEA()
 
+    def digest_sql(self, expr_sql: str, algorithm: str) -> str | None:
+        if algorithm == "md5":
+            return f"decode(md5({expr_sql}), 'hex')"
+        return f"substring(sha256({expr_sql}) from 1 for 16)"
+
     def hash_type(self) -> TypeEngine[Any]:
         return postgresql.BYTEA()
 

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, ClassVar, Self
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
-from .._exceptions import ConfigError, StoreError
+from .._exceptions import ConfigError, IntegrityError, StoreError
 from .._layout import is_store_name
 
 __all__ = [
@@ -513,6 +513,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def put(self, path: PurePosixPath, data: bytes | memoryview) -> None:
         """Store *data* at *path*, replacing what may be there, atomically."""
+
+    def put_verified(self, path: PurePosixPath, data: bytes | memoryview) -> None:
+        """:meth:`put`, then make sure the store holds exactly *data* (``IntegrityError`` if
+        not). This default reads the payload back; a store whose server checks a digest of
+        the body it receives (S3's ``Content-MD5``) overrides it."""
+        self.put(path, data)
+        if self.get(path) != bytes(data):
+            raise IntegrityError(
+                f"store {self.name!r} does not hold at {path} the bytes just written to it"
+            )
 
     @abc.abstractmethod
     def put_file(self, path: PurePosixPath, src: BinaryIO) -> None:
