@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from .maintenance import ExternalTable, Reference, SweepReport, VerifyReport, externals
+from .lookup import externals
+from .maintenance import ExternalTable
 from .relocate import CopyReport
-from .table import external_table, external_table_name
+from .reports import SweepReport, VerifyReport
+from .table import Reference, external_table, external_table_name
 from .write import install, installed, uninstall
 
 __all__ = [

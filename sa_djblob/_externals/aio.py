@@ -11,6 +11,7 @@ talk to its driver from the event loop's greenlet (``MissingGreenlet`` elsewhere
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import PurePosixPath
@@ -19,7 +20,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.util import greenlet_spawn
 
-from .maintenance import DEFAULT_PAGE, ExternalTable, Reference, SweepReport, VerifyReport
+from .maintenance import DEFAULT_PAGE, ExternalTable
+from .reports import SweepReport, VerifyReport
+from .sweep import DEFAULT_BATCH, DEFAULT_GRACE
+from .table import Reference
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -120,14 +124,44 @@ class AsyncExternalTable:
         """Hashes that no row references (what a sweep removes)."""
         return await self._run(self.sync.unused)
 
-    async def sweep(self, **kw: Any) -> SweepReport:
-        """:meth:`ExternalTable.sweep`, awaited (same arguments)."""
-        return await self._run(self.sync.sweep, **kw)
+    async def sweep(
+        self,
+        *,
+        dry_run: bool = False,
+        grace: datetime.timedelta = DEFAULT_GRACE,
+        progress: bool | None = None,
+        batch: int = DEFAULT_BATCH,
+    ) -> SweepReport:
+        """:meth:`ExternalTable.sweep`, awaited."""
+        return await self._run(
+            self.sync.sweep, dry_run=dry_run, grace=grace, progress=progress, batch=batch
+        )
 
-    async def verify(self, **kw: Any) -> VerifyReport:
-        """:meth:`ExternalTable.verify`, awaited (same arguments)."""
-        return await self._run(self.sync.verify, **kw)
+    async def verify(
+        self, *, progress: bool | None = None, include_unused: bool = False, chunk: int = 256
+    ) -> VerifyReport:
+        """:meth:`ExternalTable.verify`, awaited."""
+        return await self._run(
+            self.sync.verify, progress=progress, include_unused=include_unused, chunk=chunk
+        )
 
-    async def copy_to(self, new_settings: Mapping[str, Any], **kw: Any) -> CopyReport:
-        """:meth:`ExternalTable.copy_to`, awaited (same arguments)."""
-        return await self._run(self.sync.copy_to, new_settings, **kw)
+    async def copy_to(
+        self,
+        new_settings: Mapping[str, Any],
+        *,
+        dry_run: bool = False,
+        progress: bool | None = None,
+        batch: int = DEFAULT_BATCH,
+        verify_existing: bool = False,
+        include_unused: bool = True,
+    ) -> CopyReport:
+        """:meth:`ExternalTable.copy_to`, awaited."""
+        return await self._run(
+            self.sync.copy_to,
+            new_settings,
+            dry_run=dry_run,
+            progress=progress,
+            batch=batch,
+            verify_existing=verify_existing,
+            include_unused=include_unused,
+        )

@@ -2,86 +2,37 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from .._area import Area, resolve_schema
-from .._config import config
-from .._exceptions import StoreNotConfiguredError
 from .._fetch import filepath_object
 from .._kinds import KINDS
 from ..stores import Store, get_store
-from .table import external_store, external_table, external_table_name
+from .reports import SweepReport, VerifyReport
+from .sweep import DEFAULT_BATCH, DEFAULT_GRACE, sweep
+from .table import Reference, external_store, external_table, external_table_name
+from .verify import verify
 from .write import sync_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from .aio import AsyncExternalTable
     from .relocate import CopyReport
 
-__all__ = [
-    "DEFAULT_PAGE",
-    "EntryPager",
-    "ExternalTable",
-    "Reference",
-    "SweepReport",
-    "VerifyReport",
-    "externals",
-]
+__all__ = ["DEFAULT_PAGE", "EntryPager", "ExternalTable"]
 
 DEFAULT_PAGE = 1000
 """Rows per query of the iterators and the sweep's table reads."""
 
 Window = tuple[uuid.UUID | None, uuid.UUID | None]
 """``(after, end)``: the hashes ``> after`` and ``<= end`` (None: unbounded)."""
-
-
-@dataclass(frozen=True)
-class Reference:
-    """A column that references an externals table (found in the database's FK metadata)."""
-
-    schema: str | None
-    table: str
-    column: str
-
-
-@dataclass
-class SweepReport:
-    """What a sweep removed (or, with ``dry_run``, would remove)."""
-
-    dry_run: bool = False
-    rows_deleted: int = 0
-    payloads_deleted: int = 0
-    orphans_deleted: int = 0
-    bytes_freed: int = 0
-    skipped_referenced: int = 0
-    orphans_kept: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
-@dataclass
-class VerifyReport:
-    """What ``verify`` found: payloads that are missing or do not match their hash."""
-
-    checked: int = 0
-    missing: list[tuple[uuid.UUID, PurePosixPath]] = field(default_factory=list)
-    corrupt: list[tuple[uuid.UUID, PurePosixPath]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.corrupt or self.errors)
 
 
 class ExternalTable:
@@ -266,24 +217,51 @@ class ExternalTable:
         """Hashes that no row references, what a sweep removes (a list of :meth:`iter_unused`)."""
         return list(self.iter_unused())
 
-    def sweep(self, **kw: Any) -> SweepReport:
-        from .sweep import sweep
+    def sweep(
+        self,
+        *,
+        dry_run: bool = False,
+        grace: datetime.timedelta = DEFAULT_GRACE,
+        progress: bool | None = None,
+        batch: int = DEFAULT_BATCH,
+    ) -> SweepReport:
+        """Remove the unused entries and their payloads, then the orphan payloads older than
+        *grace*, in batches of *batch*, under the locking protocol (docs/design.md);
+        *dry_run* only counts. *progress*: bars on stderr (None: when it is a terminal)."""
+        return sweep(self, dry_run=dry_run, grace=grace, progress=progress, batch=batch)
 
-        return sweep(self, **kw)
+    def verify(
+        self, *, progress: bool | None = None, include_unused: bool = False, chunk: int = 256
+    ) -> VerifyReport:
+        """Check that every referenced payload (every payload, with *include_unused*) is in
+        the store and matches its hash, *chunk* payloads at a time."""
+        return verify(self, progress=progress, include_unused=include_unused, chunk=chunk)
 
-    def verify(self, **kw: Any) -> VerifyReport:
-        from .sweep import verify
-
-        return verify(self, **kw)
-
-    def copy_to(self, new_settings: Mapping[str, Any], **kw: Any) -> CopyReport:
-        """Copy every payload to the location *new_settings* describe (this store's new
-        settings), verified by hash; a rerun copies only what is missing or wrong there.
-        Keywords: ``dry_run``, ``progress``, ``batch``, ``verify_existing``,
-        ``include_unused`` (see :mod:`.relocate`)."""
+    def copy_to(
+        self,
+        new_settings: Mapping[str, Any],
+        *,
+        dry_run: bool = False,
+        progress: bool | None = None,
+        batch: int = DEFAULT_BATCH,
+        verify_existing: bool = False,
+        include_unused: bool = True,
+    ) -> CopyReport:
+        """Copy every payload (every referenced one, without *include_unused*) to the
+        location *new_settings* describe (this store's new settings), verified by hash; a
+        rerun copies only what is missing there (and, with *verify_existing*, what does not
+        match). *dry_run* only counts; *progress*: a bar on a terminal."""
         from .relocate import copy_to
 
-        return copy_to(self, new_settings, **kw)
+        return copy_to(
+            self,
+            new_settings,
+            dry_run=dry_run,
+            progress=progress,
+            batch=batch,
+            verify_existing=verify_existing,
+            include_unused=include_unused,
+        )
 
 
 def _in_window(col: sa.ColumnElement[Any], window: Window) -> list[sa.ColumnElement[bool]]:
@@ -368,40 +346,3 @@ class EntryPager:
             (h, filepath_object(area.store, fp) if fp and not name else area.path(h, name))
             for h, name, fp in rows
         ]
-
-
-class _Externals(dict[str, Any]):
-    def __missing__(self, key: str) -> Any:
-        raise StoreNotConfiguredError(
-            f"store {key!r} is not configured (configured: {', '.join(sorted(self)) or 'none'}):"
-            f" set djb.config['stores'][{key!r}]"
-        )
-
-
-@overload
-def externals(
-    engine: Engine, schema: str | None = None, *, metadata: sa.MetaData | None = None
-) -> Mapping[str, ExternalTable]: ...
-@overload
-def externals(
-    engine: AsyncEngine, schema: str | None = None, *, metadata: sa.MetaData | None = None
-) -> Mapping[str, AsyncExternalTable]: ...
-def externals(
-    engine: Engine | AsyncEngine,
-    schema: str | None = None,
-    *,
-    metadata: sa.MetaData | None = None,
-) -> Mapping[str, ExternalTable] | Mapping[str, AsyncExternalTable]:
-    """One :class:`ExternalTable` per configured store, for *schema* (default: the
-    connection's default schema); *metadata* adds its tables' external columns to the
-    references the sweep respects. For an ``AsyncEngine``, one
-    :class:`~sa_djblob._externals.aio.AsyncExternalTable` (awaitable methods)."""
-    if not isinstance(engine, Engine):
-        from .aio import AsyncExternalTable
-
-        return _Externals(
-            {name: AsyncExternalTable(engine, name, schema, metadata) for name in config["stores"]}
-        )
-    return _Externals(
-        {name: ExternalTable(engine, name, schema, metadata) for name in config["stores"]}
-    )

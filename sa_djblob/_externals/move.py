@@ -67,7 +67,7 @@ from .._layout import attachment_prefix, content_hash, copy_hashed, hash_stream
 from .._pool import run_all
 from .._util import discard
 from ..stores import Store, get_store
-from .sweep import _bar
+from .progress import bar as _bar
 from .table import EXTERNAL_PREFIX, _index_name, external_table
 from .write import claim_rows
 

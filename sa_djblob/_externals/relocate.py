@@ -48,7 +48,7 @@ from .._fetch import filepath_object
 from .._layout import HASH_CHUNK, attachment_prefix, hash_stream, new_hasher, subfold
 from .._pool import call, run_all
 from ..stores import FileStore, Store, build_store
-from .sweep import _bar
+from .progress import bar as _bar
 
 if TYPE_CHECKING:
     from .maintenance import ExternalTable

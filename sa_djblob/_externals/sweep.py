@@ -79,11 +79,10 @@ import functools
 import itertools
 import re
 import secrets
-import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -94,24 +93,23 @@ from .._dialects.base import INTERNAL
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
 from .._fetch import filepath_object
 from .._layout import (
-    attachment_prefix,
     content_hash,
-    hash_stream,
     reserved_path,
     store_root,
     subfold,
 )
-from .._pool import call, run_all
+from .._pool import call
 from .._util import chunks as _chunks
 from ..stores import Store
 from ..stores.base import ObjectInfo, is_temp_name
-from .maintenance import Reference, SweepReport, VerifyReport
-from .table import external_table
+from .progress import bar as _bar
+from .reports import SweepReport
+from .table import Reference, external_table
 
 if TYPE_CHECKING:
     from .maintenance import ExternalTable
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_GRACE", "sweep", "verify"]
+__all__ = ["DEFAULT_BATCH", "DEFAULT_GRACE", "sweep"]
 
 DEFAULT_BATCH = 1000
 DEFAULT_GRACE = datetime.timedelta(hours=1)
@@ -121,35 +119,6 @@ _NAME = re.compile(r"([0-9a-f]{32})(?:\.(.+))?", re.DOTALL)
 
 # A test hook: called after a batch's payloads were removed, before its commit.
 _after_remove: Callable[[str, list[PurePosixPath]], None] | None = None
-
-
-class _Bar(Protocol):
-    def update(self, n: int = 1) -> object: ...
-
-    def close(self) -> None: ...
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> object:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def _bar(progress: bool | None, total: int | None, desc: str) -> _Bar:
-    """A tqdm bar on stderr; *progress=None* draws it only when stderr is a terminal (so logs,
-    services and captured notebook output get no bars unless asked for)."""
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    bar: _Bar = tqdm(total=total, desc=desc, unit="entry", leave=False)
-    return bar
 
 
 _Orphan = tuple[uuid.UUID, str | None, ObjectInfo]
@@ -683,106 +652,3 @@ def sweep(
     """Remove the unused entries of *ext* and their payloads, then the orphan payloads
     older than *grace*; see the module docstring for the protocol."""
     return _Sweeper(ext, dry_run=dry_run, grace=grace, progress=progress, batch=batch).run()
-
-
-# -- verify ------------------------------------------------------------------
-
-
-def _check(
-    store: Store, key: uuid.UUID | None, prefix: bytes, path: PurePosixPath, size: int
-) -> str:
-    """``"ok"``, ``"missing"``, ``"corrupt"`` or an error message. *key* None: no hash was
-    recorded (a filepath past DataJoint's checksum limit), the size is checked."""
-    try:
-        with store.open(path) as f:
-            got, n = hash_stream(f, prefix=prefix, algorithm=store.hash)
-    except MissingPayloadError:
-        return "missing"
-    except Exception as exc:  # reported per payload
-        return f"cannot read {path}: {exc}"
-    if key is None:
-        return "ok" if n == size else "corrupt"
-    return "ok" if got == key else "corrupt"
-
-
-def _verify_item(store: Store, area: Area, row: Any) -> tuple[PurePosixPath, Any]:
-    """(object path, arguments of :func:`_check` after it) of an externals row."""
-    h, name, fp, contents, size = row
-    if fp and not name:
-        return filepath_object(store, fp), (contents, b"", size)
-    prefix = b"" if name is None else attachment_prefix(name)
-    return area.path(h, name), (h, prefix, size)
-
-
-def verify(
-    ext: ExternalTable,
-    *,
-    progress: bool | None = None,
-    include_unused: bool = False,
-    chunk: int = 256,
-) -> VerifyReport:
-    """Check that every referenced payload (every payload, with *include_unused*) is in
-    the store and matches its hash; payloads are streamed, several at a time. The table
-    is read in hash order, a page at a time (keyset pagination), so memory holds one
-    page at any number of entries."""
-    report = VerifyReport()
-    t = ext.table
-    q = sa.select(t.c.hash, t.c.attachment_name, t.c.filepath, t.c.contents_hash, t.c.size)
-    total: int | None = None
-    with ext.engine.connect() as conn:
-        if not ext.exists(conn):
-            return report
-        refs = None if include_unused else ext.references(conn)
-        try:
-            area = ext.area(conn)
-        except SaDjblobError as exc:
-            report.errors.append(str(exc))
-            return report
-        if progress:
-            counted = q if refs is None else q.where(ext.used_clause(refs))
-            total = conn.scalar(sa.select(sa.func.count()).select_from(counted.subquery()))
-    store = area.store
-    bar = _bar(progress, total, f"verify {ext.name}")
-    page = max(chunk, DEFAULT_BATCH)
-    after: uuid.UUID | None = None
-    try:
-        while True:
-            # the entries of the next window of the table (see ExternalTable.window_end)
-            with ext.engine.connect() as conn:
-                window = (after, ext.window_end(conn, after, page))
-                paged = q.where(*ext.in_window(window))
-                if refs is not None:
-                    paged = paged.where(ext.used_clause(refs, window))
-                rows = conn.execute(paged.order_by(t.c.hash)).all()
-            if rows:
-                _verify_rows(store, area, rows, chunk, report, bar)
-            after = window[1]
-            if after is None:
-                break
-    finally:
-        bar.close()
-    return report
-
-
-def _verify_rows(
-    store: Store, area: Area, rows: Sequence[Any], chunk: int, report: VerifyReport, bar: _Bar
-) -> None:
-    items: list[tuple[uuid.UUID, PurePosixPath, Any]] = []
-    for row in rows:
-        try:
-            path, args = _verify_item(store, area, row)
-        except SaDjblobError as exc:  # a filepath row edited by hand
-            report.errors.append(str(exc))
-            continue
-        items.append((row[0], path, args))
-    for part in _chunks(items, chunk):
-        results = run_all(lambda it: _check(store, it[2][0], it[2][1], it[1], int(it[2][2])), part)
-        for (h, path, _), result in zip(part, results, strict=True):
-            report.checked += 1
-            if result == "missing":
-                report.missing.append((h, path))
-            elif result == "corrupt":
-                report.corrupt.append((h, path))
-            elif result != "ok":
-                report.errors.append(result)
-        bar.update(len(part))

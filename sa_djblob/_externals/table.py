@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from .._exceptions import StoreNotConfiguredError
 from .._sa_internals import type_bound_foreign_key, type_bound_index
 
 __all__ = [
+    "Reference",
     "EXTERNAL_PREFIX",
     "HashType",
     "attach_external",
@@ -171,3 +173,12 @@ def external_store(column: Any) -> str | None:
     """The store of a column with an external type (``Blob(store=...)`` ...), else None."""
     store = getattr(getattr(column, "type", None), "sa_djblob_store", None)
     return store if isinstance(store, str) else None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A column that references an externals table (found in the database's FK metadata)."""
+
+    schema: str | None
+    table: str
+    column: str
