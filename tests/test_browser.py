@@ -30,6 +30,9 @@ import sqlalchemy as sa
 
 import sa_djblob as djb
 
+# a real browser: not in `make test-fast`
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

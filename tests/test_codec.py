@@ -21,9 +21,9 @@ import sa_djblob as djb
 from sa_djblob import BlobFormatError, MatCell, MatStruct, UnsupportedTypeError, pack, unpack
 
 try:
-    from .test_codec_helpers import assert_same
+    from .helpers.codec import assert_same
 except ImportError:
-    from test_codec_helpers import assert_same
+    from helpers.codec import assert_same
 
 VECTORS_PATH = Path("/work/shared/vectors/datajoint-0.14.json")
 _HERE = Path(__file__).resolve().parent

@@ -24,9 +24,9 @@ import sa_djblob as djb
 from sa_djblob import MatCell, pack, unpack
 
 try:
-    from .test_codec_helpers import assert_same
+    from .helpers.codec import assert_same
 except ImportError:
-    from test_codec_helpers import assert_same
+    from helpers.codec import assert_same
 
 NAMES = {"np": np, "datetime": datetime, "uuid": uuid, "Decimal": Decimal, "MatCell": MatCell}
 
@@ -185,6 +185,9 @@ import json, sys
 import numpy as np
 from datajoint import blob
 from datajoint.settings import config
+
+# DataJoint runs in its own virtualenv: not in `make test-fast`
+pytestmark = pytest.mark.slow
 config["enable_python_native_blobs"] = True
 
 def describe(v):

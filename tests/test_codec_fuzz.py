@@ -21,9 +21,9 @@ from sa_djblob import BlobFormatError, MatCell, MatStruct, pack, unpack
 from sa_djblob._codec import _Packer, _read_cost
 
 try:
-    from .test_codec_helpers import assert_same
+    from .helpers.codec import assert_same
 except ImportError:
-    from test_codec_helpers import assert_same
+    from helpers.codec import assert_same
 
 # the recursive strategies make hypothesis warn about long reprs of generated values
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")

@@ -21,9 +21,9 @@ import pytest
 from sa_djblob import MatCell, MatStruct, UnsupportedTypeError, pack, unpack
 
 try:
-    from .test_codec_helpers import assert_same
+    from .helpers.codec import assert_same
 except ImportError:
-    from test_codec_helpers import assert_same
+    from helpers.codec import assert_same
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "format.md").read_text()
 PLUS5 = datetime.timezone(datetime.timedelta(hours=5))

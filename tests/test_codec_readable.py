@@ -24,9 +24,9 @@ from sa_djblob import MatCell, MatStruct, UnsupportedTypeError, pack, unpack
 from sa_djblob._codec import _Packer, _read_cost
 
 try:
-    from .test_codec_helpers import assert_same
+    from .helpers.codec import assert_same
 except ImportError:
-    from test_codec_helpers import assert_same
+    from helpers.codec import assert_same
 
 U64 = struct.Struct("<Q")
 #: on 64-bit CPython, ints that differ by a multiple of this share one hash value

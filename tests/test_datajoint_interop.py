@@ -44,6 +44,9 @@ from dj_common import (  # noqa: E402
     write_attachments,
 )
 
+# DataJoint runs in its own virtualenv: not in `make test-fast`
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 DJ_VENV = Path(os.environ.get("SA_DJBLOB_DJ_VENV", ROOT / ".venv-dj"))
 DJ_REQUIREMENT = "datajoint>=0.14,<0.15"

@@ -109,6 +109,7 @@ def _clean(text: str) -> None:
     assert SECRET not in text and ACCESS not in text
 
 
+@pytest.mark.slow  # waits for the fail-fast timeouts
 def test_silent_endpoint_names_the_setting(silent_endpoint: str) -> None:
     s = build_store("x", _spec(silent_endpoint, read_timeout=0.5, max_attempts=1))
     start = time.monotonic()
@@ -124,6 +125,7 @@ def test_silent_endpoint_names_the_setting(silent_endpoint: str) -> None:
     _clean(msg)
 
 
+@pytest.mark.slow  # waits for the fail-fast timeouts
 def test_silent_endpoint_retries_count(silent_endpoint: str) -> None:
     s = build_store("x", _spec(silent_endpoint, read_timeout=0.5, max_attempts=3))
     start = time.monotonic()
@@ -132,6 +134,7 @@ def test_silent_endpoint_retries_count(silent_endpoint: str) -> None:
     assert 1.4 < time.monotonic() - start < 8
 
 
+@pytest.mark.slow  # waits for the fail-fast timeouts
 def test_silent_endpoint_default_bound(silent_endpoint: str) -> None:
     """With the default settings an endpoint that never answers is reported within 15 s."""
     s = build_store("x", _spec(silent_endpoint))

@@ -64,7 +64,7 @@ class Heartbeat:
         await self._task
 
 
-def test_local_store_reads_block_the_event_loop(database: Any) -> None:
+def test_local_store_reads_leave_the_event_loop_free(database: Any) -> None:
     djb.config["stores"] = {
         "slow": {"protocol": "slow-local-memory", "location": "sl-" + uuid.uuid4().hex[:8]}
     }

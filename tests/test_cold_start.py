@@ -1,4 +1,4 @@
-"""The cost of the first commit (issue finding 9): what the hot path must not pay for."""
+"""The cost of the first commit: what the hot path must not pay for."""
 
 from __future__ import annotations
 
