@@ -20,6 +20,7 @@ write into it once the user knows which store name owns the area.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -46,7 +47,11 @@ __all__ = [
 ]
 
 _identities: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
-_owned: set[tuple[str, str, str, str]] = set()
+#: areas found owned by this process, with when (time.monotonic()) the marker was read: a
+#: marker is read again after OWNER_RECHECK seconds, so an area handed over (its marker
+#: deleted or rewritten) is noticed by a long-running process too
+_owned: dict[tuple[str, str, str, str], float] = {}
+OWNER_RECHECK = 60.0
 _lock = threading.Lock()
 
 
@@ -89,10 +94,12 @@ FILEPATHS = ".filepath"
 outside every schema's area, so one (database, schema, store) owns them all."""
 
 
-def check_filepath_owner(conn: Connection, store: Store, schema: str, *, claim: bool) -> None:
+def check_filepath_owner(
+    conn: Connection, store: Store, schema: str, *, claim: bool, fresh: bool = False
+) -> None:
     """Raise ``StoreError`` unless this database's *schema* owns *store*'s filepath objects:
     two schemas placing the same relative path would sweep each other's files away."""
-    check_owner(conn, Area(store, FILEPATHS), claim=claim, holder=f"schema={schema}")
+    check_owner(conn, Area(store, FILEPATHS), claim=claim, holder=f"schema={schema}", fresh=fresh)
 
 
 def resolve_schema(
@@ -161,16 +168,23 @@ def _owner_line(identity: str, store: Store) -> str:
 
 
 def check_owner(
-    conn: Connection, area: Area, *, claim: bool = True, holder: str | None = None
+    conn: Connection,
+    area: Area,
+    *,
+    claim: bool = True,
+    holder: str | None = None,
+    fresh: bool = False,
 ) -> None:
     """Raise ``StoreError`` unless this (database, store) owns *area*; claim it if unclaimed
     (with *claim*). *holder* narrows the owner further (the filepath objects of a store
-    belong to one schema). Checked once per process for each area and database."""
+    belong to one schema). Writers read the marker at most every ``OWNER_RECHECK``
+    seconds per area and database; *fresh* (sweeps, which delete) reads it every time."""
     me = database_identity(conn)
     store = area.store
     mine = _owner_line(me, store) + (f" {holder}" if holder else "")
     key = (repr(store), area.schema, store.name, mine)
-    if key in _owned:
+    seen = _owned.get(key)
+    if not fresh and seen is not None and time.monotonic() - seen < OWNER_RECHECK:
         return
     try:
         recorded = call(store.get, area.marker).decode("utf-8", "replace").strip()
@@ -204,4 +218,4 @@ def check_owner(
             f" 'location', or delete {area.marker} to hand the area over"
         )
     with _lock:
-        _owned.add(key)
+        _owned[key] = time.monotonic()

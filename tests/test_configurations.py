@@ -116,6 +116,38 @@ def test_an_owner_marker_naming_no_store_lets_no_store_in(
         conn.execute(sa.insert(t), {"id": 2, "proc": np.arange(3.0)})
 
 
+@pytest.mark.backends("sqlite", "mysql")
+def test_an_area_handed_over_is_noticed_by_a_running_process(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner marker is read again after OWNER_RECHECK seconds (writers) and at every
+    sweep: an area handed over to another owner while this process runs stops its writes
+    and deletes, rather than being trusted forever from the first check."""
+    from sa_djblob import _area
+
+    djb.config["stores"] = {"raw": {"protocol": "file", "location": str(tmp_path / "s")}}
+    md = sa.MetaData()
+    t = sa.Table(
+        "t",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("raw", djb.Blob(store="raw"), nullable=True),
+    )
+    md.create_all(engine)
+    djb.install(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(t), {"id": 1, "raw": np.arange(3.0)})
+    ext = djb.externals(engine)["raw"]
+    Path(ext.area().marker).write_text("another-database store=raw\n")  # handed over
+    # the sweep reads the marker every time: it deletes nothing
+    report = ext.sweep(grace=ZERO, progress=False)
+    assert any("belongs to another owner" in e for e in report.errors)
+    # writers trust their last reading for OWNER_RECHECK seconds, then read it again
+    monkeypatch.setattr(_area, "OWNER_RECHECK", 0.0)
+    with pytest.raises(djb.StoreError, match="belongs to another owner"), engine.begin() as conn:
+        conn.execute(sa.insert(t), {"id": 2, "raw": np.arange(4.0)})
+
+
 # -- 2. a sweep from a database that does not own the area ------------------------
 
 

@@ -247,7 +247,7 @@ class _Sweeper:
         """Raise ``StoreError`` unless this schema owns the store's filepath objects."""
         if self._filepaths_owned is None:
             try:
-                check_filepath_owner(conn, self.store, self.area.schema, claim=True)
+                check_filepath_owner(conn, self.store, self.area.schema, claim=True, fresh=True)
                 self._filepaths_owned = True
             except StoreError:
                 self._filepaths_owned = False
@@ -318,7 +318,7 @@ class _Sweeper:
         """Whether this database owns ``<location>/<schema>/``: only then are payloads
         there that it does not know orphans (see :mod:`.owner`)."""
         try:
-            check_owner(conn, self.area, claim=claim)
+            check_owner(conn, self.area, claim=claim, fresh=True)
         except StoreError as exc:  # another owner's area, or an unreadable marker
             self.report.errors.append(f"{exc}; nothing deleted")
             return False
