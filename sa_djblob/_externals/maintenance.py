@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from .._area import Area, resolve_schema
-from .._fetch import filepath_object
-from .._kinds import KINDS
+from .._kinds import KINDS, Kind
 from ..stores import Store, get_store
 from .reports import SweepReport, VerifyReport
 from .sweep import DEFAULT_BATCH, DEFAULT_GRACE, sweep
@@ -343,6 +342,11 @@ class EntryPager:
             return [r[0] for r in rows]
         area = self._area
         return [
-            (h, filepath_object(area.store, fp) if fp and not name else area.path(h, name))
+            (
+                h,
+                Kind.for_entry(name, fp).entry_path(
+                    area, h, {"attachment_name": name, "filepath": fp}
+                ),
+            )
             for h, name, fp in rows
         ]

@@ -91,7 +91,7 @@ from .._area import FILEPATHS, Area, check_filepath_owner, check_owner, database
 from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
-from .._fetch import filepath_object
+from .._kinds import Kind
 from .._layout import (
     content_hash,
     reserved_path,
@@ -236,10 +236,9 @@ class _Sweeper:
         return str(path) == "/".join((self._root, *folds, path.name))
 
     def row_path(self, row: dict[str, Any]) -> PurePosixPath:
-        """The object of an externals row: a filepath's, or the layout path."""
-        if row.get("filepath") and not row["attachment_name"]:
-            return filepath_object(self.store, row["filepath"])
-        return self.path(row["hash"], row["attachment_name"])
+        """The object of an externals row (its kind knows where it lives)."""
+        kind = Kind.for_entry(row["attachment_name"], row.get("filepath"))
+        return kind.entry_path(self.area, row["hash"], row)
 
     _filepaths_owned: bool | None = None
 
@@ -411,7 +410,9 @@ class _Sweeper:
             where: dict[uuid.UUID, PurePosixPath | None] = {}
             for k, row in rows.items():
                 try:
-                    if row.get("filepath") and not row["attachment_name"]:
+                    if not Kind.for_entry(
+                        row["attachment_name"], row.get("filepath")
+                    ).stored_object:
                         self.check_filepaths(conn)
                         if reserved_path(row["filepath"]) is not None:
                             # written by DataJoint (or by hand) on a payload or an owner
