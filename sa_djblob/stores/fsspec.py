@@ -45,6 +45,7 @@ from .base import (
     check_string,
     is_temp_name,
     mask_url,
+    object_key,
     temp_name,
 )
 
@@ -186,8 +187,7 @@ class FsspecStore(Store):
         return text
 
     def _path(self, path: PurePosixPath | str) -> str:
-        text = str(PurePosixPath(path))
-        key = "" if text == "." else text.lstrip("/")
+        key = object_key(path)
         if not key:
             return self._root
         return f"{self._root}/{key}" if self._root else key
