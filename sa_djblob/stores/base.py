@@ -92,7 +92,8 @@ class ObjectInfo:
 
 # -- settings ---------------------------------------------------------------------
 
-_NO_DEFAULT: Any = object()
+#: the ``default`` of a setting that has none
+NO_DEFAULT: Any = object()
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class Setting:
     """
 
     check: Callable[[Any], Any]
-    default: Any = _NO_DEFAULT
+    default: Any = NO_DEFAULT
     required: bool = False
     secret: bool = False
     doc: str = ""
@@ -473,7 +474,7 @@ class Store(abc.ABC):
                         f"{where}: missing key {key!r} (protocol {cls.protocol!r} needs"
                         f" {', '.join(repr(k) for k, s in cls.settings.items() if s.required)})"
                     )
-                if setting.default is not _NO_DEFAULT and setting.default is not None:
+                if setting.default is not NO_DEFAULT and setting.default is not None:
                     out[key] = copy.deepcopy(setting.default)
                 continue
             try:

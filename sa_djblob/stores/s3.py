@@ -169,8 +169,12 @@ class S3Store(Store):
         "location": Setting(check_path, required=True, doc="the key prefix in the bucket"),
         "bucket": Setting(check_string, required=True, doc="the bucket"),
         "endpoint": Setting(check_endpoint, default=None, doc="host:port; default AWS"),
-        "access_key": Setting(_optional(check_string), default=None, secret=True),
-        "secret_key": Setting(_optional(check_string), default=None, secret=True),
+        "access_key": Setting(
+            _optional(check_string), default=None, secret=True, doc="default boto3's chain"
+        ),
+        "secret_key": Setting(
+            _optional(check_string), default=None, secret=True, doc="default boto3's chain"
+        ),
         "secure": Setting(check_bool, default=False, doc="https for host:port endpoints"),
         "region": Setting(_optional(check_string), default=None, doc="default us-east-1"),
         "connect_timeout": Setting(
