@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 from ._dialects import dialect_support
 from ._dialects.base import INTERNAL
 from ._exceptions import MissingPayloadError, SaDjblobError, StoreError
-from ._layout import OWNER_FOLDER, object_path, store_root
+from ._layout import OWNER_FOLDER, object_path
 from ._pool import call
 from .stores import Store
 
@@ -77,12 +77,12 @@ class Area:
     @property
     def prefix(self) -> PurePosixPath:
         """The folder (key prefix) that holds every payload of the area."""
-        return store_root(self.store.location, self.store.protocol) / self.schema
+        return self.store.root / self.schema
 
     @property
     def marker(self) -> PurePosixPath:
         """Where the owner of the area is recorded (outside the area)."""
-        root = store_root(self.store.location, self.store.protocol)
+        root = self.store.root
         return root / OWNER_FOLDER / self.schema
 
     def __str__(self) -> str:

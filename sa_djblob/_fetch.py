@@ -26,7 +26,7 @@ from ._exceptions import (
     StageError,
     StoreError,
 )
-from ._layout import attachment_prefix, content_hash, copy_hashed, file_matches, store_root
+from ._layout import attachment_prefix, content_hash, copy_hashed, file_matches
 from ._pool import call
 from ._util import discard as _unlink
 from .stores import Store, get_cache
@@ -192,7 +192,7 @@ def filepath_object(store: Store, relpath: str) -> PurePosixPath:
             f"filepath {relpath!r} of store {store.name!r} is not a plain relative path: the"
             " externals row was changed by hand; fix or delete it"
         )
-    return store_root(store.location, store.protocol) / rel
+    return store.root / rel
 
 
 def stage_folder(store: Store) -> Path:
@@ -258,7 +258,7 @@ def _existing(store: Store, ref: FileRef, local: Path, source: PurePosixPath) ->
         ref.contents_hash is None or file_matches(local, ref.contents_hash, algorithm=store.hash)
     ):
         return local
-    if store.protocol == "file" and same_file(Path(source), local):
+    if store.local_paths and same_file(Path(source), local):
         raise _corrupt(store, ref, source)  # the stage is the store: its object changed
     raise StageError(
         f"{local} differs from the stored version of filepath {ref.filepath!r} in store"

@@ -129,7 +129,7 @@ class Payload:
         return (
             self.file is not None
             and not self.snapshot
-            and area.store.protocol == "file"
+            and area.store.local_paths
             and same_file(Path(self.path(area)), self.file)
         )
 

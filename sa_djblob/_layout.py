@@ -7,10 +7,8 @@ import hashlib
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
-
-from ._exceptions import ConfigError
 
 __all__ = [
     "is_store_name",
@@ -130,36 +128,19 @@ def subfold(name: str, folds: Sequence[int]) -> tuple[str, ...]:
     return tuple(out)
 
 
+_root_rules: dict[str, Callable[[str], PurePosixPath]] = {}
+
+
+def register_root_rule(protocol: str, rule: Callable[[str], PurePosixPath]) -> None:
+    """Called by each store class as it registers: its ``root_of``."""
+    _root_rules[protocol] = rule
+
+
 def store_root(location: str, protocol: str = "file") -> PurePosixPath:
-    """The folder (file) or key prefix (S3) that a store's ``location`` stands for.
-
-    DataJoint 0.14's rules (``ExternalTable._make_external_filepath``):
-
-    * ``file`` (and sa_djblob's ``memory``): the location is a POSIX path, kept as is
-      (a leading ``/`` stays; backslashes are ordinary characters; ``""`` and ``"."``
-      mean the current folder).
-    * ``s3``: the location is read as a Windows path (``/`` and ``\\`` both separate);
-      when its first part is a drive or a root (``f:\\``, ``f:``, ``\\``,
-      ``\\\\server\\share\\``) or otherwise holds a ``:``, that part is dropped; the
-      remaining parts are joined with ``/``. So ``/dj``, ``dj/`` and ``\\dj`` all give
-      ``dj``, ``f:\\data\\dj`` gives ``data/dj`` and a key never starts with ``/``.
-
-    (This is DataJoint 0.14.10 on Python <= 3.11, where ``PurePosixPath(PureWindowsPath(
-    "/dj"))`` keeps the ``\\`` root as a part. On Python >= 3.12 pathlib converts it to
-    ``/``, and DataJoint there keeps a leading ``/`` in the keys of a location such as
-    ``/dj``; sa_djblob follows the 0.14 rule as written, independent of the Python version.)
-    """
-    if protocol != "s3":
-        return PurePosixPath(location)
-    parts = PureWindowsPath(location).parts
-    if location and not parts:  # DataJoint fails here (IndexError)
-        raise ConfigError(
-            f"an s3 store location of {location!r} names no folder; DataJoint 0.14 cannot"
-            " use it: set location to '' for the top of the bucket, or to a folder name"
-        )
-    if parts and ("\\" in parts[0] or ":" in parts[0]):
-        parts = parts[1:]
-    return PurePosixPath(*parts)
+    """The folder (file) or key prefix (S3) that a store's ``location`` stands for: the
+    ``root_of`` rule of the store class registered for *protocol* (a POSIX path, kept as
+    is, for an unknown one). See ``Store.root_of`` and ``S3Store.root_of``."""
+    return _root_rules.get(protocol, PurePosixPath)(location)
 
 
 def object_path(

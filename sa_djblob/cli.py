@@ -30,7 +30,8 @@ from . import __version__
 from ._config import config
 from ._exceptions import SaDjblobError
 from ._externals import CopyReport, ExternalTable, SweepReport, VerifyReport, externals
-from .stores import store_class, validate_store_spec
+from .stores import registered_protocols, store_class, validate_store_spec
+from .stores.base import NO_DEFAULT
 
 __all__ = ["main", "parse_duration"]
 
@@ -265,10 +266,19 @@ def cli(
 
 @cli.command()
 @_common
+@click.option(
+    "--settings",
+    "show_settings",
+    is_flag=True,
+    help="list the settings each store kind (protocol) accepts instead",
+)
 @click.pass_context
-def stores(ctx: click.Context, stores: tuple[str, ...], as_json: bool) -> None:
+def stores(ctx: click.Context, stores: tuple[str, ...], as_json: bool, show_settings: bool) -> None:
     """The configured stores (keys masked)."""
     state = _state(ctx, as_json)
+    if show_settings:
+        _store_settings(state)
+        return
     chosen = {*state.stores, *stores}
     unknown = sorted(chosen - set(config["stores"]))
     if unknown:
@@ -292,6 +302,28 @@ def stores(ctx: click.Context, stores: tuple[str, ...], as_json: bool) -> None:
         _table(["store", "protocol", "location", "hash"], rows)
 
     _emit(state, {"url": state.masked_url(), "stores": specs}, human)
+
+
+def _store_settings(state: _State) -> None:
+    """Each registered store kind's settings, from its ``Setting`` declarations."""
+    kinds: dict[str, dict[str, dict[str, Any]]] = {}
+    rows = []
+    for protocol in registered_protocols():
+        kind = kinds[protocol] = {}
+        for key, setting in store_class(protocol).settings.items():
+            about = {"doc": setting.doc, "required": setting.required, "secret": setting.secret}
+            if setting.default is not NO_DEFAULT:
+                about["default"] = setting.default
+            kind[key] = about
+            given = "required" if setting.required else repr(about.get("default"))
+            rows.append(
+                [protocol, key, given, setting.doc + (" (secret)" if setting.secret else "")]
+            )
+
+    def human() -> None:
+        _table(["protocol", "setting", "default", "meaning"], rows)
+
+    _emit(state, {"kinds": kinds}, human)
 
 
 @cli.command()

@@ -64,7 +64,7 @@ from ._exceptions import (
     StoreNotConfiguredError,
     UnsupportedDialectError,
 )
-from ._layout import HASH_CHUNK, attachment_prefix, new_hasher, store_root
+from ._layout import HASH_CHUNK, attachment_prefix, new_hasher
 from .stores import Store, get_store
 
 __all__ = ["ColumnReport", "ConvertReport", "convert", "dj2_hash", "finalize", "revert"]
@@ -363,7 +363,7 @@ def _md5_of(store: Store, path: PurePosixPath) -> str:
 
 
 def _object_path(store: Store, hash_prefix: str, schema: str, name: str) -> PurePosixPath:
-    return store_root(store.location, store.protocol) / hash_prefix / schema / name
+    return store.root / hash_prefix / schema / name
 
 
 @dataclass

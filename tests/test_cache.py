@@ -23,6 +23,23 @@ def key_of(data: bytes, algorithm: str = "md5") -> uuid.UUID:
     return content_hash(data, algorithm=algorithm)
 
 
+def verified_entry(
+    cache: Cache, key: uuid.UUID, algorithm: str = "md5", prefix: bytes = b""
+) -> Path | None:
+    """The file of entry *key* as the public, verified read opens it (None: a miss)."""
+    f = cache.open_verified(key, algorithm, prefix)
+    if f is None:
+        return None
+    with f:
+        return Path(f.name)
+
+
+def test_cache_offers_only_verified_reads() -> None:
+    """No path-returning read that the eviction could invalidate before the caller
+    opens it: entries are read through open_verified (or get/path)."""
+    assert not hasattr(Cache, "get_file")
+
+
 def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
@@ -33,14 +50,14 @@ def test_miss_then_hit(tmp_path: Path) -> None:
     key = key_of(data)
     assert cache.get(key) is None
     assert cache.path(key) is None
-    assert cache.get_file(key) is None
+    assert verified_entry(cache, key) is None
     entry = cache.put(key, data)
     h = key.hex
     assert entry == tmp_path / "cache" / h[:2] / h[2:4] / h
     assert entry.read_bytes() == data
     assert cache.get(key) == data
     assert cache.path(key) == entry
-    assert cache.get_file(key) == entry
+    assert verified_entry(cache, key) == entry
     assert files_under(tmp_path / "cache") == [entry]  # no temporary files left
 
 
@@ -50,7 +67,7 @@ def test_sha256_keys(tmp_path: Path) -> None:
     key = key_of(data, "sha256")
     cache.put(key, data)
     assert cache.get(key, "sha256") == data
-    assert cache.get_file(key, "sha256") is not None
+    assert verified_entry(cache, key, "sha256") is not None
     # read with the wrong algorithm, the entry does not verify and is dropped
     assert cache.get(key, "md5") is None
     assert cache.path(key) is None
@@ -66,7 +83,7 @@ def test_corrupt_entry_is_removed(tmp_path: Path) -> None:
     assert not entry.exists()
     cache.put(key, data)
     entry.write_bytes(b"truncated")
-    assert cache.get_file(key) is None
+    assert verified_entry(cache, key) is None
     assert not entry.exists()
 
 
@@ -79,9 +96,9 @@ def test_attachment_entries_verify_with_prefix(tmp_path: Path) -> None:
     src.write_bytes(contents)
     entry = cache.put_file(key, src)
     assert entry.read_bytes() == contents
-    assert cache.get_file(key, prefix=prefix) == entry
+    assert verified_entry(cache, key, prefix=prefix) == entry
     assert cache.get(key, prefix=prefix) == contents
-    assert cache.get_file(key) is None  # without the name it does not match: dropped
+    assert verified_entry(cache, key) is None  # without the name it does not match: dropped
 
 
 def test_failed_fill_leaves_nothing(tmp_path: Path) -> None:

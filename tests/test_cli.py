@@ -285,3 +285,27 @@ def test_stores_shows_each_kind_by_its_class(tmp_path: Path) -> None:
     data = {s["name"]: s for s in json.loads(res.output)["stores"]}
     assert data["cloud"]["options"] == {"token": "***"}
     assert data["remote"]["read_timeout"] == 5.0
+
+
+def test_stores_settings_lists_every_kinds_settings_from_their_declarations() -> None:
+    """``sa-djblob stores --settings`` prints what each registered store kind accepts,
+    from the kinds' own ``Setting`` declarations (one place per fact)."""
+    from sa_djblob.stores import registered_protocols, store_class
+
+    res = CliRunner().invoke(cli, ["stores", "--settings"])
+    assert res.exit_code == 0, res.output
+    assert "seconds to wait for a connection" in res.output  # s3's connect_timeout
+    res = CliRunner().invoke(cli, ["stores", "--settings", "--json"])
+    assert res.exit_code == 0, res.output
+    kinds = json.loads(res.output)["kinds"]
+    assert sorted(kinds) == registered_protocols()
+    for protocol, settings in kinds.items():
+        declared = store_class(protocol).settings
+        assert sorted(settings) == sorted(declared)
+        for key, about in settings.items():
+            assert about["doc"] == declared[key].doc
+            assert about["required"] == declared[key].required
+    for protocol in ("file", "memory", "s3", "fsspec"):  # this package's kinds say it all
+        assert all(about["doc"] for about in kinds[protocol].values()), protocol
+    assert kinds["s3"]["secret_key"]["secret"] is True
+    assert kinds["s3"]["connect_timeout"]["default"] == 3.0

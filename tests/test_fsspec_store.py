@@ -84,3 +84,25 @@ def test_fsspec_grace_keeps_young_orphans(engine: sa.Engine) -> None:
     assert (report.orphans_deleted, report.orphans_kept) == (0, 1)
     assert store.exists(orphan)
     assert [i.path for i in store.list(PurePosixPath(store.location, ext.schema))] == [orphan]
+
+
+def test_fsspec_errors_are_mapped_in_one_place() -> None:
+    """One context manager maps what a file system raises to sa_djblob's errors: a
+    missing file is a MissingPayloadError where a payload is read, an expected error is
+    handed back, anything else is a StoreError naming the action and the path."""
+    import inspect
+
+    from sa_djblob.stores import fsspec
+
+    store = FsspecStore("one_place", url="memory://one-place/x")
+    path = PurePosixPath("a/b")
+    missing = pytest.raises(djb.MissingPayloadError, match="payload a/b is missing")
+    with missing, store._errors("read", path, missing=True):
+        raise FileNotFoundError("a/b")
+    failed = pytest.raises(djb.StoreError, match=r"cannot check a/b at .*: PermissionError: no")
+    with failed, store._errors("check", path):
+        raise PermissionError("no")
+    with store._errors("delete", path, expect=(FileNotFoundError,)) as absent:
+        raise FileNotFoundError("a/b")
+    assert absent and isinstance(absent[0], FileNotFoundError)
+    assert inspect.getsource(fsspec).count("self._error(") == 1, "one mapping"

@@ -85,3 +85,34 @@ def test_s3_location_naming_no_folder_is_refused(location: str) -> None:
     """DataJoint fails with an IndexError on these; sa_djblob says what to set instead."""
     with pytest.raises(djb.ConfigError, match="location to ''"):
         object_path(location, "main", KEY, protocol="s3")
+
+
+def test_each_store_class_knows_its_own_root() -> None:
+    """DataJoint's S3 location rules live in the S3 store; file and memory keep the path."""
+    from sa_djblob.stores import FileStore, MemoryStore
+
+    assert S3Store.root_of("f:\\data\\dj") == PurePosixPath("data/dj")
+    assert S3Store.root_of("/dj/") == PurePosixPath("dj")
+    assert FileStore.root_of("/dj/") == PurePosixPath("/dj")
+    assert MemoryStore.root_of("f:\\d") == PurePosixPath("f:\\d")
+    store = MemoryStore("m", location="\\dj")
+    assert store.root == PurePosixPath("\\dj")
+    assert S3Store("s", endpoint="localhost:9", bucket="b", location="\\dj").root == (
+        PurePosixPath("dj")
+    )
+
+
+def test_no_module_tests_protocol_strings() -> None:
+    """What a store kind does differently is a property of its class, never
+    ``store.protocol == "..."`` somewhere else."""
+    import re
+    from pathlib import Path
+
+    package = Path(djb.__file__).parent
+    found = [
+        f"{path.relative_to(package)}:{n}"
+        for path in sorted(package.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"protocol\s*[!=]=\s*['\"]", line)
+    ]
+    assert not found, found

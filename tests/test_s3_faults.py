@@ -195,3 +195,45 @@ def test_connection_cut_mid_response(
             assert isinstance(exc, StoreError), repr(exc)
             assert "cannot read" in str(exc)
     assert proxy.faults >= 2
+
+
+def test_botocore_errors_are_mapped_in_one_place() -> None:
+    """One context manager maps what botocore raises to sa_djblob's errors (as httpx maps
+    its transport's), for every S3 call: no secret in the message, a missing object
+    is a MissingPayloadError, an expected code is handed back instead of raised."""
+    import inspect
+
+    from botocore.exceptions import ClientError
+
+    from sa_djblob._exceptions import MissingPayloadError
+    from sa_djblob.stores import s3
+
+    secret = "SECRETsecretSECRET42"
+    store = S3Store(
+        "s",
+        endpoint="localhost:9",
+        bucket="b",
+        location="",
+        access_key="AKIDEXAMPLE0001",
+        secret_key=secret,
+    )
+    path = PurePosixPath("x/y")
+
+    def client_error(code: str, message: str = "") -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": message}}, "GetObject")
+
+    missing = pytest.raises(MissingPayloadError, match="payload x/y is missing from bucket 'b'")
+    with missing, store._errors("read", path, missing=True):
+        raise client_error("NoSuchKey")
+    denied = pytest.raises(StoreError, match="cannot read x/y: access denied")
+    with denied as info, store._errors("read", path, missing=True):
+        raise client_error("AccessDenied", f"key {secret}")
+    assert secret not in str(info.value)
+    slow = pytest.raises(StoreError, match=r"cannot write x/y in .*: SlowDown: key \*\*\*")
+    with slow, store._errors("write", path):
+        raise client_error("SlowDown", f"key {secret}")
+    with store._errors("check", path, expect=("NoSuchKey",)) as outcome:
+        raise client_error("NoSuchKey")
+    assert outcome.code == "NoSuchKey"
+    source = inspect.getsource(s3)
+    assert source.count("self._wrap(") + source.count("_store._wrap(") == 1, "one mapping"

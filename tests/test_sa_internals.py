@@ -136,3 +136,11 @@ def test_dml_statement_sees_lambdas_and_ctes() -> None:
         conn.execute(sa.select(t.c.id).where(t.c.id == 1))
         conn.execute(sa.text("SELECT 1"))
     assert seen == [("write", t), ("read", None), ("text", None)]
+
+
+def test_dialect_support_declares_only_what_is_used() -> None:
+    """The registry maps SQLAlchemy's dialect names to classes; the classes do not
+    repeat the names (an unused second list that could disagree)."""
+    from sa_djblob._dialects.base import DialectSupport
+
+    assert not hasattr(DialectSupport, "names")

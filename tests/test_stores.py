@@ -632,3 +632,22 @@ def test_file_store_get_reads_the_whole_payload_through_short_reads(
     real_read = os.read
     monkeypatch.setattr(os, "read", lambda fd, n: real_read(fd, min(n, 1000)))
     assert store.get(path) == data
+
+
+def test_path_to_key_normalisation_is_one_function() -> None:
+    """Every store kind turns a path into a key the same way (``object_key``)."""
+    from sa_djblob.stores import base, fsspec, memory, s3
+
+    assert base.object_key("/a/b") == "a/b"
+    assert base.object_key(PurePosixPath(".")) == ""
+    assert base.object_key("a//b/") == "a/b"
+    assert s3.S3Store.key is not None and s3.S3Store.key("/x/y") == base.object_key("/x/y")
+    assert memory.object_key is base.object_key and fsspec.object_key is base.object_key
+
+
+def test_longest_url_expiry_is_written_once() -> None:
+    from sa_djblob._externals import stored
+    from sa_djblob.stores import base, s3
+
+    assert base.MAX_URL_EXPIRY == 7 * 24 * 3600
+    assert stored.MAX_URL_EXPIRY is base.MAX_URL_EXPIRY and s3.MAX_URL_EXPIRY is base.MAX_URL_EXPIRY

@@ -20,8 +20,6 @@ INTERNAL = "sa_djblob_internal"
 class DialectSupport(abc.ABC):
     """The SQL of one database for the write path, the read path and the sweep."""
 
-    #: the names SQLAlchemy gives the dialect
-    names: tuple[str, ...] = ()
     #: whether ``SELECT ... FOR SHARE`` / ``FOR UPDATE SKIP LOCKED`` lock rows; where they
     #: do not (SQLite), a write transaction excludes every other writer instead
     row_locks = True

@@ -58,8 +58,6 @@ def _check_packet(
 
 
 class MySQLSupport(DialectSupport):
-    names = ("mysql", "mariadb")
-
     def inrow_type(self) -> TypeEngine[Any]:
         return mysql.LONGBLOB()
 

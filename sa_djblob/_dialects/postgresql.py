@@ -24,8 +24,6 @@ _WHERE = sa.text(
 
 
 class PostgreSQLSupport(DialectSupport):
-    names = ("postgresql",)
-
     def inrow_type(self) -> TypeEngine[Any]:
         return postgresql.BYTEA()
 

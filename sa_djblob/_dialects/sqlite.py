@@ -24,7 +24,6 @@ def _foreign_keys_on(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
 
 
 class SQLiteSupport(DialectSupport):
-    names = ("sqlite",)
     row_locks = False
     sweep_isolation = None
 

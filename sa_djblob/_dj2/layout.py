@@ -19,7 +19,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from .._exceptions import SaDjblobError
-from .._layout import store_root
 from ..stores import Store
 
 __all__ = [
@@ -69,7 +68,7 @@ def object_key(store: Store, path: str) -> PurePosixPath:
             f"the path {path!r} of a DataJoint 2.x pointer is not a plain relative path"
             f" inside store {store.name!r}: the row was changed by hand; fix or delete it"
         )
-    return store_root(store.location, store.protocol).joinpath(*parts)
+    return store.root.joinpath(*parts)
 
 
 def pointer(value: Any, what: str) -> Mapping[str, Any]:

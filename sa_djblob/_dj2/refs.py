@@ -298,7 +298,7 @@ class ObjectRef(_Located):
         fs = getattr(store, "fs", None)
         if fs is not None and hasattr(store, "_path"):
             return fsspec.FSMap(store._path(key), fs)
-        if store.protocol == "file":
+        if store.local_paths:
             return fsspec.get_mapper(os.fspath(key))
         raise SaDjblobError(
             f"ObjectRef.fsmap() maps objects of file and fsspec stores; store"

@@ -30,7 +30,6 @@ from sqlalchemy.engine import Connection, Engine
 from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import SaDjblobError, StoreError
-from .._layout import store_root
 from .._pool import call
 from .._util import chunks
 from ..stores import Store, get_store
@@ -123,7 +122,7 @@ def references(conn: Connection, schemas: Sequence[str]) -> References:
 
 def _list(store: Store, schema: str) -> list[tuple[str, dt.datetime]]:
     """(store-relative path, modified) of every hash-addressed object of *schema*."""
-    root = store_root(store.location, store.protocol)
+    root = store.root
     prefix = object_key(store, hash_area(schema))
     out = []
     for info in call(lambda: list(store.list(prefix))):
@@ -226,7 +225,7 @@ def _delete_batch(
                 failed = call(store.remove_many, [object_key(store, rel) for rel in dead])
                 if _after_delete is not None:
                     _after_delete(dead)
-                root = store_root(store.location, store.protocol)
+                root = store.root
                 failures = {p.relative_to(root).as_posix(): why for p, why in failed.items()}
                 gone = [rel for rel in dead if rel not in failures]
                 release(conn, ct, [(store.name, PurePosixPath(rel).name) for rel in gone])

@@ -32,13 +32,11 @@ from .._kinds import Kind, kind
 from .._layout import attachment_prefix, file_matches, new_hasher
 from .._pool import call
 from ..stores import Store, get_store
-from ..stores.base import COPY_CHUNK
+from ..stores.base import COPY_CHUNK, MAX_URL_EXPIRY
 from .read import Resolved, _base_table
 from .table import external_table
 
 __all__ = ["StoredObject", "stored"]
-
-_MAX_URL_EXPIRY = 7 * 24 * 3600  # S3's limit on a presigned URL (SigV4): seven days
 
 
 @dataclass(frozen=True)
@@ -98,10 +96,10 @@ class StoredObject:
         if (
             not isinstance(expires_in, int)
             or isinstance(expires_in, bool)
-            or not 1 <= expires_in <= _MAX_URL_EXPIRY
+            or not 1 <= expires_in <= MAX_URL_EXPIRY
         ):
             raise ValueError(
-                f"expires_in must be a whole number of seconds from 1 to {_MAX_URL_EXPIRY}"
+                f"expires_in must be a whole number of seconds from 1 to {MAX_URL_EXPIRY}"
                 f" (7 days, the S3 limit), got {expires_in!r}"
             )
         store = self._store()

@@ -95,7 +95,6 @@ from .._kinds import Kind
 from .._layout import (
     content_hash,
     reserved_path,
-    store_root,
     subfold,
 )
 from .._pool import call
@@ -260,7 +259,7 @@ class _Sweeper:
     def filepath_key(self, path: PurePosixPath) -> uuid.UUID:
         """The key a filepath entry whose object is *path* has (the hash of the path
         relative to the store's root)."""
-        root = store_root(self.store.location, self.store.protocol)
+        root = self.store.root
         rel = path.relative_to(root).as_posix()
         return content_hash(rel.encode("utf-8"), algorithm=self.store.hash)
 

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, ClassVar, Self
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from .._exceptions import ConfigError, IntegrityError, StoreError
-from .._layout import is_store_name
+from .._layout import is_store_name, register_root_rule
 
 __all__ = [
     "COPY_CHUNK",
@@ -54,6 +54,17 @@ ENTRY_POINT_GROUP = "sa_djblob.stores"
 """Entry points of store kinds from other distributions: ``protocol = "module:Class"``."""
 
 MASK = "***"
+
+
+#: the longest validity of a presigned URL: S3's limit (SigV4), seven days
+MAX_URL_EXPIRY = 7 * 24 * 3600
+
+
+def object_key(path: PurePosixPath | str) -> str:
+    """The key of *path* in a flat key space: normalized, without a leading ``/``
+    (``""`` for the top)."""
+    text = str(PurePosixPath(path))
+    return "" if text == "." else text.lstrip("/")
 
 
 def temp_name(name: str) -> str:
@@ -81,7 +92,8 @@ class ObjectInfo:
 
 # -- settings ---------------------------------------------------------------------
 
-_NO_DEFAULT: Any = object()
+#: the ``default`` of a setting that has none
+NO_DEFAULT: Any = object()
 
 
 @dataclass(frozen=True)
@@ -101,7 +113,7 @@ class Setting:
     """
 
     check: Callable[[Any], Any]
-    default: Any = _NO_DEFAULT
+    default: Any = NO_DEFAULT
     required: bool = False
     secret: bool = False
     doc: str = ""
@@ -404,6 +416,9 @@ class Store(abc.ABC):
     settings: ClassVar[Mapping[str, Setting]] = COMMON_SETTINGS
     #: the longest object file name the store can hold (bytes), if it has a limit
     max_object_name: ClassVar[int | None] = None
+    #: whether object paths are paths of the local file system (the user's files can be
+    #: the objects themselves)
+    local_paths: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -411,6 +426,7 @@ class Store(abc.ABC):
         if protocol and not getattr(cls, "__abstractmethods__", None):
             with _registry_lock:
                 _registry[protocol] = cls
+            register_root_rule(protocol, cls.root_of)
 
     def __init__(self, name: str, **settings: Any) -> None:
         spec = self.validate_settings(name, {"protocol": self.protocol, **settings})
@@ -423,6 +439,21 @@ class Store(abc.ABC):
 
     def _setup(self, spec: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Read the kind's own keys from the validated *spec* (secrets: keep them hidden)."""
+
+    @classmethod
+    def root_of(cls, location: str) -> PurePosixPath:
+        """The folder (key prefix) that a ``location`` of this kind stands for.
+
+        DataJoint 0.14's rule for ``file`` (and sa_djblob's ``memory``): a POSIX path, kept
+        as is (a leading ``/`` stays; backslashes are ordinary characters; ``""`` and
+        ``"."`` mean the current folder). Kinds with other rules override this.
+        """
+        return PurePosixPath(location)
+
+    @property
+    def root(self) -> PurePosixPath:
+        """The folder (key prefix) under which the store keeps everything."""
+        return self.root_of(self.location)
 
     # -- settings, as class methods (no store is built) ------------------------------
     @classmethod
@@ -443,7 +474,7 @@ class Store(abc.ABC):
                         f"{where}: missing key {key!r} (protocol {cls.protocol!r} needs"
                         f" {', '.join(repr(k) for k, s in cls.settings.items() if s.required)})"
                     )
-                if setting.default is not _NO_DEFAULT and setting.default is not None:
+                if setting.default is not NO_DEFAULT and setting.default is not None:
                     out[key] = copy.deepcopy(setting.default)
                 continue
             try:

@@ -111,26 +111,6 @@ class Cache:
         self._touch(entry)
         return f
 
-    def get_file(self, key: uuid.UUID, algorithm: str = "md5", prefix: bytes = b"") -> Path | None:
-        """The file of entry *key* after verifying it by a streaming hash, or None.
-
-        The file may be evicted before the caller opens it: prefer :meth:`open_verified`.
-        """
-        entry = self._entry(key)
-        try:
-            with open(entry, "rb") as f:
-                got, _ = hash_stream(f, prefix=prefix, algorithm=algorithm)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            log.warning("cache entry %s unreadable: %s", entry, exc.strerror)
-            return None
-        if got != key:
-            self._drop_corrupt(entry)
-            return None
-        self._touch(entry)
-        return entry
-
     def _drop_corrupt(self, entry: Path) -> None:
         log.warning("cache entry %s does not match its hash: removed", entry)
         try:

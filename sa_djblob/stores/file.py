@@ -83,6 +83,7 @@ class FileStore(Store):
     """
 
     protocol = "file"
+    local_paths = True
     max_object_name = 255
     settings: ClassVar[Mapping[str, Setting]] = {
         **COMMON_SETTINGS,

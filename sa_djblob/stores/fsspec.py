@@ -45,6 +45,7 @@ from .base import (
     check_string,
     is_temp_name,
     mask_url,
+    object_key,
     temp_name,
 )
 
@@ -186,8 +187,7 @@ class FsspecStore(Store):
         return text
 
     def _path(self, path: PurePosixPath | str) -> str:
-        text = str(PurePosixPath(path))
-        key = "" if text == "." else text.lstrip("/")
+        key = object_key(path)
         if not key:
             return self._root
         return f"{self._root}/{key}" if self._root else key
@@ -208,19 +208,38 @@ class FsspecStore(Store):
             f"store {self.name!r}: payload {path} is missing from {_mask_url(self.url)}"
         )
 
-    def _read(self, path: PurePosixPath, action: Callable[[], _T]) -> _T:
+    @contextlib.contextmanager
+    def _errors(
+        self,
+        action: str,
+        path: PurePosixPath | str,
+        *,
+        missing: bool = False,
+        expect: tuple[type[BaseException], ...] = (),
+    ) -> Iterator[builtins.list[BaseException]]:
+        """Map what the file system raises in the block to sa_djblob's errors: with
+        *missing*, a missing file is a ``MissingPayloadError``; an error of a type in
+        *expect* is kept in the yielded list for the caller to act on; anything else is
+        a ``StoreError`` saying what *action* on *path* failed (no secrets in it)."""
+        caught: builtins.list[BaseException] = []
         try:
-            return action()
-        except FileNotFoundError:
-            raise self._missing(path) from None
+            yield caught
+        except expect as exc:
+            caught.append(exc)
         except Exception as exc:
-            raise self._error("read", path, exc) from None
+            if missing and isinstance(exc, FileNotFoundError):
+                raise self._missing(PurePosixPath(path)) from None
+            raise self._error(action, path, exc) from None
+
+    def _read(self, path: PurePosixPath, action: Callable[[], _T]) -> _T:
+        with self._errors("read", path, missing=True):
+            return action()
 
     def _write(self, path: PurePosixPath, write: Callable[[str], None]) -> None:
         """Run *write* on a temporary name then move it into place (local, memory), or
         straight at the destination (object stores publish on completion)."""
         dest = self._path(path)
-        try:
+        with self._errors("write", path):
             if not (self._protocols & _MOVE_INTO_PLACE):
                 try:
                     write(dest)
@@ -240,8 +259,6 @@ class FsspecStore(Store):
                 with contextlib.suppress(Exception):
                     self.fs.rm_file(tmp)
                 raise
-        except Exception as exc:
-            raise self._error("write", path, exc) from None
 
     # -- the Store interface ---------------------------------------------------------
     def put(self, path: PurePosixPath, data: bytes | memoryview) -> None:
@@ -273,18 +290,12 @@ class FsspecStore(Store):
         return self._read(path, do)
 
     def exists(self, path: PurePosixPath) -> bool:
-        try:
+        with self._errors("check", path):
             return bool(self.fs.isfile(self._path(path)))
-        except Exception as exc:
-            raise self._error("check", path, exc) from None
 
     def remove(self, path: PurePosixPath) -> None:
-        try:
+        with self._errors("delete", path, expect=(FileNotFoundError,)):
             self.fs.rm_file(self._path(path))
-        except FileNotFoundError:
-            pass
-        except Exception as exc:
-            raise self._error("delete", path, exc) from None
 
     def _modified(self, name: str, info: Mapping[str, Any]) -> datetime.datetime:
         for key in _TIME_KEYS:
@@ -302,12 +313,10 @@ class FsspecStore(Store):
         top = self._path(prefix)
         lead = "/" if str(prefix).startswith("/") else ""
         start = f"{self._root}/" if self._root else ""
-        try:
+        with self._errors("list", prefix, expect=(FileNotFoundError,)) as absent:
             found = self.fs.find(top, detail=True, withdirs=False)
-        except FileNotFoundError:
+        if absent:
             return
-        except Exception as exc:
-            raise self._error("list", prefix, exc) from None
         for name, info in sorted(found.items()):
             name = str(name)
             if info.get("type", "file") != "file" or is_temp_name(name.rpartition("/")[2]):
@@ -347,12 +356,10 @@ class FsspecStore(Store):
                 f"store {self.name!r}: expires_in must be a whole number of seconds >= 1,"
                 f" got {expires_in!r}"
             )
-        try:
+        with self._errors("sign a URL for", path, expect=(NotImplementedError,)) as unsigned:
             url: str = self.fs.sign(self._path(path), expiration=expires_in)
-        except NotImplementedError:
+        if unsigned:
             return super().presigned_url(path, expires_in)
-        except Exception as exc:
-            raise self._error("sign a URL for", path, exc) from None
         return url
 
     def __repr__(self) -> str:

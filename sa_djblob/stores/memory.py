@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO, ClassVar
 
 from .._exceptions import MissingPayloadError
-from .base import COPY_CHUNK, ObjectInfo, Store
+from .base import COPY_CHUNK, ObjectInfo, Store, object_key
 
 __all__ = ["MemoryStore"]
 
@@ -25,11 +25,6 @@ class _Space:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.objects: dict[str, tuple[bytes, datetime.datetime]] = {}
-
-
-def _key(path: PurePosixPath | str) -> str:
-    text = str(PurePosixPath(path))
-    return "" if text == "." else text.lstrip("/")
 
 
 class MemoryStore(Store):
@@ -62,12 +57,12 @@ class MemoryStore(Store):
     def put(self, path: PurePosixPath, data: bytes | memoryview) -> None:
         value = (bytes(data), datetime.datetime.now(datetime.UTC))
         with self._space.lock:
-            self._space.objects[_key(path)] = value
+            self._space.objects[object_key(path)] = value
 
     def create(self, path: PurePosixPath, data: bytes) -> bool:
         value = (bytes(data), datetime.datetime.now(datetime.UTC))
         with self._space.lock:
-            return self._space.objects.setdefault(_key(path), value) is value
+            return self._space.objects.setdefault(object_key(path), value) is value
 
     def put_file(self, path: PurePosixPath, src: BinaryIO) -> None:
         buf = bytearray()
@@ -77,7 +72,7 @@ class MemoryStore(Store):
 
     def get(self, path: PurePosixPath) -> bytes:
         with self._space.lock:
-            found = self._space.objects.get(_key(path))
+            found = self._space.objects.get(object_key(path))
         if found is None:
             raise self._missing(path)
         return found[0]
@@ -87,19 +82,19 @@ class MemoryStore(Store):
 
     def size(self, path: PurePosixPath) -> int | None:
         with self._space.lock:
-            found = self._space.objects.get(_key(path))
+            found = self._space.objects.get(object_key(path))
         return None if found is None else len(found[0])
 
     def exists(self, path: PurePosixPath) -> bool:
         with self._space.lock:
-            return _key(path) in self._space.objects
+            return object_key(path) in self._space.objects
 
     def remove(self, path: PurePosixPath) -> None:
         with self._space.lock:
-            self._space.objects.pop(_key(path), None)
+            self._space.objects.pop(object_key(path), None)
 
     def list(self, prefix: PurePosixPath) -> Iterator[ObjectInfo]:
-        top = _key(prefix)
+        top = object_key(prefix)
         lead = "/" if str(prefix).startswith("/") else ""
         start = top + "/" if top else ""
         with self._space.lock:
@@ -111,8 +106,8 @@ class MemoryStore(Store):
     def set_modified(self, path: PurePosixPath, modified: datetime.datetime) -> None:
         """Backdate (or move) an object's modification time (tests of grace periods)."""
         with self._space.lock:
-            data, _ = self._space.objects[_key(path)]
-            self._space.objects[_key(path)] = (data, modified)
+            data, _ = self._space.objects[object_key(path)]
+            self._space.objects[object_key(path)] = (data, modified)
 
     def __repr__(self) -> str:
         return f"MemoryStore(name={self.name!r}, location={self.location!r})"

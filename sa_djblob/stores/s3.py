@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import base64
 import builtins
+import contextlib
 import datetime
 import hashlib
 import io
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 from urllib.parse import urlsplit
 
@@ -32,6 +33,7 @@ from .._config import config
 from .._exceptions import ConfigError, MissingPayloadError, StoreError
 from .base import (
     COMMON_SETTINGS,
+    MAX_URL_EXPIRY,
     ObjectInfo,
     Setting,
     Store,
@@ -40,6 +42,7 @@ from .base import (
     check_path,
     check_positive_number,
     check_string,
+    object_key,
 )
 
 if TYPE_CHECKING:
@@ -50,10 +53,11 @@ __all__ = ["S3Store"]
 log = logging.getLogger(__name__)
 
 _MiB = 1 << 20
-_MAX_URL_EXPIRY = 7 * 24 * 3600  # S3's limit for presigned URLs (SigV4)
 _DELETE_BATCH = 1000
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 _NO_BUCKET_CODES = {"NoSuchBucket"}
+_TAKEN_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict"}  # create(): exists
+_PAST_END_CODES = {"InvalidRange", "416"}
 _DENIED_CODES = {
     "403",
     "AccessDenied",
@@ -129,10 +133,8 @@ class _BodyReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        try:
+        with self._store._errors("read", self._path):
             data = self._body.read(len(view))
-        except Exception as exc:
-            raise self._store._wrap(exc, "read", self._path) from None
         n = len(data)
         view[:n] = data
         return n
@@ -141,6 +143,16 @@ class _BodyReader(io.RawIOBase):
         if not self.closed:
             self._body.close()
         super().close()
+
+
+class _Outcome:
+    """What ``S3Store._errors`` let through: the error whose code the caller expects."""
+
+    error: BaseException | None = None
+
+    @property
+    def code(self) -> str:
+        return "" if self.error is None else _code(self.error)
 
 
 class S3Store(Store):
@@ -157,8 +169,12 @@ class S3Store(Store):
         "location": Setting(check_path, required=True, doc="the key prefix in the bucket"),
         "bucket": Setting(check_string, required=True, doc="the bucket"),
         "endpoint": Setting(check_endpoint, default=None, doc="host:port; default AWS"),
-        "access_key": Setting(_optional(check_string), default=None, secret=True),
-        "secret_key": Setting(_optional(check_string), default=None, secret=True),
+        "access_key": Setting(
+            _optional(check_string), default=None, secret=True, doc="default boto3's chain"
+        ),
+        "secret_key": Setting(
+            _optional(check_string), default=None, secret=True, doc="default boto3's chain"
+        ),
         "secure": Setting(check_bool, default=False, doc="https for host:port endpoints"),
         "region": Setting(_optional(check_string), default=None, doc="default us-east-1"),
         "connect_timeout": Setting(
@@ -276,37 +292,29 @@ class S3Store(Store):
         return client
 
     def _check_bucket(self, client: S3Client) -> None:
-        try:
+        with self._errors("open bucket", None, expect=_MISSING_CODES | _NO_BUCKET_CODES) as head:
             client.head_bucket(Bucket=self.bucket)
-        except Exception as exc:
-            code = _code(exc)
-            if code in _MISSING_CODES or code in _NO_BUCKET_CODES:
-                self._missing_bucket_or_not_s3(client, exc)
-                return
-            raise self._wrap(exc, "open bucket", None) from None
+        if head.error is not None:
+            self._missing_bucket_or_not_s3(client, head.error)
 
     def _missing_bucket_or_not_s3(self, client: S3Client, head_error: BaseException) -> None:
         """HEAD said 404 (no body): ask with a GET, whose error body says what is wrong."""
-        try:
+        with self._errors("open bucket", None, expect=_MISSING_CODES | _NO_BUCKET_CODES) as got:
             client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
-        except Exception as exc:
-            code = _code(exc)
-            if code in _NO_BUCKET_CODES or (
-                code in _MISSING_CODES and (_from_s3(exc) or _from_s3(head_error))
-            ):
+        if got.error is not None:
+            code = got.code
+            if code in _NO_BUCKET_CODES or _from_s3(got.error) or _from_s3(head_error):
                 raise StoreError(
                     f"store {self.name!r}: bucket {self.bucket!r} does not exist at endpoint"
                     f" {self._where()}: create it, or fix 'bucket' in"
                     f" djb.config['stores'][{self.name!r}]"
                 ) from None
-            if code in _MISSING_CODES:
-                raise StoreError(
-                    f"store {self.name!r}: endpoint {self._where()} does not look like S3"
-                    " (it answered 404 without an S3 error or an x-amz-request-id header):"
-                    f" fix 'endpoint' in djb.config['stores'][{self.name!r}] (the host:port"
-                    " of the S3 service, not of a web site)"
-                ) from None
-            raise self._wrap(exc, "open bucket", None) from None
+            raise StoreError(
+                f"store {self.name!r}: endpoint {self._where()} does not look like S3"
+                " (it answered 404 without an S3 error or an x-amz-request-id header):"
+                f" fix 'endpoint' in djb.config['stores'][{self.name!r}] (the host:port"
+                " of the S3 service, not of a web site)"
+            ) from None
         # the bucket lists fine: only HEAD is what this server does not do
 
     def close(self) -> None:
@@ -321,6 +329,33 @@ class S3Store(Store):
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+    @contextlib.contextmanager
+    def _errors(
+        self,
+        action: str,
+        path: PurePosixPath | None,
+        *,
+        missing: bool = False,
+        expect: Collection[str] = (),
+    ) -> Iterator[_Outcome]:
+        """Map what boto3/botocore raise in the block to sa_djblob's errors, as httpx maps
+        its transport's: with *missing*, an absent object is a ``MissingPayloadError``;
+        an error whose S3 code is in *expect* is kept in the yielded outcome for the
+        caller to act on; anything else is a ``StoreError`` saying what *action* on
+        *path* failed (sa_djblob's own errors pass as they are). No credentials in it."""
+        outcome = _Outcome()
+        try:
+            yield outcome
+        except Exception as exc:
+            code = _code(exc)
+            if code and code in expect:
+                outcome.error = exc
+                return
+            if missing and code in _MISSING_CODES:
+                assert path is not None
+                raise self._missing(path) from None
+            raise self._wrap(exc, action, path) from None
 
     def _wrap(self, exc: BaseException, action: str, path: PurePosixPath | None) -> StoreError:
         """A StoreError for a boto3/botocore failure, without credentials."""
@@ -382,11 +417,34 @@ class S3Store(Store):
         )
 
     # -- the Store interface -----------------------------------------------------
-    @staticmethod
-    def key(path: PurePosixPath | str) -> str:
-        """The object key of *path*: the path without a leading ``/``."""
-        text = str(PurePosixPath(path))
-        return "" if text == "." else text.lstrip("/")
+    key = staticmethod(object_key)  # the object key of a path: no leading ``/``
+
+    @classmethod
+    def root_of(cls, location: str) -> PurePosixPath:
+        """The key prefix that an S3 ``location`` stands for, by DataJoint 0.14's rules
+        (``ExternalTable._make_external_filepath``).
+
+        The location is read as a Windows path (``/`` and ``\\`` both separate); when its
+        first part is a drive or a root (``f:\\``, ``f:``, ``\\``, ``\\\\server\\share\\``)
+        or otherwise holds a ``:``, that part is dropped; the remaining parts are joined
+        with ``/``. So ``/dj``, ``dj/`` and ``\\dj`` all give ``dj``, ``f:\\data\\dj`` gives
+        ``data/dj`` and a key never starts with ``/``.
+
+        (This is DataJoint 0.14.10 on Python <= 3.11, where ``PurePosixPath(PureWindowsPath(
+        "/dj"))`` keeps the ``\\`` root as a part. On Python >= 3.12 pathlib converts it to
+        ``/``, and DataJoint there keeps a leading ``/`` in the keys of a location such as
+        ``/dj``; sa_djblob follows the 0.14 rule as written, independent of the Python
+        version.)
+        """
+        parts = PureWindowsPath(location).parts
+        if location and not parts:  # DataJoint fails here (IndexError)
+            raise ConfigError(
+                f"an s3 store location of {location!r} names no folder; DataJoint 0.14 cannot"
+                " use it: set location to '' for the top of the bucket, or to a folder name"
+            )
+        if parts and ("\\" in parts[0] or ":" in parts[0]):
+            parts = parts[1:]
+        return PurePosixPath(*parts)
 
     def _transfer_config(self) -> Any:
         from boto3.s3.transfer import TransferConfig
@@ -407,21 +465,15 @@ class S3Store(Store):
 
     def put(self, path: PurePosixPath, data: bytes | memoryview) -> None:
         body = bytes(data) if isinstance(data, memoryview) else data
-        try:
+        with self._errors("write", path):
             self.client.put_object(Bucket=self.bucket, Key=self.key(path), Body=body)
-        except Exception as exc:
-            raise self._wrap(exc, "write", path) from None
 
     def create(self, path: PurePosixPath, data: bytes) -> bool:
-        try:
+        with self._errors("write", path, expect=_TAKEN_CODES) as taken:
             self.client.put_object(
                 Bucket=self.bucket, Key=self.key(path), Body=data, IfNoneMatch="*"
             )
-        except Exception as exc:
-            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                return False
-            raise self._wrap(exc, "write", path) from None
-        return True
+        return taken.error is None
 
     def put_verified(self, path: PurePosixPath, data: bytes | memoryview) -> None:
         """One PUT with ``Content-MD5``: S3 refuses a body whose MD5 differs (BadDigest),
@@ -429,47 +481,33 @@ class S3Store(Store):
         multipart upload)."""
         body = bytes(data) if isinstance(data, memoryview) else data
         digest = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
-        try:
+        with self._errors("write", path):
             self.client.put_object(
                 Bucket=self.bucket, Key=self.key(path), Body=body, ContentMD5=digest
             )
-        except Exception as exc:
-            raise self._wrap(exc, "write", path) from None
 
     def put_file(self, path: PurePosixPath, src: BinaryIO) -> None:
-        try:
+        with self._errors("write", path):
             self.client.upload_fileobj(
                 src, self.bucket, self.key(path), Config=self._transfer_config()
             )
-        except Exception as exc:
-            raise self._wrap(exc, "write", path) from None
 
     def upload_file(self, path: PurePosixPath, src: Path) -> None:
-        try:
+        with self._errors("write", path):
             self.client.upload_file(
                 str(src), self.bucket, self.key(path), Config=self._transfer_config()
             )
-        except Exception as exc:
-            raise self._wrap(exc, "write", path) from None
 
     def get(self, path: PurePosixPath) -> bytes:
-        try:
+        with self._errors("read", path, missing=True):
             response = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
             with response["Body"] as body:
                 data: bytes = body.read()
-            return data
-        except Exception as exc:
-            if _code(exc) in _MISSING_CODES:
-                raise self._missing(path) from None
-            raise self._wrap(exc, "read", path) from None
+        return data
 
     def open(self, path: PurePosixPath) -> BinaryIO:
-        try:
+        with self._errors("read", path, missing=True):
             response = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
-        except Exception as exc:
-            if _code(exc) in _MISSING_CODES:
-                raise self._missing(path) from None
-            raise self._wrap(exc, "read", path) from None
         return io.BufferedReader(_BodyReader(self, path, response["Body"]), buffer_size=_MiB)
 
     def presigned_url(
@@ -484,20 +522,18 @@ class S3Store(Store):
         if (
             isinstance(expires_in, bool)
             or not isinstance(expires_in, int)
-            or not 1 <= expires_in <= _MAX_URL_EXPIRY
+            or not 1 <= expires_in <= MAX_URL_EXPIRY
         ):
             raise StoreError(
                 f"store {self.name!r}: expires_in must be a whole number of seconds from 1 to"
-                f" {_MAX_URL_EXPIRY} (7 days), got {expires_in!r}"
+                f" {MAX_URL_EXPIRY} (7 days), got {expires_in!r}"
             )
-        try:
+        with self._errors("sign a URL for", path):
             url: str = self.client.generate_presigned_url(
                 "get_object",
                 Params=self._get_params(path, filename),
                 ExpiresIn=expires_in,
             )
-        except Exception as exc:
-            raise self._wrap(exc, "sign a URL for", path) from None
         return url
 
     def _get_params(self, path: PurePosixPath, filename: str | None) -> dict[str, Any]:
@@ -513,30 +549,20 @@ class S3Store(Store):
         return params
 
     def size(self, path: PurePosixPath) -> int | None:
-        try:
+        with self._errors("check", path, expect=_MISSING_CODES) as absent:
             head = self.client.head_object(Bucket=self.bucket, Key=self.key(path))
-        except Exception as exc:
-            if _code(exc) in _MISSING_CODES:
-                return None
-            raise self._wrap(exc, "check", path) from None
+        if absent.error is not None:
+            return None
         return int(head.get("ContentLength", -1))
 
     def exists(self, path: PurePosixPath) -> bool:
-        try:
+        with self._errors("check", path, expect=_MISSING_CODES) as absent:
             self.client.head_object(Bucket=self.bucket, Key=self.key(path))
-        except Exception as exc:
-            if _code(exc) in _MISSING_CODES:
-                return False
-            raise self._wrap(exc, "check", path) from None
-        return True
+        return absent.error is None
 
     def remove(self, path: PurePosixPath) -> None:
-        try:
+        with self._errors("delete", path, expect=_MISSING_CODES):
             self.client.delete_object(Bucket=self.bucket, Key=self.key(path))
-        except Exception as exc:
-            if _code(exc) in _MISSING_CODES:
-                return
-            raise self._wrap(exc, "delete", path) from None
 
     def remove_many(self, paths: Iterable[PurePosixPath]) -> dict[PurePosixPath, str]:
         failed: dict[PurePosixPath, str] = {}
@@ -552,13 +578,13 @@ class S3Store(Store):
 
     def _delete_batch(self, batch: dict[str, PurePosixPath]) -> dict[PurePosixPath, str]:
         try:
-            response = self.client.delete_objects(
-                Bucket=self.bucket,
-                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
-            )
-        except Exception as exc:
-            reason = str(self._wrap(exc, "delete", None))
-            return dict.fromkeys(batch.values(), reason)
+            with self._errors("delete", None):
+                response = self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                )
+        except StoreError as exc:
+            return dict.fromkeys(batch.values(), str(exc))
         failed: dict[PurePosixPath, str] = {}
         for err in response.get("Errors", []):
             key = err.get("Key", "")
@@ -573,7 +599,7 @@ class S3Store(Store):
         lead = "/" if str(prefix).startswith("/") else ""
         paginator = self.client.get_paginator("list_objects_v2")
         pages = paginator.paginate(Bucket=self.bucket, Prefix=top + "/" if top else "")
-        try:
+        with self._errors("list", prefix):
             for page in pages:
                 for obj in page.get("Contents", []):
                     modified = obj["LastModified"]
@@ -584,10 +610,6 @@ class S3Store(Store):
                         int(obj["Size"]),
                         modified.astimezone(datetime.UTC),
                     )
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise self._wrap(exc, "list", prefix) from None
 
     def __repr__(self) -> str:
         return (
@@ -602,7 +624,7 @@ class S3Store(Store):
     def _get_range(self, path: PurePosixPath, start: int, length: int) -> bytes:
         if length <= 0:
             return b""
-        try:
+        with self._errors("read", path, missing=True, expect=_PAST_END_CODES) as past_end:
             response = self.client.get_object(
                 Bucket=self.bucket,
                 Key=self.key(path),
@@ -610,13 +632,8 @@ class S3Store(Store):
             )
             with response["Body"] as body:
                 data: bytes = body.read()
-        except Exception as exc:
-            code = _code(exc)
-            if code in _MISSING_CODES:
-                raise self._missing(path) from None
-            if code in ("InvalidRange", "416"):
-                return b""  # starts at or past the end
-            raise self._wrap(exc, "read", path) from None
+        if past_end.error is not None:
+            return b""  # starts at or past the end
         return data[:length]
 
     def read_ranges(
