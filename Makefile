@@ -46,6 +46,8 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	# the tests: top-level modules (no __init__.py), checked but not strict (tests/mypy.ini)
+	cd tests && MYPYPATH=.:.. ../$(BIN)/mypy --config-file mypy.ini *.py helpers
 	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)

@@ -297,11 +297,11 @@ def s3_server() -> Iterator[S3Server]:
         )
         return
     try:
-        proc, endpoint = start_moto_server()
+        proc, moto_endpoint = start_moto_server()
     except Exception as exc:
         unavailable(f"cannot start the moto S3 server: {exc}")
     try:
-        yield S3Server(endpoint=endpoint, access_key="testing", secret_key="testing-secret")
+        yield S3Server(endpoint=moto_endpoint, access_key="testing", secret_key="testing-secret")
     finally:
         proc.terminate()
         proc.wait(10)

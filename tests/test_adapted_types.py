@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -93,7 +93,8 @@ class LabelledGraphType(TypeDecorator[Any]):
 
 
 class Base(DeclarativeBase):
-    pass
+    # declared tables: a Table (sa.insert, CreateTable), not just a FromClause
+    __table__: ClassVar[sa.Table]
 
 
 class Network(Base):

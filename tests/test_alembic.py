@@ -210,8 +210,10 @@ def test_rendered_migration_is_frozen_ddl() -> None:
         ctx = MigrationContext.configure(
             conn, opts={**context_options("plugin"), "target_metadata": models.metadata}
         )
+        upgrade_ops = produce_migrations(ctx, models.metadata).upgrade_ops
+        assert upgrade_ops is not None
         code = render_python_code(
-            produce_migrations(ctx, models.metadata).upgrade_ops,
+            upgrade_ops,
             render_item=alembic_helpers.render_item,
             migration_context=ctx,
         )
@@ -443,8 +445,8 @@ def _ops(*names: str) -> list[Any]:
     return [made[n] for n in names]
 
 
-def _names(container: Any) -> list[str]:
-    out = []
+def _names(container: Any) -> list[Any]:
+    out: list[Any] = []
     for op in container.ops:
         if hasattr(op, "ops"):
             out.append([_names(op)])

@@ -11,7 +11,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
@@ -34,6 +34,14 @@ from examples import models  # noqa: E402
 Base, Extracted, Image, ImageFile = models.Base, models.Extracted, models.Image, models.ImageFile
 
 T = TypeVar("T")
+
+
+def _table(model: type[Any]) -> sa.Table:
+    """The Table a model is declared on (typed: ``__table__`` is only a FromClause)."""
+    table = model.__table__
+    assert isinstance(table, sa.Table)
+    return table
+
 
 ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -188,37 +196,35 @@ def test_core_and_pipeline_through_async_connection(
             await _create(engine)
             async with engine.begin() as conn:
                 await conn.execute(
-                    sa.insert(Image.__table__), [{"id": i, "name": f"img{i}"} for i in range(3)]
+                    sa.insert(_table(Image)), [{"id": i, "name": f"img{i}"} for i in range(3)]
                 )
                 await conn.execute(
-                    sa.insert(ImageFile.__table__),
+                    sa.insert(_table(ImageFile)),
                     [{"image_id": i, "file": files[i]} for i in range(3)],
                 )
                 # A savepoint that rolls back leaves no row behind.
                 nested = await conn.begin_nested()
                 await conn.execute(
-                    sa.insert(Extracted.__table__), [{"image_id": 0, "features": np.zeros(3)}]
+                    sa.insert(_table(Extracted)), [{"image_id": 0, "features": np.zeros(3)}]
                 )
                 await nested.rollback()
                 await conn.execute(
-                    sa.insert(Extracted.__table__),
+                    sa.insert(_table(Extracted)),
                     [{"image_id": i, "features": np.full((2, 2), i)} for i in range(3)],
                 )
             async with engine.connect() as conn:
                 got = (
                     await conn.execute(
-                        sa.select(ImageFile.__table__.c.file, Extracted.__table__.c.features)
-                        .join_from(ImageFile.__table__, Extracted.__table__)
-                        .order_by(ImageFile.__table__.c.image_id)
+                        sa.select(_table(ImageFile).c.file, _table(Extracted).c.features)
+                        .join_from(_table(ImageFile), _table(Extracted))
+                        .order_by(_table(ImageFile).c.image_id)
                     )
                 ).all()
                 # A streamed result processes its rows outside the greenlet.
                 streamed = [
                     row.file
                     async for row in await conn.stream(
-                        sa.select(ImageFile.__table__.c.file).order_by(
-                            ImageFile.__table__.c.image_id
-                        )
+                        sa.select(_table(ImageFile).c.file).order_by(_table(ImageFile).c.image_id)
                     )
                 ]
             assert [p.read_bytes() for p, _ in got] == [f.read_bytes() for f in files]
@@ -259,9 +265,9 @@ def test_install_on_async_engine_is_idempotent_and_uninstall_removes_it(
 
             await _create(engine)
             async with engine.begin() as conn:
-                await conn.execute(sa.insert(Image.__table__), [{"id": 1, "name": "one"}])
+                await conn.execute(sa.insert(_table(Image)), [{"id": 1, "name": "one"}])
                 await conn.execute(
-                    sa.insert(ImageFile.__table__), [{"image_id": 1, "file": files[0]}]
+                    sa.insert(_table(ImageFile)), [{"image_id": 1, "file": files[0]}]
                 )
 
             djb.uninstall(engine)
@@ -271,16 +277,16 @@ def test_install_on_async_engine_is_idempotent_and_uninstall_removes_it(
             assert listeners() == bare
 
             async with engine.begin() as conn:
-                await conn.execute(sa.insert(Image.__table__), [{"id": 2, "name": "two"}])
+                await conn.execute(sa.insert(_table(Image)), [{"id": 2, "name": "two"}])
             with pytest.raises(djb.NotInstalledError):
                 async with engine.begin() as conn:
                     await conn.execute(
-                        sa.insert(ImageFile.__table__), [{"image_id": 2, "file": files[1]}]
+                        sa.insert(_table(ImageFile)), [{"image_id": 2, "file": files[1]}]
                     )
 
             djb.install(engine)
             async with engine.connect() as conn:
-                (path,) = (await conn.scalars(sa.select(ImageFile.__table__.c.file))).all()
+                (path,) = (await conn.scalars(sa.select(_table(ImageFile).c.file))).all()
             assert path.read_bytes() == files[0].read_bytes()
         finally:
             await _dispose(engine)
@@ -315,22 +321,20 @@ def test_concurrent_readers_in_one_event_loop(
             await _create(engine)
             async with engine.begin() as conn:
                 await conn.execute(
-                    sa.insert(Image.__table__), [{"id": i, "name": f"img{i}"} for i in range(3)]
+                    sa.insert(_table(Image)), [{"id": i, "name": f"img{i}"} for i in range(3)]
                 )
                 await conn.execute(
-                    sa.insert(ImageFile.__table__),
+                    sa.insert(_table(ImageFile)),
                     [{"image_id": i, "file": files[i]} for i in range(3)],
                 )
 
             async def reader(order: Any) -> list[bytes]:
                 async with engine.connect() as conn:
-                    result = await conn.execute(
-                        sa.select(ImageFile.__table__.c.file).order_by(order)
-                    )
+                    result = await conn.execute(sa.select(_table(ImageFile).c.file).order_by(order))
                     await asyncio.sleep(0)  # let the other readers run their queries
                     return [p.read_bytes() for p in result.scalars()]
 
-            ids = ImageFile.__table__.c.image_id
+            ids = _table(ImageFile).c.image_id
             want = [f.read_bytes() for f in files]
             for _ in range(3):
                 got = await asyncio.gather(
@@ -598,19 +602,19 @@ def test_async_externals_maintenance(
             await _create(engine)
             async with engine.begin() as conn:
                 await conn.execute(
-                    sa.insert(Image.__table__), [{"id": i, "name": f"img{i}"} for i in range(3)]
+                    sa.insert(_table(Image)), [{"id": i, "name": f"img{i}"} for i in range(3)]
                 )
                 await conn.execute(
-                    sa.insert(ImageFile.__table__),
+                    sa.insert(_table(ImageFile)),
                     [{"image_id": i, "file": files[i]} for i in range(3)],
                 )
                 await conn.execute(
-                    sa.insert(Extracted.__table__),
+                    sa.insert(_table(Extracted)),
                     [{"image_id": i, "features": np.full(3, i)} for i in range(3)],
                 )
             async with engine.begin() as conn:
-                await conn.execute(sa.delete(Extracted.__table__).where(Extracted.image_id != 1))
-                await conn.execute(sa.delete(ImageFile.__table__).where(ImageFile.image_id == 0))
+                await conn.execute(sa.delete(_table(Extracted)).where(Extracted.image_id != 1))
+                await conn.execute(sa.delete(_table(ImageFile)).where(ImageFile.image_id == 0))
 
             for store in ("shared", "local"):
                 aext = djb.externals(engine)[store]
@@ -651,21 +655,21 @@ def test_stored_objects(database: Any, stores: dict[str, Any], files: list[Path]
     """djb.stored() in a select through AsyncConnection: StoredObjects; open() streams
     verified bytes, url() is a working presigned S3 URL that expires, download()."""
 
-    async def scenario() -> None:
+    async def scenario() -> Sequence[sa.Row[Any]]:
         engine = create_async_engine(async_url(database))
         djb.install(engine)
         try:
             await _create(engine)
             async with engine.begin() as conn:
                 await conn.execute(
-                    sa.insert(Image.__table__), [{"id": i, "name": f"img{i}"} for i in range(3)]
+                    sa.insert(_table(Image)), [{"id": i, "name": f"img{i}"} for i in range(3)]
                 )
                 await conn.execute(
-                    sa.insert(ImageFile.__table__),
+                    sa.insert(_table(ImageFile)),
                     [{"image_id": i, "file": files[i]} for i in range(3)],
                 )
                 await conn.execute(
-                    sa.insert(Extracted.__table__),
+                    sa.insert(_table(Extracted)),
                     [{"image_id": i, "features": np.full(3, i)} for i in range(2)],
                 )
             q = (
@@ -716,6 +720,7 @@ def test_stored_objects(database: Any, stores: dict[str, Any], files: list[Path]
 
         # the URL carries the expiry asked for, within S3's limits
         f = rows[0].f
+        bad: Any
         for bad in (0, -1, 8 * 24 * 3600, 1.5, True):
             with pytest.raises(ValueError, match="expires_in"):
                 f.url(expires_in=bad)

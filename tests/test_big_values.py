@@ -4,6 +4,7 @@ allocated once, verified as the bytes arrive (compressed ones decompressed as a 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import sys
@@ -145,15 +146,14 @@ def test_array_read_as_a_stream_is_what_unpack_gives(squeeze: bool) -> None:
     for a in [_array("<f8", (1, 3000, 1)), _array("<c8", (2000, 1)), _array("bool", (1, 1, 5000))]:
         for compress in (False, True):
             data = _codec.pack(a, compress=compress)
-            size = len(data)
             key = uuid.uuid5(uuid.NAMESPACE_OID, "x")
             with pytest.raises(djb.IntegrityError, match="corrupt"):  # not its key
                 _bigvalues.read_value(
-                    io.BytesIO(data), key, "md5", lambda: "corrupt", lambda n=size: n
+                    io.BytesIO(data), key, "md5", lambda: "corrupt", functools.partial(len, data)
                 )
             key = content_hash(data)
             got = _bigvalues.read_value(
-                io.BytesIO(data), key, "md5", lambda: "corrupt", lambda n=size: n
+                io.BytesIO(data), key, "md5", lambda: "corrupt", functools.partial(len, data)
             )
             assert isinstance(got, _bigvalues.Unpacked)
             value = got.value(squeeze=squeeze)

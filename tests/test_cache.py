@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -120,8 +120,11 @@ def test_failed_fill_leaves_nothing(tmp_path: Path) -> None:
             b[:10] = data[:10]
             return 10
 
+    def fill(f: BinaryIO) -> None:
+        f.write(io.BufferedReader(Broken()).read())
+
     with pytest.raises(StoreError, match="cache"):
-        cache._fill(key, lambda f: f.write(io.BufferedReader(Broken()).read()))
+        cache._fill(key, fill)
     assert cache.path(key) is None
     assert files_under(tmp_path) == []
 

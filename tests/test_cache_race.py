@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -30,7 +31,7 @@ ROUNDS = 150
 
 
 @pytest.fixture
-def remote(tmp_path: Path) -> RemoteMemoryStore:
+def remote(tmp_path: Path) -> Iterator[RemoteMemoryStore]:
     location = "race-" + uuid.uuid4().hex[:8]
     store = RemoteMemoryStore("remote", location=location)
     # room for about two of the payloads below: every fill evicts someone's entry

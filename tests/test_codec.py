@@ -16,14 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.codec import assert_same
 
 import sa_djblob as djb
 from sa_djblob import BlobFormatError, MatCell, MatStruct, UnsupportedTypeError, pack, unpack
-
-try:
-    from .helpers.codec import assert_same
-except ImportError:
-    from helpers.codec import assert_same
 
 VECTORS_PATH = Path("/work/shared/vectors/datajoint-0.14.json")
 _HERE = Path(__file__).resolve().parent
@@ -202,7 +198,7 @@ def test_datetime64_units(unit: str) -> None:
     class_id = struct.unpack_from("<I", blob, 4 + 1 + 8 + 16)[0]
     assert class_id == 65536 + DATETIME_UNITS.index(unit)
     assert_same(unpack(blob), arr)
-    scalar = np.datetime64(7, unit)
+    scalar = np.datetime64(7, unit)  # type: ignore[call-overload]  # stubs: literal units only
     assert_same(roundtrip(scalar), np.array(scalar))
 
 
@@ -400,6 +396,7 @@ def test_struct_array_elements_in_fortran_order() -> None:
 
 
 def test_empty_containers_and_zero_d() -> None:
+    value: Any
     for value in ([], (), {}, set(), "", b"", np.array([]), np.zeros((0, 3)), np.array(1)):
         back = roundtrip(value)
         assert_same(back, value)
@@ -627,7 +624,8 @@ def test_truncation_everywhere_is_a_format_error() -> None:
     value = {
         "a": [1, "x", np.arange(4.0)],
         "b": MatCell((1, 1), dtype=object),
-        "c": np.rec.fromrecords([(1.0, 2)], names="p,q"),
+        # numpy infers the formats; its stubs want them given with names
+        "c": np.rec.fromrecords([(1.0, 2)], names="p,q"),  # type: ignore[call-overload]
         "d": (Decimal("2.5"), uuid.UUID(int=3), datetime.datetime(2020, 1, 1)),
     }
     blob = pack(value, compress=False)

@@ -18,15 +18,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.codec import assert_same
 from test_datajoint_interop import dj_python  # noqa: F401  (the session fixture)
 
 import sa_djblob as djb
 from sa_djblob import MatCell, pack, unpack
-
-try:
-    from .helpers.codec import assert_same
-except ImportError:
-    from helpers.codec import assert_same
 
 NAMES = {"np": np, "datetime": datetime, "uuid": uuid, "Decimal": Decimal, "MatCell": MatCell}
 
@@ -153,7 +149,11 @@ def _cell(items: list[Any], shape: tuple[int, ...] | None = None) -> MatCell:
     cell = MatCell((len(items),), dtype=object)
     for i, item in enumerate(items):
         cell[i] = item
-    return cell if shape is None else cell.reshape(shape, order="F")
+    if shape is None:
+        return cell
+    reshaped = cell.reshape(shape, order="F")
+    assert isinstance(reshaped, MatCell)
+    return reshaped
 
 
 def _char(text: str) -> Any:

@@ -13,17 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.codec import assert_same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sa_djblob import BlobFormatError, MatCell, MatStruct, pack, unpack
 from sa_djblob._codec import _Packer, _read_cost
-
-try:
-    from .helpers.codec import assert_same
-except ImportError:
-    from helpers.codec import assert_same
 
 # the recursive strategies make hypothesis warn about long reprs of generated values
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
@@ -111,7 +107,7 @@ scalars = st.one_of(
 )
 #: numpy scalars of every dtype the format holds (read back as themselves, DataJoint's rule)
 numpy_scalars = st.sampled_from(NUMERIC_DTYPES).flatmap(
-    lambda dt: hnp.from_dtype(np.dtype(dt)).map(lambda x, dt=dt: np.dtype(dt).type(x))
+    lambda dt: hnp.from_dtype(np.dtype(dt)).map(np.dtype(dt).type)
 )
 record_dtypes = st.lists(
     st.tuples(
@@ -374,7 +370,8 @@ def _corpus() -> list[bytes]:
         obj,
         cell,
         st_arr,
-        np.rec.fromrecords([(1.0, 2, "x")], names="a,b,c"),
+        # numpy infers the formats; its stubs want them given with names
+        np.rec.fromrecords([(1.0, 2, "x")], names="a,b,c"),  # type: ignore[call-overload]
         np.zeros(2, dtype=[("p", [("q", "<f4"), ("r", "i1")]), ("s", "<u2", (2,))]),
         {"a": 1, "b": [1.5, "x", b"y"], "c": {"d": np.arange(3)}, 2: (None, True)},
         [Decimal("1.25"), uuid.UUID(int=5), datetime.datetime(2020, 1, 2, 3, 4, 5, 6)],

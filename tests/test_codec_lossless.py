@@ -17,13 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.codec import assert_same
 
 from sa_djblob import MatCell, MatStruct, UnsupportedTypeError, pack, unpack
-
-try:
-    from .helpers.codec import assert_same
-except ImportError:
-    from helpers.codec import assert_same
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "format.md").read_text()
 PLUS5 = datetime.timezone(datetime.timedelta(hours=5))

@@ -18,15 +18,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.codec import assert_same
 
 import sa_djblob as djb
 from sa_djblob import MatCell, MatStruct, UnsupportedTypeError, pack, unpack
 from sa_djblob._codec import _Packer, _read_cost
-
-try:
-    from .helpers.codec import assert_same
-except ImportError:
-    from helpers.codec import assert_same
 
 U64 = struct.Struct("<Q")
 #: on 64-bit CPython, ints that differ by a multiple of this share one hash value

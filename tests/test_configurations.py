@@ -175,7 +175,7 @@ def test_sweep_of_a_database_not_owning_the_area_deletes_nothing(tmp_path: Path)
             "belongs to another owner" in e and "nothing deleted" in e for e in report.errors
         )
         with Session(owner) as s:
-            assert s.get(Rec, 1).b == "the owner's value"
+            assert s.get_one(Rec, 1).b == "the owner's value"
     finally:
         for e in (owner, other):
             djb.uninstall(e)
@@ -211,9 +211,9 @@ def test_schema_translate_map_puts_payloads_in_the_tenant_area(
     report = djb.externals(engine)["shared"].sweep(grace=ZERO, progress=False)
     assert report.ok and report.orphans_deleted == report.rows_deleted == 0
     with Session(tenant_engine) as s:
-        assert s.get(Rec, 1).b == "tenant 1"
+        assert s.get_one(Rec, 1).b == "tenant 1"
     with Session(engine) as s:
-        assert s.get(Rec, 1).b == "default"
+        assert s.get_one(Rec, 1).b == "default"
     # and the tenant's own sweep keeps its referenced payload
     report = djb.externals(tenant_engine)["shared"].sweep(grace=ZERO, progress=False)
     assert report.ok and Path(path).is_file()
@@ -225,7 +225,7 @@ def test_schema_translate_map_puts_payloads_in_the_tenant_area(
         )
         s.commit()
     with Session(tenant_engine) as s:
-        assert s.get(Rec, 2).b == "per statement"
+        assert s.get_one(Rec, 2).b == "per statement"
     assert len(_paths(tenant_engine)) == 2
 
 
@@ -253,9 +253,9 @@ def test_search_path_payloads_go_where_the_rows_go(
         (path,) = _paths(engine)
         assert path.parts[-4] == home
         with Session(engine) as s:  # another engine finds the payload
-            np.testing.assert_array_equal(s.get(Rec, 1).b, np.arange(7))
+            np.testing.assert_array_equal(s.get_one(Rec, 1).b, np.arange(7))
         with Session(lab_engine) as s:
-            np.testing.assert_array_equal(s.get(Rec, 1).b, np.arange(7))
+            np.testing.assert_array_equal(s.get_one(Rec, 1).b, np.arange(7))
     finally:
         djb.uninstall(lab_engine)
         lab_engine.dispose()
@@ -358,7 +358,7 @@ def test_attachment_changed_after_hashing_is_never_stored_wrong(
         s.add(Rec(id=2, a=f))
         s.commit()
     with Session(engine) as s:
-        assert s.get(Rec, 2).a.read_bytes() == f.read_bytes()
+        assert s.get_one(Rec, 2).a.read_bytes() == f.read_bytes()
 
 
 @pytest.mark.backends("sqlite")
@@ -379,7 +379,7 @@ def test_a_write_repairs_a_payload_of_the_wrong_size(
         s.commit()
     assert djb.externals(engine)["shared"].verify(progress=False).ok
     with Session(engine) as s:
-        np.testing.assert_array_equal(s.get(Rec, 1).b, value)
+        np.testing.assert_array_equal(s.get_one(Rec, 1).b, value)
 
 
 # -- 7. names written must be names that can be read --------------------------------
@@ -434,7 +434,7 @@ def test_long_names_fail_at_write_on_file_stores(engine: sa.Engine, tmp_path: Pa
         s.add(Rec(id=2, a=too_long))
         s.commit()
     with Session(engine) as s:
-        assert s.get(Rec, 1).a.read_text() == "fits"
+        assert s.get_one(Rec, 1).a.read_text() == "fits"
 
 
 # -- 13. orphans with odd names; links in download_path ------------------------------
@@ -478,7 +478,7 @@ def test_a_symlink_in_download_path_is_never_the_download(
     downloads = Path(djb.config["download_path"])
     (downloads / "notes.txt").symlink_to(secret)
     with Session(engine) as s:
-        got = s.get(Rec, 1).a
+        got = s.get_one(Rec, 1).a
     assert not got.is_symlink() and got.parent == downloads
     assert got.read_text() == "same contents"
 
@@ -525,14 +525,15 @@ def test_statement_forms(engine: sa.Engine, shared_store: dict[str, Any], backen
 
             stmt = upsert(t).values(id=3, v="x")
             stmt = stmt.on_duplicate_key_update({t.c.v: "upserted"})
+            conn.execute(stmt)
         else:
-            if backend == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as upsert
-            else:
-                from sqlalchemy.dialects.sqlite import insert as upsert
-            stmt = upsert(t).values(id=3, v="x")
-            stmt = stmt.on_conflict_do_update(index_elements=[t.c.id], set_={t.c.v: "upserted"})
-        conn.execute(stmt)
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            dialect = postgresql if backend == "postgresql" else sqlite
+            ins = dialect.insert(t).values(id=3, v="x")
+            conn.execute(
+                ins.on_conflict_do_update(index_elements=[t.c.id], set_={t.c.v: "upserted"})
+            )
     assert _read(engine, t)[3] == "upserted"
     # every payload is in the store, nothing dangling
     assert djb.externals(engine)["shared"].verify(progress=False).ok
@@ -557,8 +558,8 @@ def test_orm_insert_values_with_an_attribute_named_differently(
         s.execute(sa.update(Thing).where(Thing.id == 1).values(payload="changed"))
         s.commit()
     with Session(engine) as s:
-        assert s.get(Thing, 1).payload == "changed"
-        assert s.get(Thing, 2).payload == "bulk"
+        assert s.get_one(Thing, 1).payload == "changed"
+        assert s.get_one(Thing, 2).payload == "bulk"
 
 
 def test_select_by_value_compares_hashes(engine: sa.Engine, shared_store: dict[str, Any]) -> None:

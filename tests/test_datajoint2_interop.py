@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import venv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,9 +174,11 @@ def expected(folder: Path) -> dict[str, Any]:
 
 
 def pointers(engine: sa.Engine, table: str, column: str) -> dict[int, Any]:
-    q = sa.select(sa.column("item_id"), sa.column(column)).select_from(sa.table(table))
     with engine.connect() as conn:
-        return {i: json.loads(v) if isinstance(v, str) else v for i, v in conn.execute(q).all()}
+        rows: Sequence[Any] = conn.execute(
+            sa.select(sa.column("item_id"), sa.column(column)).select_from(sa.table(table))
+        ).all()
+    return {i: json.loads(v) if isinstance(v, str) else v for i, v in rows}
 
 
 def test_datajoint2_writes_sa_djblob_reads(

@@ -233,7 +233,7 @@ def test_datajoint_writes_sa_djblob_reads(
                 for r in out["rows"]
             ],
         )
-        raw = dict(conn.execute(sa.text("SELECT item_id, b0 FROM dj_item")).all())
+        raw: dict[int, Any] = dict(conn.execute(sa.text("SELECT item_id, b0 FROM dj_item")).all())
     compressed = {k for k, v in values.items() if djb.pack(v)[:5] == b"ZL123"}
     dj_keys = {h for h, _ in out["paths"]}
     new = [p for h, p in _paths(engine) if h not in dj_keys]
@@ -368,7 +368,9 @@ def test_object_paths_match_live_datajoint(dj_python: Path, tmp_path: Path) -> N
     from sa_djblob._layout import object_path
 
     key = uuid.UUID("f0e1d2c3b4a5968778695a4b3c2d1e0f")
-    cases = [[p, loc, key.hex, name] for p, loc in sorted(DATAJOINT) for name in (None, "x.bin")]
+    cases: list[list[Any]] = [
+        [p, loc, key.hex, name] for p, loc in sorted(DATAJOINT) for name in (None, "x.bin")
+    ]
     out = run_dj(dj_python, "path-rules", {"io": str(tmp_path), "cases": cases}, tmp_path)
     ours = [str(object_path(loc, "main", key, name, protocol=p)) for p, loc, _, name in cases]
     assert ours == out["paths"]
@@ -442,14 +444,14 @@ def test_s3_store_both_directions(
             sa.insert(sa_s3),
             [dict(item_id=i, b=values[b], a=inputs[a]) for i, (b, a) in written.items()],
         )
-    got = run_dj(setup["python"], "s3-read", cfg, setup["io"])
-    assert [r["item_id"] for r in got["rows"]] == sorted(written)
-    for r in got["rows"]:
+    dj_read = run_dj(setup["python"], "s3-read", cfg, setup["io"])
+    assert [r["item_id"] for r in dj_read["rows"]] == sorted(written)
+    for r in dj_read["rows"]:
         b, a = written[r["item_id"]]
         assert r["b"] == describe(values[b])
         assert r["a"] == describe_file(inputs[a])
-    assert sa_paths() == got["paths"]
-    assert {p for _, p in got["paths"]} == _bucket_keys(s3_server, s3_bucket)
+    assert sa_paths() == dj_read["paths"]
+    assert {p for _, p in dj_read["paths"]} == _bucket_keys(s3_server, s3_bucket)
 
 
 # -- DataJoint's own tables in a schema sa_djblob made ---------------------------------

@@ -49,7 +49,7 @@ def b32md5(data: bytes) -> str:
 
 def raw_json(engine: sa.Engine, table: sa.Table, column: str) -> Any:
     with engine.connect() as conn:
-        q = sa.select(sa.column(column)).select_from(table)
+        q: sa.Select[Any] = sa.select(sa.column(column)).select_from(table)
         value = conn.execute(q).scalar_one()
     return json.loads(value) if isinstance(value, str) else value
 
@@ -169,7 +169,7 @@ def test_orm_flush_and_schema_qualified_table(
         r.b = [1, 2, 3]
         s.commit()
     with engine.connect() as conn:
-        ptr = conn.execute(sa.select(sa.column("b")).select_from(Rec.__table__)).scalar_one()
+        ptr: Any = conn.execute(sa.select(sa.column("b")).select_from(Rec.__table__)).scalar_one()
     ptr = json.loads(ptr) if isinstance(ptr, str) else ptr
     assert ptr["schema"] == other and ptr["path"].startswith(f"_hash/{other}/")
     with Session(engine) as s:

@@ -55,7 +55,7 @@ class Reads:
 
         def open_(self: Any, path: PurePosixPath) -> Any:
             reads.opens += 1
-            f = real_open(self, path)
+            f: Any = real_open(self, path)
             real_read = f.read
 
             def read(n: int = -1) -> bytes:
@@ -78,7 +78,7 @@ def test_npy_reads_shape_and_dtype_without_io_and_slices_by_range(
     arr = np.arange(20000, dtype=np.float64).reshape(2000, 10)
     with engine.begin() as conn:
         conn.execute(sa.insert(t), {"id": 1, "n": arr})
-        raw = conn.execute(sa.select(sa.column("n")).select_from(t)).scalar_one()
+        raw: Any = conn.execute(sa.select(sa.column("n")).select_from(t)).scalar_one()
     ptr = json.loads(raw) if isinstance(raw, str) else raw
     assert ptr["shape"] == [2000, 10] and ptr["dtype"] == "float64" and ptr["store"] == "main"
     assert ptr["path"].startswith(f"_schema/{database.default_schema}/refs/npy_")

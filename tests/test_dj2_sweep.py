@@ -64,7 +64,9 @@ def objects(schema: str) -> set[str]:
 
 
 def referenced(engine: sa.Engine, table: sa.Table) -> set[str]:
-    q = sa.select(sa.column("b")).select_from(table).where(sa.column("b").is_not(None))
+    q: sa.Select[Any] = (
+        sa.select(sa.column("b")).select_from(table).where(sa.column("b").is_not(None))
+    )
     with engine.connect() as conn:
         out = set()
         for (v,) in conn.execute(q):
@@ -299,7 +301,9 @@ def test_sweeps_racing_writers_never_delete_a_committed_rows_object(
         while not stop.is_set():
             with lock:
                 new = [next(ids) for _ in range(rng.randint(1, 3))]
-            rows = [{"id": i, "b": values[rng.randrange(len(values))]} for i in new]
+            rows: list[dict[str, Any]] = [
+                {"id": i, "b": values[rng.randrange(len(values))]} for i in new
+            ]
             drop = list(mine) if len(mine) >= 3 else rng.sample(mine, rng.randint(0, len(mine)))
             try:
                 with engine.begin() as conn:

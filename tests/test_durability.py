@@ -6,7 +6,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -20,7 +20,8 @@ from sa_djblob.stores.base import is_temp_name
 
 
 class Base(DeclarativeBase):
-    pass
+    # declared tables: a Table (sa.insert, CreateTable), not just a FromClause
+    __table__: ClassVar[sa.Table]
 
 
 class Rec(Base):
@@ -166,7 +167,8 @@ def test_fsync_off(local_engine: sa.Engine, events: Events) -> None:
 def test_fsync_setting_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'fsync' must be true or false"):
         build_store("local", {"protocol": "file", "location": str(tmp_path), "fsync": "no"})
-    assert build_store("local", {"protocol": "file", "location": str(tmp_path)}).fsync is True
+    store = build_store("local", {"protocol": "file", "location": str(tmp_path)})
+    assert isinstance(store, FileStore) and store.fsync is True
 
 
 # -- group commit: a statement's payloads are made durable together ----------------

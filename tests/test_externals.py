@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +27,7 @@ def make_models(schema: str | None = None) -> tuple[type[Any], sa.MetaData]:
 
     class Rec(Base):
         __tablename__ = "rec"
-        __table_args__: ClassVar[dict[str, Any]] = {"schema": schema}
+        __table_args__ = ({"schema": schema},)
         id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
         b: Mapped[Any] = mapped_column(djb.Blob(store="shared"), nullable=True)
         a: Mapped[Path | None] = mapped_column(djb.Attach(store="shared"), nullable=True)
@@ -47,7 +47,7 @@ def models(engine: sa.Engine, shared_store: dict[str, Any]) -> Iterator[type[Any
 def _ext_rows(engine: sa.Engine, schema: str | None = None) -> list[Any]:
     t = djb.externals(engine, schema)["shared"].table
     with engine.connect() as conn:
-        return conn.execute(sa.select(t.c.hash, t.c.size, t.c.attachment_name)).all()
+        return list(conn.execute(sa.select(t.c.hash, t.c.size, t.c.attachment_name)).all())
 
 
 VALUES: list[Any] = [
@@ -499,7 +499,7 @@ def s3_models(engine: sa.Engine, request: pytest.FixtureRequest) -> type[Any]:
     Rec, metadata = make_models()
     metadata.create_all(engine)
     djb.install(engine)
-    return Rec  # type: ignore[no-any-return]
+    return Rec
 
 
 def test_s3_fetch_prefetches_concurrently(

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -155,8 +156,8 @@ def test_sweep_killed_before_commit_loses_nothing_referenced(
     assert ext.verify(progress=False).ok
 
     # and the next sweep finishes the job
-    report = ext.sweep(grace=ZERO, progress=False)
-    assert report.ok and report.rows_deleted == 2
+    swept = ext.sweep(grace=ZERO, progress=False)
+    assert swept.ok and swept.rows_deleted == 2
     assert store_paths(ext) == {p for _, p in ext.paths()}
     assert ext.verify(progress=False, include_unused=True).ok
 
@@ -168,24 +169,27 @@ class _Raw:
     def __init__(self, body: bytes) -> None:
         self.body = body
 
-    def stream(self, **_: Any) -> Any:
+    def stream(self, **_: Any) -> Iterator[bytes]:
         yield self.body
 
 
 def _error_response(code: str, status: int) -> Any:
     from botocore.awsrequest import AWSResponse
+    from botocore.compat import HTTPHeaders
 
     body = (
         f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
         f"<Message>injected {code}</Message></Error>"
     ).encode()
-    return AWSResponse("http://injected", status, {"Content-Type": "application/xml"}, _Raw(body))
+    headers = HTTPHeaders()
+    headers["Content-Type"] = "application/xml"
+    return AWSResponse("http://injected", status, headers, _Raw(body))
 
 
 @pytest.fixture
 def s3_filled(
     engine: sa.Engine, shared_store: dict[str, Any]
-) -> tuple[sa.Engine, sa.Table, djb.ExternalTable, Any]:
+) -> Iterator[tuple[sa.Engine, sa.Table, djb.ExternalTable, Any]]:
     djb.install(engine)
     table = make_table(engine)
     ext = djb.externals(engine)["shared"]

@@ -67,7 +67,7 @@ def test_uncompressed_column_never_compresses_its_values(engine: sa.Engine, tmp_
     assert not payload.startswith(ZL123)
     assert payload == djb.pack(value, compress=False)
     with Session(engine) as s:
-        np.testing.assert_array_equal(s.get(Recording, 1).plain, value)
+        np.testing.assert_array_equal(s.get_one(Recording, 1).plain, value)
 
 
 def test_uncompressed_blob_type_rebuilds_from_its_repr() -> None:
@@ -173,7 +173,7 @@ def _array(dtype: str, shape: tuple[int, ...], order: str) -> np.ndarray:
     return arr
 
 
-KEYS = [
+KEYS: list[Any] = [
     np.s_[3], np.s_[-1], np.s_[1:7], np.s_[::3], np.s_[::-2], np.s_[:, 2], np.s_[2, :, 1],
     np.s_[..., 1], np.s_[..., ::2], np.s_[None, 1:3, ..., None], np.s_[5:2], np.s_[:, 1:4, ::-1],
     np.s_[-3:, -2, 1:2], np.s_[...], np.s_[4, 3, 2],
@@ -411,7 +411,7 @@ def test_orm_select_of_lazy_gives_references_that_outlive_the_session(
     assert isinstance(one.plain, djb.LazyBlob) and isinstance(only, djb.LazyBlob)
     assert (only.shape, only.dtype) == ((3000, 4), np.float32)
     np.testing.assert_array_equal(only[1000:2000], trace[1000:2000])
-    assert one.plain.stored.store == "big"
+    assert one.plain.stored is not None and one.plain.stored.store == "big"
     np.testing.assert_array_equal(one.plain[:, 3], trace[:, 3])
     np.testing.assert_array_equal(one.packed[5:9], np.zeros((4, 4)))
     np.testing.assert_array_equal(one.inrow[..., ::2], trace[..., ::2])
@@ -457,8 +457,7 @@ def test_lazy_references_under_async_session_do_not_block_the_loop(
     database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-
-    from tests.test_async import Heartbeat, async_url
+    from test_async import Heartbeat, async_url
 
     _file_store(tmp_path)
     trace = np.arange(2000 * 3, dtype="<i4").reshape(2000, 3)

@@ -36,7 +36,7 @@ def stores(tmp_path: Path) -> dict[str, Any]:
 
 def fill(engine: sa.Engine, table: sa.Table, tmp_path: Path, ids: range) -> dict[int, Any]:
     """Rows with distinct values (and a shared one), an attachment on every third."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i in ids:
         doc = None
         if i % 3 == 0:

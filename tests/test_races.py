@@ -69,7 +69,9 @@ def test_writers_and_sweepers_race(
         while not stop.is_set():
             with lock:
                 new = [next(ids) for _ in range(rng.randint(1, 3))]
-            rows = [{"id": i, "b": values[rng.randrange(SHARED_VALUES)]} for i in new]
+            rows: list[dict[str, Any]] = [
+                {"id": i, "b": values[rng.randrange(SHARED_VALUES)]} for i in new
+            ]
             # few rows alive at a time, so each shared value keeps losing its last reference
             drop = list(mine) if len(mine) >= 3 else rng.sample(mine, rng.randint(0, len(mine)))
             try:

@@ -4,6 +4,8 @@ therefore always agree, for multi-tenant schemas too")."""
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,15 +34,15 @@ def _metadata(
 
 
 @pytest.fixture
-def store(tmp_path):  # type: ignore[no-untyped-def]
+def store(tmp_path: Path) -> None:
     djb.config["stores"] = {"shared": {"protocol": "file", "location": str(tmp_path / "store")}}
 
 
 @pytest.mark.backends("postgresql")
 def test_set_search_path_after_connect_puts_payloads_in_another_schemas_area(
     engine: sa.Engine,
-    database,
-    store: None,  # type: ignore[no-untyped-def]
+    database: Any,
+    store: None,
 ) -> None:
     """PostgreSQL caches where ~external_shared resolves per DBAPI connection; after
     ``SET search_path`` the row and externals row go to schema B, the payload to area A.
@@ -85,8 +87,8 @@ def test_set_search_path_after_connect_puts_payloads_in_another_schemas_area(
 @pytest.mark.backends("mysql", "postgresql")
 def test_text_insert_with_external_values_is_refused(
     engine: sa.Engine,
-    database,
-    store: None,  # type: ignore[no-untyped-def]
+    database: Any,
+    store: None,
 ) -> None:
     """A text() statement has no target table: claiming in the connection's default
     schema would put the payload in the wrong area, so such writes are refused."""
@@ -110,8 +112,8 @@ def test_text_insert_with_external_values_is_refused(
 @pytest.mark.backends("mysql")
 def test_use_database_puts_payloads_in_the_urls_databases_area(
     engine: sa.Engine,
-    database,
-    store: None,  # type: ignore[no-untyped-def]
+    database: Any,
+    store: None,
 ) -> None:
     """MySQL: an unqualified table resolves through the connection's current database
     (``USE``), but the area comes from ``dialect.default_schema_name`` (the URL's)."""

@@ -81,6 +81,7 @@ def test_store_errors_never_show_url_query_or_option_values() -> None:
         # file systems put the full path (with the URL's query) and options in messages
         raise RuntimeError(f"cannot read {path} with passphrase {PASSPHRASE}")
 
+    assert isinstance(store, FsspecStore)
     store.fs.cat_file = fail
     with pytest.raises(djb.StoreError) as failed:
         store.get(PurePosixPath("x/none"))

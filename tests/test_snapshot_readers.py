@@ -8,6 +8,7 @@ them may lose their payloads to a concurrent sweep. The reader must get a clear
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import sa_djblob as djb
 
 
 @pytest.fixture
-def table(engine: sa.Engine, tmp_path):  # type: ignore[no-untyped-def]
+def table(engine: sa.Engine, tmp_path: Path) -> sa.Table:
     djb.config["stores"] = {"shared": {"protocol": "file", "location": str(tmp_path / "store")}}
     md = sa.MetaData()
     t = sa.Table(

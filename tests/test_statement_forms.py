@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -30,7 +32,7 @@ def _tables(engine: sa.Engine, *, foreign_key: bool) -> sa.Table:
 
 
 @pytest.fixture
-def store(tmp_path):  # type: ignore[no-untyped-def]
+def store(tmp_path: Path) -> None:
     djb.config["stores"] = {"shared": {"protocol": "file", "location": str(tmp_path / "store")}}
 
 

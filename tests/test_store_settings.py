@@ -192,6 +192,7 @@ def test_subfolding_messages() -> None:
     assert "positive integers" in _error({"protocol": "file", "location": "/x", "subfolding": [0]})
     assert "list of folder" in _error({"protocol": "file", "location": "/x", "subfolding": "22"})
     # DataJoint 0.14 reads None and () as "no subfolders" (external.subfold): so do we
+    none: Any
     for none in (None, (), []):
         s = build_store("s", {"protocol": "file", "location": "/x", "subfolding": none})
         assert s.subfolding == ()

@@ -549,7 +549,7 @@ def test_s3_repr_has_no_secrets() -> None:
 def test_s3_client_pool_fits_threads(s3_store: S3Store) -> None:
     djb.config["threads"] = 40
     s3_store.close()
-    cfg = s3_store.client.meta.config
+    cfg: Any = s3_store.client.meta.config  # botocore's stubs lack these attributes
     assert cfg.max_pool_connections is not None and cfg.max_pool_connections >= 44
     assert cfg.retries is not None and cfg.retries["mode"] == "standard"
 

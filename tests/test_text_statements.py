@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -10,7 +12,7 @@ import sa_djblob as djb
 
 
 @pytest.fixture
-def table(engine: sa.Engine, tmp_path):  # type: ignore[no-untyped-def]
+def table(engine: sa.Engine, tmp_path: Path) -> sa.Table:
     djb.config["stores"] = {"shared": {"protocol": "file", "location": str(tmp_path / "store")}}
     md = sa.MetaData()
     t = sa.Table(

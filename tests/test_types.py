@@ -8,7 +8,7 @@ import struct
 import uuid
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -21,7 +21,8 @@ from sa_djblob._layout import content_hash
 
 
 class Base(DeclarativeBase):
-    pass
+    # declared tables: a Table (sa.insert, CreateTable), not just a FromClause
+    __table__: ClassVar[sa.Table]
 
 
 class Item(Base):
@@ -213,7 +214,7 @@ def test_attach_without_separator_is_format_error(tables: sa.Engine) -> None:
 
 def test_attach_rejects_non_paths(tables: sa.Engine) -> None:
     with Session(tables) as s:
-        s.add(Item(id=1, a=12))  # type: ignore[arg-type]
+        s.add(Item(id=1, a=12))
         with pytest.raises(djb.UnsupportedTypeError, match="file paths"):
             s.commit()
 

@@ -346,7 +346,9 @@ def fp_write(cfg: dict[str, Any]) -> dict[str, Any]:
     for rel, data in FILEPATH_FILES.items():
         (stage / rel).parent.mkdir(parents=True, exist_ok=True)
         (stage / rel).write_bytes(data)
-    rows = [{"item_id": i, "f": names[i % len(names)]} for i in range(len(names) + 1)]
+    rows: list[dict[str, Any]] = [
+        {"item_id": i, "f": names[i % len(names)]} for i in range(len(names) + 1)
+    ]
     DjFp.insert([{"item_id": r["item_id"], "f": str(stage / r["f"])} for r in rows])
     files = {rel: data.hex() for rel, data in FILEPATH_FILES.items()}
     return {"rows": rows, "files": files, "paths": _fp_paths(schema)}

@@ -22,7 +22,7 @@ from sa_djblob.stores import s3 as s3_module
 def main() -> None:
     endpoint, bucket, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if "--old" in sys.argv[4:]:
-        s3_module._avoid_expect_continue = lambda client: None  # type: ignore[attr-defined]
+        s3_module._avoid_expect_continue = lambda client: None
     store = S3Store(
         "faulty",
         bucket=bucket,
