@@ -1,9 +1,10 @@
 """The kinds of external values: what each stores, how it is hashed, selected and read.
 
-A kind (``blob``, ``attach``, ``filepath``) is one object that the column types, the write path and
-the read path all ask; nothing else tests which kind a column is. Preparing a value is
-pure (pack, or hash a file); store I/O happens in :meth:`Payload.upload` (the write
-path) and :meth:`Kind.load` (the read path).
+A kind (``blob``, its uncompressed variant, ``attach``, ``filepath``) is one object that
+the column types, the write path and the read path ask for what differs between kinds
+(:data:`KINDS`, :func:`kind`). Preparing a value is pure (pack, or hash a file); store
+I/O happens in :meth:`Payload.upload` (the write path) and :meth:`Kind.load` (the read
+path).
 """
 
 from __future__ import annotations
