@@ -24,3 +24,10 @@ def _modules_containing(pattern: str) -> list[str]:
 
 def test_the_payload_name_grammar_is_defined_only_in_the_layout_module() -> None:
     assert _modules_containing(r"\[0-9a-f\]\{32\}") == ["_layout.py"]
+
+
+def test_the_zl123_framing_is_written_and_read_only_in_the_framing_module() -> None:
+    # the magic bytes and both halves: compressing into a frame, decompressing one
+    assert _modules_containing(r'b"ZL123') == ["_framing.py"]
+    assert _modules_containing(r"def _?(de)?compress(_\w+)?\(") == ["_framing.py"]
+    assert _modules_containing(r"b\"\"\.join\(\(?\[?ZL123") == ["_framing.py"]
