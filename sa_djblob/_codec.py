@@ -331,16 +331,25 @@ class _Packer:
         self.max_depth = max_depth
 
     # -- dispatch ----------------------------------------------------------------------
-    def item(self, obj: Any, depth: int) -> int:
-        """Append ``obj`` as one item; return the number of bytes appended."""
+    def item(self, obj: Any, depth: int, sized: bool = False) -> int:
+        """Append ``obj`` as one item; return the number of bytes appended (the item's).
+
+        *sized*: write ``u64 len + item`` instead, the one place that reserves the
+        length's slot, packs the item after it and fills the slot in (no extra call: a
+        frame per level would lower the nesting Python's recursion limit allows)."""
         if depth > self.max_depth:
             raise _PackError(
                 f"nesting deeper than max_depth={self.max_depth} (a recursive structure?)"
             )
+        if sized:
+            out = self.out
+            slot = len(out)
+            out.append(b"")
         fast = _FAST_PACK.get(type(obj))
-        if fast is not None:
-            return fast(self, obj, depth)
-        return self.generic(obj, depth)
+        n: int = fast(self, obj, depth) if fast is not None else self.generic(obj, depth)
+        if sized:
+            out[slot] = _U64.pack(n)
+        return n
 
     def generic(self, obj: Any, depth: int) -> int:
         # the order decides the bytes: it is DataJoint's writer order
@@ -500,15 +509,11 @@ class _Packer:
         total = 9
         child = depth + 1
         for i, element in enumerate(items):
-            slot = len(out)
-            out.append(b"")
             try:
-                n = self.item(element, child)
+                total += 8 + self.item(element, child, sized=True)
             except _PackError as exc:
                 exc.path.append(f"[{i}]")
                 raise
-            out[slot] = _U64.pack(n)
-            total += 8 + n
         return total
 
     def list_(self, obj: Any, depth: int) -> int:
@@ -542,41 +547,30 @@ class _Packer:
                 exc = _PackError(_set_key_phrase("dict key"))
                 exc.path.append(f".keys()[{i}]")
                 raise exc
-            slot = len(out)
-            out.append(b"")
             try:
-                n = self.item(key, child)
+                n = self.item(key, child, sized=True)
             except _PackError as exc:
                 exc.path.append(f".keys()[{i}]")
                 raise
-            out[slot] = _U64.pack(n)
-            slot = len(out)
-            out.append(b"")
             try:
-                m = self.item(value, child)
+                m = self.item(value, child, sized=True)
             except _PackError as exc:
                 exc.path.append(_key_str(key))
                 raise
-            out[slot] = _U64.pack(m)
             total += 16 + n + m
         return total
 
     # -- arrays ----------------------------------------------------------------------------
     def _elements(self, flat: Any, shape: tuple[int, ...], depth: int) -> int:
         """Each element as ``u64 len + item`` (object arrays, cells)."""
-        out = self.out
         total = 0
         child = depth + 1
         for i, element in enumerate(flat):
-            slot = len(out)
-            out.append(b"")
             try:
-                n = self.item(element, child)
+                total += 8 + self.item(element, child, sized=True)
             except _PackError as exc:
                 exc.path.append(_index_str(i, shape))
                 raise
-            out[slot] = _U64.pack(n)
-            total += 8 + n
         return total
 
     def array(self, arr: NDArray[Any], depth: int) -> int:
@@ -663,8 +657,7 @@ class _Packer:
             + _U32.pack(len(names))
             + self._field_names(names)
         )
-        out = self.out
-        out.append(head)
+        self.out.append(head)
         total = len(head)
         flat = np.asarray(arr).ravel(order="F")
         self.cost += _COST_ARRAY + _COST_SLOT * flat.size * len(names)
@@ -672,15 +665,11 @@ class _Packer:
         child = depth + 1
         for i in range(flat.shape[0]):
             for name, column in zip(names, columns, strict=True):
-                slot = len(out)
-                out.append(b"")
                 try:
-                    n = self.item(column[i], child)
+                    total += 8 + self.item(column[i], child, sized=True)
                 except _PackError as exc:
                     exc.path.append(f"{_index_str(i, shape)}.{name}")
                     raise
-                out[slot] = _U64.pack(n)
-                total += 8 + n
         return total
 
     def recarray(self, arr: NDArray[Any], depth: int) -> int:

@@ -31,3 +31,18 @@ def test_the_zl123_framing_is_written_and_read_only_in_the_framing_module() -> N
     assert _modules_containing(r'b"ZL123') == ["_framing.py"]
     assert _modules_containing(r"def _?(de)?compress(_\w+)?\(") == ["_framing.py"]
     assert _modules_containing(r"b\"\"\.join\(\(?\[?ZL123") == ["_framing.py"]
+
+
+def test_a_length_prefixed_item_is_written_by_one_packer_method() -> None:
+    # reserve a slot for the u64 length, pack the item, fill the slot in: _Packer.item(sized=True)
+    codec = (PACKAGE / "_codec.py").read_text(encoding="utf-8")
+    assert codec.count("out[slot] = ") == 1
+
+
+def test_uploads_and_downloads_are_verified_by_the_one_verifying_reader() -> None:
+    # a reader that hashes what passes and checks it against the key before the last byte
+    # (dj2convert._Verified checks two hashes at once, a 0.14 key and a 2.x name)
+    readers = _modules_containing(r"class _?Verif\w*\(io\.RawIOBase\)")
+    assert set(readers) - {"dj2convert.py"} == {"_verify.py"}
+    users = _modules_containing(r"\bVerifyingReader\(")
+    assert {"_kinds.py", "_externals/stored.py"} <= set(users)
