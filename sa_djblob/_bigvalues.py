@@ -26,9 +26,9 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _codec
+from . import _codec, _framing
 from ._blobheader import Header, NeedMore, parse_frame, parse_header
-from ._codec import _COMPLEX_PARTS, _MAX_NDIM, _READ_DTYPES, _WRITE_IDS, DJ0, MYM, ZL123
+from ._codec import _COMPLEX_PARTS, _MAX_NDIM, _READ_DTYPES, _WRITE_IDS, DJ0, MYM
 from ._config import config
 from ._exceptions import BlobFormatError, IntegrityError, StoreError
 from ._layout import new_hasher
@@ -208,36 +208,36 @@ def pack_parts(obj: Any, compress: bool = True) -> Packed | bytes:
         comp = zlib.compressobj()
         stream = [comp.compress(piece) for piece in packed.pieces()]
         stream.append(comp.flush())
-        n = len(ZL123) + 8 + sum(len(s) for s in stream)
-        return b"".join([ZL123, _U64.pack(packed.size), *stream]) if n < packed.size else packed
+        n = _framing.HEAD + sum(len(s) for s in stream)
+        return _framing.frame(packed.size, *stream) if n < packed.size else packed
     if not _compressible(packed):
         return packed
     body = _deflate(packed)
-    if len(ZL123) + 8 + len(body) < packed.size:
-        return b"".join((ZL123, _U64.pack(packed.size), body))
+    if _framing.HEAD + len(body) < packed.size:
+        return _framing.frame(packed.size, body)
     return packed
 
 
 def _compressible(packed: Packed) -> bool:
-    """``_codec._compressible`` on the joined bytes, from samples (no join)."""
+    """``_framing.compressible`` on the joined bytes, from samples (no join)."""
     size = packed.size
-    if size <= _codec._PROBE_ABOVE:  # (arrays this small are streamed only in tests)
-        return _codec._compressible(packed.joined())
-    step = (size - _codec._PROBE_CHUNK) // (_codec._PROBE_COUNT - 1)
+    if size <= _framing._PROBE_ABOVE:  # (arrays this small are streamed only in tests)
+        return _framing.compressible(packed.joined())
+    step = (size - _framing._PROBE_CHUNK) // (_framing._PROBE_COUNT - 1)
     raw = out = 0
-    for k in range(_codec._PROBE_COUNT):
-        chunk = packed.read(k * step, k * step + _codec._PROBE_CHUNK)
+    for k in range(_framing._PROBE_COUNT):
+        chunk = packed.read(k * step, k * step + _framing._PROBE_CHUNK)
         raw += len(chunk)
         out += len(zlib.compress(chunk, 1))
-    return out < raw * _codec._INCOMPRESSIBLE
+    return out < raw * _framing._INCOMPRESSIBLE
 
 
 def _deflate(packed: Packed) -> bytes:
-    """The zlib stream ``_codec._compress`` makes of the joined bytes, fed piece by piece
+    """The zlib stream ``_framing.compress`` makes of the joined bytes, fed piece by piece
     (deflate's output does not depend on how its input is cut)."""
-    level, mem = _codec._LEVEL, _codec._MEM_LEVEL
+    level, mem = _framing._LEVEL, _framing._MEM_LEVEL
     size = packed.size
-    if size <= _codec._PARALLEL_ABOVE:
+    if size <= _framing._PARALLEL_ABOVE:
         comp = zlib.compressobj(level, zlib.DEFLATED, 15, mem)
         out = [comp.compress(p) for p in packed.pieces()]
         out.append(comp.flush())
@@ -266,7 +266,7 @@ def _deflate(packed: Packed) -> bytes:
         for piece in packed.pieces():
             checksum = zlib.adler32(piece, checksum)
         body = head.result()
-    return b"".join((_codec._ZLIB_HEADER, body, tail, struct.pack(">I", checksum)))
+    return b"".join((_framing._ZLIB_HEADER, body, tail, struct.pack(">I", checksum)))
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -433,13 +433,13 @@ def read_value(
     head = v.read(STREAM_ABOVE)
     more = v.read(1) if len(head) == STREAM_ABOVE else b""
     head += more
-    frame = len(ZL123) + 8
-    big = len(head) >= frame and _U64.unpack_from(head, len(ZL123))[0] >= STREAM_ABOVE
-    if not (big and head.startswith(ZL123)) and not more:
+    frame = _framing.HEAD
+    big = len(head) >= frame and _U64.unpack_from(head, len(_framing.ZL123))[0] >= STREAM_ABOVE
+    if not (big and head.startswith(_framing.ZL123)) and not more:
         v.check()  # a small value, whole: unpacked as before
         return head
     try:
-        if head.startswith(ZL123):  # (a small payload may hold a large array of zeros)
+        if head.startswith(_framing.ZL123):  # (a small payload may hold a large array of zeros)
             return _read_compressed(v, head, stored_size if more else lambda: len(head))
         return _read_plain(v, head)
     except BlobFormatError:
@@ -498,7 +498,7 @@ def _read_compressed(
     max_size = int(config["max_blob_size"])
     if frame.plain_size > max_size or frame.plain_size > size * int(config["max_expansion"]):
         return _whole(v, head)  # unpack says why
-    if frame.plain_size > (size - frame.start) * _codec._MAX_INFLATE_RATIO + 1024:
+    if frame.plain_size > (size - frame.start) * _framing.MAX_INFLATE_RATIO + 1024:
         return _whole(v, head)
     inflater = zlib.decompressobj()
     consumed = [head]  # the stored bytes, until the value is known to be a numeric array

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._codec import _MAX_NDIM, _READ_DTYPES, DJ0, MYM, ZL123
+from ._codec import _MAX_NDIM, _READ_DTYPES, DJ0, MYM
 from ._exceptions import BlobFormatError
+from ._framing import ZL123
 
 __all__ = ["Frame", "Header", "NeedMore", "SlicePlan", "parse_frame", "parse_header"]
 

@@ -15,7 +15,6 @@ import datetime
 import math
 import struct
 import uuid
-import zlib
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
@@ -23,8 +22,10 @@ from typing import Any, NoReturn
 import numpy as np
 from numpy.typing import NDArray
 
+from . import _framing
 from ._config import config
 from ._exceptions import BlobFormatError, UnsupportedTypeError
+from ._framing import ZL123
 
 __all__ = ["MatCell", "MatStruct", "pack", "unpack"]
 
@@ -42,7 +43,6 @@ class MatStruct(np.recarray):
 
 MYM = b"mYm\0"
 DJ0 = b"dj0\0"
-ZL123 = b"ZL123\0"
 #: plain blobs up to this many bytes are never compressed (DataJoint's rule)
 COMPRESS_THRESHOLD = 1000
 
@@ -331,16 +331,25 @@ class _Packer:
         self.max_depth = max_depth
 
     # -- dispatch ----------------------------------------------------------------------
-    def item(self, obj: Any, depth: int) -> int:
-        """Append ``obj`` as one item; return the number of bytes appended."""
+    def item(self, obj: Any, depth: int, sized: bool = False) -> int:
+        """Append ``obj`` as one item; return the number of bytes appended (the item's).
+
+        *sized*: write ``u64 len + item`` instead, the one place that reserves the
+        length's slot, packs the item after it and fills the slot in (no extra call: a
+        frame per level would lower the nesting Python's recursion limit allows)."""
         if depth > self.max_depth:
             raise _PackError(
                 f"nesting deeper than max_depth={self.max_depth} (a recursive structure?)"
             )
+        if sized:
+            out = self.out
+            slot = len(out)
+            out.append(b"")
         fast = _FAST_PACK.get(type(obj))
-        if fast is not None:
-            return fast(self, obj, depth)
-        return self.generic(obj, depth)
+        n: int = fast(self, obj, depth) if fast is not None else self.generic(obj, depth)
+        if sized:
+            out[slot] = _U64.pack(n)
+        return n
 
     def generic(self, obj: Any, depth: int) -> int:
         # the order decides the bytes: it is DataJoint's writer order
@@ -500,15 +509,11 @@ class _Packer:
         total = 9
         child = depth + 1
         for i, element in enumerate(items):
-            slot = len(out)
-            out.append(b"")
             try:
-                n = self.item(element, child)
+                total += 8 + self.item(element, child, sized=True)
             except _PackError as exc:
                 exc.path.append(f"[{i}]")
                 raise
-            out[slot] = _U64.pack(n)
-            total += 8 + n
         return total
 
     def list_(self, obj: Any, depth: int) -> int:
@@ -542,41 +547,30 @@ class _Packer:
                 exc = _PackError(_set_key_phrase("dict key"))
                 exc.path.append(f".keys()[{i}]")
                 raise exc
-            slot = len(out)
-            out.append(b"")
             try:
-                n = self.item(key, child)
+                n = self.item(key, child, sized=True)
             except _PackError as exc:
                 exc.path.append(f".keys()[{i}]")
                 raise
-            out[slot] = _U64.pack(n)
-            slot = len(out)
-            out.append(b"")
             try:
-                m = self.item(value, child)
+                m = self.item(value, child, sized=True)
             except _PackError as exc:
                 exc.path.append(_key_str(key))
                 raise
-            out[slot] = _U64.pack(m)
             total += 16 + n + m
         return total
 
     # -- arrays ----------------------------------------------------------------------------
     def _elements(self, flat: Any, shape: tuple[int, ...], depth: int) -> int:
         """Each element as ``u64 len + item`` (object arrays, cells)."""
-        out = self.out
         total = 0
         child = depth + 1
         for i, element in enumerate(flat):
-            slot = len(out)
-            out.append(b"")
             try:
-                n = self.item(element, child)
+                total += 8 + self.item(element, child, sized=True)
             except _PackError as exc:
                 exc.path.append(_index_str(i, shape))
                 raise
-            out[slot] = _U64.pack(n)
-            total += 8 + n
         return total
 
     def array(self, arr: NDArray[Any], depth: int) -> int:
@@ -663,8 +657,7 @@ class _Packer:
             + _U32.pack(len(names))
             + self._field_names(names)
         )
-        out = self.out
-        out.append(head)
+        self.out.append(head)
         total = len(head)
         flat = np.asarray(arr).ravel(order="F")
         self.cost += _COST_ARRAY + _COST_SLOT * flat.size * len(names)
@@ -672,15 +665,11 @@ class _Packer:
         child = depth + 1
         for i in range(flat.shape[0]):
             for name, column in zip(names, columns, strict=True):
-                slot = len(out)
-                out.append(b"")
                 try:
-                    n = self.item(column[i], child)
+                    total += 8 + self.item(column[i], child, sized=True)
                 except _PackError as exc:
                     exc.path.append(f"{_index_str(i, shape)}.{name}")
                     raise
-                out[slot] = _U64.pack(n)
-                total += 8 + n
         return total
 
     def recarray(self, arr: NDArray[Any], depth: int) -> int:
@@ -765,7 +754,7 @@ def pack(obj: Any, compress: bool = True) -> bytes:
     blob = plain
     datajoint = config["compression"] == "datajoint"
     if compress and len(plain) > COMPRESS_THRESHOLD:
-        blob = _compress_like_datajoint(plain) if datajoint else _compress(plain)
+        blob = _framing.compress_like_datajoint(plain) if datajoint else _framing.compress(plain)
     return _readable(plain, blob, None if packer.cells else packer.cost, datajoint)
 
 
@@ -821,141 +810,8 @@ def _readable(plain: bytes, blob: bytes, cost: int | None, datajoint: bool) -> b
             " refuse it: store it in another form, or raise djb.config['max_expansion']"
             " (where it is read too)"
         )
-    padded = _compress_with_raw_tail(plain, -(-need // expansion), datajoint)
+    padded = _framing.compress_with_raw_tail(plain, -(-need // expansion), datajoint)
     return padded if len(padded) < size else plain
-
-
-# -- compression ---------------------------------------------------------------------------
-
-#: blobs up to this size are probed without zlib (where zlib's setup dominates)
-_SMALL = 1 << 12
-#: ``x * log2(x)`` for the byte counts of a blob up to _SMALL bytes (0 for 0)
-_XLOG2X = np.arange(_SMALL + 1, dtype=np.float64)
-_XLOG2X[1:] *= np.log2(_XLOG2X[1:])
-#: blobs up to this size (and above _SMALL) are compressed outright; larger ones are
-#: sampled first
-_PROBE_ABOVE = 1 << 18
-_PROBE_CHUNK = 1 << 14
-_PROBE_COUNT = 4
-#: a sample that level-1 zlib cannot shrink below this ratio is deemed incompressible
-_INCOMPRESSIBLE = 0.88
-#: zlib level 2 with memLevel 9: close to level 1's speed, within a few % of level 6's size
-_LEVEL = 2
-_MEM_LEVEL = 9
-#: the zlib stream header (CMF, FLG) that zlib writes for _LEVEL
-_ZLIB_HEADER = zlib.compressobj(_LEVEL, zlib.DEFLATED, 15, _MEM_LEVEL).flush()[:2]
-#: above this size the deflate work is split over two threads (one zlib stream)
-_PARALLEL_ABOVE = 1 << 22
-
-
-def _small_compressible(plain: bytes) -> bool:
-    """Whether deflate can shrink a small blob below ``_INCOMPRESSIBLE``, without zlib.
-
-    Deflate saves through repeats (matches of 3 bytes or more) and through the byte
-    distribution (Huffman codes). The estimate charges the bytes that start no repeated
-    3-byte string at their order-0 entropy, which deflate cannot beat on them; for such
-    small inputs that is cheaper than zlib's setup, and random numbers (the usual
-    incompressible payload) are recognised without calling zlib at all.
-    """
-    size = len(plain)
-    data = np.frombuffer(plain, np.uint8)
-    counts = np.bincount(data, minlength=256)
-    bits = size * math.log2(size) - float(_XLOG2X[counts].sum())
-    if bits < _INCOMPRESSIBLE * 8 * size:
-        return True  # a skewed byte distribution: Huffman codes alone pay off
-    wide = data.astype(np.uint32)
-    grams = wide[:-2] << 16
-    grams |= wide[1:-1] << 8
-    grams |= wide[2:]
-    grams.sort()
-    repeats = int(np.count_nonzero(grams[1:] == grams[:-1]))
-    return bits * (size - repeats) < _INCOMPRESSIBLE * 8 * size * size
-
-
-def _compressible(plain: bytes) -> bool:
-    size = len(plain)
-    if size <= _SMALL:
-        return _small_compressible(plain)
-    if size <= _PROBE_ABOVE:
-        return True
-    view = memoryview(plain)
-    step = (size - _PROBE_CHUNK) // (_PROBE_COUNT - 1)
-    raw = packed = 0
-    for k in range(_PROBE_COUNT):
-        chunk = view[k * step : k * step + _PROBE_CHUNK]
-        raw += len(chunk)
-        packed += len(zlib.compress(chunk, 1))
-    return packed < raw * _INCOMPRESSIBLE
-
-
-def _deflate_parallel(plain: bytes) -> bytes:
-    """One zlib stream made of two raw-deflate halves compressed on two threads.
-
-    The second half is primed with the 32 KiB before it (as pigz does), so the ratio
-    is that of a single pass; the halves meet at a byte boundary (sync flush).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    view = memoryview(plain)
-    mid = len(plain) // 2
-
-    def first() -> bytes:
-        comp = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15, _MEM_LEVEL)
-        return comp.compress(view[:mid]) + comp.flush(zlib.Z_SYNC_FLUSH)
-
-    def second() -> bytes:
-        comp = zlib.compressobj(
-            _LEVEL, zlib.DEFLATED, -15, _MEM_LEVEL, zdict=view[mid - 32768 : mid]
-        )
-        return comp.compress(view[mid:]) + comp.flush(zlib.Z_FINISH)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        head = pool.submit(first)
-        tail = second()
-        checksum = zlib.adler32(view)
-        body = head.result()
-    return _ZLIB_HEADER + body + tail + struct.pack(">I", checksum)
-
-
-def _compress_like_datajoint(plain: bytes) -> bytes:
-    """DataJoint's own choice: zlib's default level, kept when shorter (same keys as
-    DataJoint's for the same zlib build, at DataJoint's speed)."""
-    framed = b"".join((ZL123, _U64.pack(len(plain)), zlib.compress(plain)))
-    return framed if len(framed) < len(plain) else plain
-
-
-def _compress_with_raw_tail(plain: bytes, at_least: int, datajoint: bool) -> bytes:
-    """A ``ZL123`` blob of at least ``at_least`` bytes: the head of ``plain`` deflated,
-    its last ``at_least`` bytes in stored (uncompressed) deflate blocks."""
-    level, mem_level = (zlib.Z_DEFAULT_COMPRESSION, 8) if datajoint else (_LEVEL, _MEM_LEVEL)
-    split = max(len(plain) - at_least, 0)
-    view = memoryview(plain)
-    head = zlib.compressobj(level, zlib.DEFLATED, -15, mem_level)
-    tail = zlib.compressobj(0, zlib.DEFLATED, -15)
-    stream = b"".join(
-        (
-            zlib.compressobj(level, zlib.DEFLATED, 15, mem_level).flush()[:2],
-            head.compress(view[:split]),
-            head.flush(zlib.Z_SYNC_FLUSH),
-            tail.compress(view[split:]),
-            tail.flush(zlib.Z_FINISH),
-            struct.pack(">I", zlib.adler32(view)),
-        )
-    )
-    return b"".join((ZL123, _U64.pack(len(plain)), stream))
-
-
-def _compress(plain: bytes) -> bytes:
-    if not _compressible(plain):
-        return plain
-    if len(plain) > _PARALLEL_ABOVE:
-        stream = _deflate_parallel(plain)
-    else:
-        comp = zlib.compressobj(_LEVEL, zlib.DEFLATED, 15, _MEM_LEVEL)
-        stream = comp.compress(plain) + comp.flush()
-    if len(ZL123) + 8 + len(stream) < len(plain):
-        return b"".join((ZL123, _U64.pack(len(plain)), stream))
-    return plain
 
 
 # --------------------------------------------------------------------------------------
@@ -1619,63 +1475,6 @@ for _code, _fn in {
     _READERS[_code[0]] = _fn
 del _code, _fn
 
-#: deflate cannot expand more than ~1032:1; a declared size beyond that is a lie
-_MAX_INFLATE_RATIO = 1040
-
-
-def _decompress(buf: bytes, max_size: int, legacy_u32: bool, max_expansion: int) -> bytes:
-    dim, dim_size = (_U32, 4) if legacy_u32 else (_U64, 8)
-    head = len(ZL123) + dim_size
-    if len(buf) < head:
-        raise BlobFormatError(
-            f"truncated ZL123 header: needs {head} bytes, the blob has {len(buf)}"
-        )
-    size: int = dim.unpack_from(buf, len(ZL123))[0]
-    if size > max_size:
-        raise BlobFormatError(
-            f"compressed blob declares {size} bytes, more than max_size={max_size}"
-            " (raise djb.config['max_blob_size'] to read it)"
-        )
-    stream = memoryview(buf)[head:]
-    if size > len(buf) * max_expansion:
-        raise BlobFormatError(
-            f"compressed blob of {len(buf)} bytes declares {size} bytes, more than"
-            f" max_expansion={max_expansion} times its size (if the blob is trusted,"
-            " raise djb.config['max_expansion'])"
-        )
-    if size > len(stream) * _MAX_INFLATE_RATIO + 1024:
-        raise BlobFormatError(
-            f"compressed blob declares {size} bytes, more than its {len(stream)}-byte"
-            " zlib stream can hold"
-        )
-    inflater = zlib.decompressobj()
-    try:
-        plain = inflater.decompress(stream, max(size, 1))
-        if len(plain) > size:
-            raise BlobFormatError(
-                f"zlib stream at byte {head} decompresses beyond the declared {size} bytes"
-            )
-        if len(plain) < size:
-            raise BlobFormatError(
-                f"zlib stream at byte {head} ends after {len(plain)} of the declared"
-                f" {size} bytes" + ("" if inflater.eof else " (truncated)")
-            )
-        if not inflater.eof:
-            if inflater.decompress(inflater.unconsumed_tail, 1):
-                raise BlobFormatError(
-                    f"zlib stream at byte {head} decompresses beyond the declared {size} bytes"
-                )
-            if not inflater.eof:
-                raise BlobFormatError(f"zlib stream at byte {head} is truncated")
-    except zlib.error as exc:
-        raise BlobFormatError(f"corrupt zlib stream at byte {head}: {exc}") from None
-    if inflater.unused_data:
-        extra = len(inflater.unused_data)
-        raise BlobFormatError(
-            f"{extra} trailing bytes after the zlib stream at byte {len(buf) - extra}"
-        )
-    return plain
-
 
 def unpack(
     data: bytes | bytearray | memoryview,
@@ -1718,7 +1517,7 @@ def unpack(
     stored = len(buf)
     compressed = buf.startswith(ZL123)
     if compressed:
-        buf = _decompress(buf, max_size, legacy_u32, max_expansion)
+        buf = _framing.decompress(buf, max_size, legacy_u32, max_expansion)
     elif len(buf) > max_size:
         raise BlobFormatError(
             f"blob of {len(buf)} bytes is larger than max_size={max_size}"

@@ -1,9 +1,10 @@
 """The kinds of external values: what each stores, how it is hashed, selected and read.
 
-A kind (``blob``, ``attach``, ``filepath``) is one object that the column types, the write path and
-the read path all ask; nothing else tests which kind a column is. Preparing a value is
-pure (pack, or hash a file); store I/O happens in :meth:`Payload.upload` (the write
-path) and :meth:`Kind.load` (the read path).
+A kind (``blob``, its uncompressed variant, ``attach``, ``filepath``) is one object that
+the column types, the write path and the read path ask for what differs between kinds
+(:data:`KINDS`, :func:`kind`). Preparing a value is pure (pack, or hash a file); store
+I/O happens in :meth:`Payload.upload` (the write path) and :meth:`Kind.load` (the read
+path).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from ._layout import (
 )
 from ._pool import check_cancelled
 from ._util import discard as _unlink
+from ._verify import VerifyingReader
 
 if TYPE_CHECKING:
     from ._area import Area
@@ -160,47 +162,22 @@ class Payload:
             f = self.file.open("rb")
         except OSError as exc:
             raise unreadable_file(exc, self.file, what, bound=True) from None
+        prefix, key = self._expected()
         with f:
-            reader = _VerifyingReader(f, self, store.hash)
+            reader = VerifyingReader(
+                f,
+                key=key,
+                algorithm=store.hash,
+                prefix=prefix,
+                size=self.size,
+                stop_at_size=True,
+                error=lambda: StoreError(
+                    f"{what} {self.file} changed while it was being stored (its contents no"
+                    " longer match the hash taken when it was added): nothing was stored;"
+                    " write it again once the file is complete"
+                ),
+            )
             store.put_file(path, io.BufferedReader(reader, HASH_CHUNK))
-
-
-class _VerifyingReader(io.RawIOBase):
-    """Reads an attachment (or a filepath's file) for upload and fails, before its last
-    byte is handed on, if the bytes read do not hash to the key (the file changed after
-    it was hashed): the store then drops the write, so no payload ever differs from its
-    key."""
-
-    def __init__(self, f: io.BufferedReader, payload: Payload, algorithm: str) -> None:
-        self._f = f
-        self._p = payload
-        self._h = new_hasher(algorithm)
-        prefix, self._key = payload._expected()
-        self._h.update(prefix)
-        self._left = payload.size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._left < 0:
-            return 0  # verified: the end
-        view = memoryview(buffer).cast("B")
-        want = min(len(view), self._left)
-        n = self._f.readinto(view[:want]) if want else 0
-        n = n or 0
-        self._left -= n
-        self._h.update(view[:n])
-        if self._left == 0 or n == 0:
-            if self._left or uuid.UUID(bytes=self._h.digest()[:16]) != self._key:
-                what = "attachment" if self._p.filepath is None else "file"
-                raise StoreError(
-                    f"{what} {self._p.file} changed while it was being stored (its"
-                    " contents no longer match the hash taken when it was added): nothing"
-                    " was stored; write it again once the file is complete"
-                )
-            self._left = -1  # verified; further reads see the end
-        return n
 
 
 def unreadable_file(

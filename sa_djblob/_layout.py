@@ -14,6 +14,7 @@ __all__ = [
     "is_store_name",
     "HASH_CHUNK",
     "OWNER_FOLDER",
+    "PAYLOAD_NAME",
     "attachment_prefix",
     "cache_path",
     "content_hash",
@@ -22,6 +23,7 @@ __all__ = [
     "hash_stream",
     "new_hasher",
     "object_path",
+    "parse_payload_name",
     "reserved_path",
     "store_root",
     "subfold",
@@ -42,9 +44,18 @@ HASH_CHUNK = 1 << 20
 OWNER_FOLDER = ".sa_djblob-owner"
 """The folder beside the areas of a store root that holds their owner markers."""
 
-#: a content-addressed payload's file name, ``<32 hex>[.<attachment name>]`` (any case: a
-#: file system may not tell ``AB`` from ``ab``)
-_PAYLOAD_NAME = re.compile(r"[0-9a-f]{32}(?:\..*)?", re.I | re.S)
+#: a content-addressed payload's file name, ``<32 hex>[.<attachment name>]``: group 1 is the
+#: key's hex digits, group 2 the attachment name (the one definition of this grammar)
+PAYLOAD_NAME = re.compile(r"([0-9a-f]{32})(?:\.(.*))?", re.S)
+
+
+def parse_payload_name(name: str) -> tuple[uuid.UUID, str | None] | None:
+    """The key and attachment name of a payload file named *name*, or None if sa_djblob
+    never gives a payload that name (upper-case digits, an empty attachment name)."""
+    m = PAYLOAD_NAME.fullmatch(name)
+    if m is None or m.group(2) == "":
+        return None
+    return uuid.UUID(hex=m.group(1)), m.group(2)
 
 
 def new_hasher(algorithm: str = "md5") -> Any:
@@ -185,7 +196,8 @@ def reserved_path(rel: str) -> str | None:
     parts = rel.split("/")
     if any(p.lower() == OWNER_FOLDER for p in parts):
         return "the owner markers of its areas"
-    if _PAYLOAD_NAME.fullmatch(parts[-1]):
+    # any case (a file system may not tell ``AB`` from ``ab``), any name after the dot
+    if PAYLOAD_NAME.fullmatch(parts[-1].lower()):
         return "hashed payloads (<schema>/ab/cd/<32 hex digits>[.<name>])"
     return None
 

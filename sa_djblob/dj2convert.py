@@ -57,6 +57,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from ._area import Area
+from ._codec import DJ0, MYM
 from ._exceptions import (
     ConfigError,
     IntegrityError,
@@ -64,6 +65,7 @@ from ._exceptions import (
     StoreNotConfiguredError,
     UnsupportedDialectError,
 )
+from ._framing import ZL123
 from ._layout import HASH_CHUNK, attachment_prefix, new_hasher
 from .stores import Store, get_store
 
@@ -77,8 +79,8 @@ _V2 = re.compile(r"^:<(blob|attach)@([^\W\d][-\w]*)>:(.*)\Z", re.S)
 _FILEPATH = re.compile(r"^:filepath@[^:]*:")
 _LABEL = re.compile(r"^:[^:\s]+:")
 _BLOB_TYPES = {"TINYBLOB", "BLOB", "MEDIUMBLOB", "LONGBLOB", "BYTEA"}
-_BLOB_HEADS = (b"mYm\0", b"dj0\0")
-_ZL = b"ZL123\0"
+_BLOB_HEADS = (MYM, DJ0)
+_ZL = ZL123
 
 
 def dj2_hash(data: bytes) -> str:

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 import sa_djblob as djb
-from sa_djblob import _bigvalues, _codec
+from sa_djblob import _bigvalues, _codec, _framing
 from sa_djblob._layout import content_hash
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ def test_streamed_blob_is_byte_for_byte_what_pack_gives(dtype: str, compress: bo
 def test_streamed_compression_matches_pack_above_the_parallel_threshold(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_codec, "_PARALLEL_ABOVE", 1 << 16)
+    monkeypatch.setattr(_framing, "_PARALLEL_ABOVE", 1 << 16)
     a = _array("<f8", (300, 400), smooth=True)
     for view in (a, a.T, a[:, ::2]):
         assert _bigvalues.pack_parts(view) == _codec.pack(view)

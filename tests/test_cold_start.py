@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 import sa_djblob as djb
-from sa_djblob import _codec, _layout, pack, unpack
+from sa_djblob import _codec, _framing, _layout, pack, unpack
 from sa_djblob._externals import write as _write
 
 
@@ -42,7 +42,7 @@ class _CountingZlib:
 @pytest.fixture
 def counting_zlib(monkeypatch: pytest.MonkeyPatch) -> _CountingZlib:
     counting = _CountingZlib()
-    monkeypatch.setattr(_codec, "zlib", counting)
+    monkeypatch.setattr(_framing, "zlib", counting)
     return counting
 
 
@@ -74,7 +74,7 @@ def test_small_random_arrays_do_not_call_zlib(counting_zlib: _CountingZlib) -> N
 )
 def test_small_compressible_values_are_still_compressed(value: Any) -> None:
     plain = pack(value, compress=False)
-    assert _codec.COMPRESS_THRESHOLD < len(plain) <= _codec._SMALL
+    assert _codec.COMPRESS_THRESHOLD < len(plain) <= _framing._SMALL
     blob = pack(value)
     assert blob.startswith(_codec.ZL123)
     assert zlib.decompress(blob[14:]) == plain

@@ -60,9 +60,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from .._area import Area, check_owner, resolve_schema
 from .._attach import decode_inrow
+from .._codec import DJ0, MYM
 from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import ConfigError, IntegrityError, SaDjblobError
+from .._framing import ZL123
 from .._layout import attachment_prefix, content_hash, copy_hashed, hash_stream
 from .._pool import run_all
 from .._util import discard
@@ -617,7 +619,7 @@ class _Mover:
             pos = "" if fn == "LEFT" else "1, "
             head4, head6 = f"{fn}({c}, {pos}4)", f"{fn}({c}, {pos}6)"
             lit = "X'{}'"
-        mym, dj0, zl = (lit.format(h.hex()) for h in (b"mYm\0", b"dj0\0", b"ZL123\0"))
+        mym, dj0, zl = (lit.format(h.hex()) for h in (MYM, DJ0, ZL123))
         return f"{c} IS NULL OR {head4} IN ({mym}, {dj0}) OR {head6} = {zl}"
 
     def sqlite_check_clause(self) -> str:

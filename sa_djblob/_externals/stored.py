@@ -29,8 +29,9 @@ from .._dialects import concat_ref
 from .._exceptions import IntegrityError, SaDjblobError
 from .._fetch import open_payload
 from .._kinds import Kind, kind
-from .._layout import attachment_prefix, file_matches, new_hasher
+from .._layout import attachment_prefix, file_matches
 from .._pool import call
+from .._verify import VerifyingReader
 from ..stores import Store, get_store
 from ..stores.base import COPY_CHUNK, MAX_URL_EXPIRY
 from .read import Resolved, _base_table
@@ -82,7 +83,18 @@ class StoredObject:
         except BaseException:
             stack.close()
             raise
-        raw = _VerifiedReader(self, store, src, stack)
+        raw = VerifyingReader(
+            src,
+            key=self.key,
+            algorithm=store.hash,
+            prefix=self._prefix(),
+            size=self.size,
+            error=lambda: IntegrityError(
+                f"payload {self.key} in store {self.store!r} at {self.path} does not match"
+                f" its hash ({store.hash}): it was changed or corrupted"
+            ),
+            on_close=stack.close,
+        )
         return io.BufferedReader(raw, COPY_CHUNK)
 
     def url(self, expires_in: int = 3600) -> str:
@@ -124,80 +136,6 @@ class StoredObject:
             fill,
             folder,
         )
-
-
-class _VerifiedReader(io.RawIOBase):
-    """The payload's bytes, hashed on the way. The last byte is held back until the
-    source has ended and the hash (and size) matched: a reader never receives the whole
-    of an object that does not verify, however it reads."""
-
-    def __init__(
-        self, obj: StoredObject, store: Store, src: BinaryIO, stack: contextlib.ExitStack
-    ) -> None:
-        self._obj = obj
-        self._store = store
-        self._src = src
-        self._stack = stack
-        self._hasher = new_hasher(store.hash)
-        self._hasher.update(obj._prefix())
-        self._read = 0
-        self._held = b""  # the last byte read from the source, not handed out yet
-        self._ended = False  # verified, and every byte handed out
-        self._failed: IntegrityError | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._failed is not None:
-            raise self._failed
-        view = memoryview(buffer).cast("B")
-        if self._ended or not view:
-            return 0
-        while True:
-            data = self._src.read(len(view))
-            if not data:
-                self._verify()
-                n = len(self._held)
-                view[:n] = self._held
-                self._held = b""
-                self._ended = True
-                return n
-            self._hasher.update(data)
-            self._read += len(data)
-            if self._obj.size is not None and self._read > self._obj.size:
-                self._fail()
-            held = len(self._held)
-            n = held + len(data) - 1  # <= len(view): at most one byte was held
-            if n:
-                view[:held] = self._held
-                view[held:n] = memoryview(data)[:-1]
-                self._held = data[-1:]
-                return n
-            self._held = data  # the first byte: keep it, read on
-
-    def _verify(self) -> None:
-        key = uuid.UUID(bytes=self._hasher.digest()[:16])
-        obj = self._obj
-        if key != obj.key or (obj.size is not None and self._read != obj.size):
-            self._fail()
-
-    def _fail(self) -> None:
-        obj = self._obj
-        self._held = b""
-        self._failed = IntegrityError(
-            f"payload {obj.key} in store {obj.store!r} at {obj.path} does not match its"
-            f" hash ({self._store.hash}): it was changed or corrupted"
-        )
-        raise self._failed
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            super().close()
-        finally:
-            self._stack.close()
 
 
 class StoredResult(TypeDecorator[Any]):

@@ -44,7 +44,7 @@ by hash so a sweep always ends:
 If the process dies or the commit fails between 3 and 5, the transaction rolls back: the
 rows come back, still unreferenced (we held their locks), now without payloads. That
 breaks nothing: no committed row references them, the next writer of the same content
-finds the row, checks the store, and uploads the payload again (write path step 3), and
+finds the row, checks the store, and uploads the payload again (write path step 4), and
 ``verify(include_unused=True)`` lists them meanwhile. A writer that raced with the batch
 waited on the row lock, and after the commit creates the row again and uploads again.
 
@@ -77,7 +77,6 @@ import collections
 import datetime
 import functools
 import itertools
-import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -94,6 +93,7 @@ from .._exceptions import MissingPayloadError, SaDjblobError, StoreError
 from .._kinds import Kind
 from .._layout import (
     content_hash,
+    parse_payload_name,
     reserved_path,
     subfold,
 )
@@ -114,7 +114,6 @@ DEFAULT_BATCH = 1000
 DEFAULT_GRACE = datetime.timedelta(hours=1)
 _ATTEMPTS = 5
 _T = TypeVar("_T")
-_NAME = re.compile(r"([0-9a-f]{32})(?:\.(.+))?", re.DOTALL)
 
 # A test hook: called after a batch's payloads were removed, before its commit.
 _after_remove: Callable[[str, list[PurePosixPath]], None] | None = None
@@ -314,7 +313,7 @@ class _Sweeper:
 
     def owns_area(self, conn: Connection, *, claim: bool) -> bool:
         """Whether this database owns ``<location>/<schema>/``: only then are payloads
-        there that it does not know orphans (see :mod:`.owner`)."""
+        there that it does not know orphans (see :func:`sa_djblob._area.check_owner`)."""
         try:
             check_owner(conn, self.area, claim=claim, fresh=True)
         except StoreError as exc:  # another owner's area, or an unreadable marker
@@ -467,11 +466,10 @@ class _Sweeper:
         (*listing*: one chunk of the listing)."""
         parsed: list[_Orphan] = []
         for info in listing:
-            m = _NAME.fullmatch(info.path.name)
-            if m is None:
+            parsed_name = parse_payload_name(info.path.name)
+            if parsed_name is None:
                 continue
-            key = uuid.UUID(hex=m.group(1))
-            name = m.group(2)
+            key, name = parsed_name
             if not self.at_layout_path(info.path, key):
                 continue  # not where we would have put it: not ours
             parsed.append((key, name, info))

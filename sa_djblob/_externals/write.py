@@ -1,15 +1,18 @@
-"""The write path of external values, following the locking protocol (docs/design.md):
+"""The write path of external values, following the locking protocol (docs/design.md,
+"The write path", whose step numbers these are):
 
-1. pack (blob) or stream-hash (attach) the value: key H. This happens where SQLAlchemy
-   converts the statement's values (the type's bind processing), so every statement
-   form that binds a value reaches it: ``values()`` and multi-row ``values([...])``,
-   executemany parameters, ``bindparam()``, upserts' ``set_``, ORM flushes and ORM
-   bulk statements;
-2. before the statement is sent (``before_cursor_execute``), for each store: insert
+1. ``before_execute`` notes the statement (its connection and execution options) for the
+   values about to be bound;
+2. pack (blob) or stream-hash (attach, filepath) the value: key H. This happens where
+   SQLAlchemy converts the statement's values (the type's bind processing), so every
+   statement form that binds a value reaches it: ``values()`` and multi-row
+   ``values([...])``, executemany parameters, ``bindparam()``, upserts' ``set_``, ORM
+   flushes and ORM bulk statements;
+3. before the statement is sent (``before_cursor_execute``), for each store: insert
    the externals rows that are missing and hold a shared lock on all of them;
-3. upload the payloads whose row this transaction created, and those found missing
+4. upload the payloads whose row this transaction created, and those found missing
    (or of the wrong size) in the store;
-4. the statement carries H; the foreign key makes the database enforce it.
+5. the statement runs and carries H; the foreign key makes the database enforce it.
 
 All of it runs on the caller's connection, inside the caller's transaction, with the
 statement's own execution options (a ``schema_translate_map`` reaches the externals
@@ -134,7 +137,7 @@ def bind_external(kind: Kind, store_name: str, value: Any, dialect: Dialect) -> 
     return payload.key.bytes
 
 
-# -- step 2: upsert and lock the externals rows ------------------------------
+# -- step 3: upsert and lock the externals rows ------------------------------
 
 
 def _check_stored_name(ext: sa.Table, key: uuid.UUID, wanted: Any, stored: Any) -> None:
@@ -225,7 +228,7 @@ def claim_rows(
     )
 
 
-# -- step 3: make sure the payloads are in their stores ------------------------
+# -- step 4: make sure the payloads are in their stores ------------------------
 
 
 def _serial(items: list[tuple[Area, Payload]]) -> bool:
