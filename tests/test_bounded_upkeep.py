@@ -124,8 +124,13 @@ def test_dry_run_memory_is_bounded_and_counts_everything(setup: Any) -> None:
     _bounded(small, large)
 
 
-def test_verify_memory_is_bounded_by_the_page_not_the_table(setup: Any) -> None:
+def test_verify_memory_is_bounded_by_the_page_not_the_table(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     djb.config["threads"] = 2  # each payload in flight has its read buffer
+    # pages of BATCH rows, so that SMALL entries already take several full pages (with the
+    # default 1,000-row page, SMALL would hold one partial page and LARGE full ones)
+    monkeypatch.setattr("sa_djblob._externals.verify.DEFAULT_BATCH", BATCH)
     reports = []
 
     def verify(ext: djb.ExternalTable) -> None:

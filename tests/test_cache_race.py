@@ -115,7 +115,7 @@ def test_open_verified(tmp_path: Path) -> None:
         entry.unlink()  # evicted while open: the handle still reads the whole entry
         assert f.read() == data
     entry = cache.put(key, data)
-    entry.write_bytes(b"x" + data[1:])  # corrupt: dropped, a miss
+    entry.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # corrupt: dropped, a miss
     assert cache.open_verified(key) is None
     assert cache.path(key) is None
     prefix = attachment_prefix("a.txt")
