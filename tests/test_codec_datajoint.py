@@ -24,6 +24,9 @@ from test_datajoint_interop import dj_python  # noqa: F401  (the session fixture
 import sa_djblob as djb
 from sa_djblob import MatCell, pack, unpack
 
+# DataJoint runs in its own virtualenv: not in `make test-fast`
+pytestmark = pytest.mark.slow
+
 NAMES = {"np": np, "datetime": datetime, "uuid": uuid, "Decimal": Decimal, "MatCell": MatCell}
 
 EXPRESSIONS = [
@@ -185,9 +188,6 @@ import json, sys
 import numpy as np
 from datajoint import blob
 from datajoint.settings import config
-
-# DataJoint runs in its own virtualenv: not in `make test-fast`
-pytestmark = pytest.mark.slow
 config["enable_python_native_blobs"] = True
 
 def describe(v):
