@@ -416,12 +416,13 @@ def test_writer_killed_before_commit_leaves_an_orphan_the_sweep_collects(
     live = referenced(engine, t)
     proc = _run_until(
         [
-            str(HELPERS / "dj2_writer_killed.py"),
+            str(HELPERS / "writer_killed.py"),
             _url(engine),
             json.dumps(shared_store),
             t.name,
             "2",
             "2",
+            "dj2",
         ],
         "UPLOADED",
     )
