@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import Database
-from helpers.dj_venv import run_side
+from helpers.dj_venv import run_side, side_config
 
 import sa_djblob as djb
 from sa_djblob import dj2
@@ -57,23 +57,9 @@ def item_table(metadata: sa.MetaData, name: str) -> sa.Table:
 
 @pytest.fixture
 def setup(database: Database, backend: str, tmp_path: Path, dj2_python: Path) -> dict[str, Any]:
-    store = tmp_path / "store"
-    store.mkdir()
-    io = tmp_path / "io"
-    io.mkdir()
+    cfg = side_config(database.url, backend, database.default_schema, tmp_path)
+    store, io = Path(cfg["store"]), Path(cfg["io"])
     djb.config["stores"] = {"local": {"protocol": "file", "location": str(store)}}
-    url = database.url
-    cfg = {
-        "backend": backend,
-        "host": url.host or "127.0.0.1",
-        "port": url.port or (3306 if backend == "mysql" else 5432),
-        "user": url.username or ("root" if backend == "mysql" else "postgres"),
-        "password": url.password or "",
-        "dbname": url.database,
-        "schema": database.default_schema,
-        "store": str(store),
-        "io": str(io),
-    }
     return {"cfg": cfg, "io": io, "python": dj2_python, "store": store}
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import Database
-from helpers.dj_venv import ROOT, run_side
+from helpers.dj_venv import ROOT, run_side, side_config
 
 import sa_djblob as djb
 from sa_djblob.datajoint import declare_datajoint_tables
@@ -65,21 +65,9 @@ def item_table(metadata: sa.MetaData, name: str) -> sa.Table:
 
 @pytest.fixture
 def setup(database: Database, tmp_path: Path, dj_python: Path) -> dict[str, Any]:
-    store = tmp_path / "store"
-    store.mkdir()
-    io = tmp_path / "io"
-    io.mkdir()
+    cfg = side_config(database.url, database.backend, database.default_schema, tmp_path)
+    store, io = Path(cfg["store"]), Path(cfg["io"])
     djb.config["stores"] = {"local": {"protocol": "file", "location": str(store)}}
-    url = database.url
-    cfg = {
-        "host": url.host or "127.0.0.1",
-        "port": url.port or 3306,
-        "user": url.username or "root",
-        "password": url.password or "",
-        "database": url.database,
-        "store": str(store),
-        "io": str(io),
-    }
     return {"cfg": cfg, "io": io, "python": dj_python}
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from conftest import Database
-from helpers.dj_venv import run_side
+from helpers.dj_venv import run_side, side_config
 
 import sa_djblob as djb
 from sa_djblob import dj2convert
@@ -50,24 +50,9 @@ def run_convert_side(python: Path, command: str, cfg: dict[str, Any], io: Path) 
 
 @pytest.fixture
 def setup(database: Database, backend: str, tmp_path: Path) -> dict[str, Any]:
-    store = tmp_path / "store"
-    store.mkdir()
-    io = tmp_path / "io"
-    io.mkdir()
+    cfg = side_config(database.url, backend, database.default_schema, tmp_path)
+    store, io = Path(cfg["store"]), Path(cfg["io"])
     djb.config["stores"] = {"local": {"protocol": "file", "location": str(store)}}
-    url = database.url
-    cfg = {
-        "backend": backend,
-        "host": url.host or "127.0.0.1",
-        "port": url.port or (3306 if backend == "mysql" else 5432),
-        "user": url.username or ("root" if backend == "mysql" else "postgres"),
-        "password": url.password or "",
-        "dbname": url.database,
-        "database": database.default_schema,  # DataJoint 0.14's name for it
-        "schema": database.default_schema,
-        "store": str(store),
-        "io": str(io),
-    }
     return {"cfg": cfg, "io": io, "store": store}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from packaging.requirements import Requirement
+from sqlalchemy.engine import URL
 
 HELPERS = Path(__file__).resolve().parent
 ROOT = HELPERS.parent.parent
@@ -74,6 +75,29 @@ def datajoint_python(venv_dir: Path, requirement: str) -> Path:
             f"{requirement!r} is not importable in {venv_dir} (found {version!r})"
         )
     return python
+
+
+def side_config(url: URL, backend: str, schema: str, tmp_path: Path) -> dict[str, Any]:
+    """A DataJoint side's CONFIG.json: the test database, its schema (``schema``, and
+    ``database`` as DataJoint 0.14 names it), and two new folders under ``tmp_path``: the
+    file store (``store``) and the files exchanged with the test (``io``)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    io = tmp_path / "io"
+    io.mkdir()
+    mysql = backend == "mysql"
+    return {
+        "backend": backend,
+        "host": url.host or "127.0.0.1",
+        "port": url.port or (3306 if mysql else 5432),
+        "user": url.username or ("root" if mysql else "postgres"),
+        "password": url.password or "",
+        "dbname": url.database,
+        "database": schema,
+        "schema": schema,
+        "store": str(store),
+        "io": str(io),
+    }
 
 
 def run_side(
