@@ -25,6 +25,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from helpers.dj_venv import (
+    DJ2_REQUIREMENT,
+    DJ2_VENV,
+    DJ_REQUIREMENT,
+    DJ_VENV,
+    DataJointUnavailable,
+    datajoint_python,
+)
 from sqlalchemy.engine import URL, make_url
 
 import sa_djblob as djb
@@ -349,3 +357,23 @@ def shared_store(store_spec: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """Configure store 'shared' of the parametrized kind (and a cache for S3)."""
     djb.config["stores"] = {"shared": store_spec}
     return store_spec
+
+
+@pytest.fixture(scope="session")
+def dj_python() -> Path:
+    """The interpreter of a virtualenv with DataJoint 0.14 (created once, then reused)."""
+    try:
+        return datajoint_python(DJ_VENV, DJ_REQUIREMENT)
+    except DataJointUnavailable as exc:
+        unavailable(str(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
+def dj2_python() -> Path:
+    """The interpreter of a virtualenv with DataJoint 2.3.5 (created once, then reused)."""
+    try:
+        return datajoint_python(DJ2_VENV, DJ2_REQUIREMENT)
+    except DataJointUnavailable as exc:
+        unavailable(str(exc))
+        raise

@@ -1,9 +1,9 @@
 """The codec against the real DataJoint 0.14 packer and reader (no database needed).
 
-DataJoint runs in its own virtualenv (the ``dj_python`` fixture of
-``test_datajoint_interop.py``). Each value below is given as an expression that both
-sides evaluate; DataJoint packs it and reads back our bytes, and we compare types,
-dtypes and values both ways: numpy scalars come back as numpy scalars on both sides.
+DataJoint runs in its own virtualenv (the ``dj_python`` fixture of ``conftest.py``).
+Each value below is given as an expression that both sides evaluate; DataJoint packs it
+and reads back our bytes, and we compare types, dtypes and values both ways: numpy
+scalars come back as numpy scalars on both sides.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers.codec import assert_same
-from test_datajoint_interop import dj_python  # noqa: F401  (the session fixture)
 
 import sa_djblob as djb
 from sa_djblob import MatCell, pack, unpack
@@ -113,7 +112,7 @@ def _describe(v: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def datajoint_side(dj_python: Path) -> dict[str, Any]:  # noqa: F811
+def datajoint_side(dj_python: Path) -> dict[str, Any]:
     job = {
         "expressions": EXPRESSIONS,
         "ours": {e: pack(eval(e, NAMES), compress=False).hex() for e in EXPRESSIONS},
@@ -230,7 +229,7 @@ def _describe_cell(v: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def datajoint_cells(dj_python: Path) -> dict[str, Any]:  # noqa: F811
+def datajoint_cells(dj_python: Path) -> dict[str, Any]:
     job = {name: pack(cell, compress=False).hex() for name, cell in CELLS.items()}
     r = subprocess.run(
         [str(dj_python), "-c", DJ_CELL_SCRIPT],
@@ -274,7 +273,7 @@ def test_matlab_cells_of_numbers_and_strings_read_as_numpy_arrays() -> None:
     )
 
 
-def test_datajoint_reads_the_blobs_pack_keeps_readable(dj_python: Path) -> None:  # noqa: F811
+def test_datajoint_reads_the_blobs_pack_keeps_readable(dj_python: Path) -> None:
     # compressed as DataJoint does, this value would need more than max_expansion times
     # its blob to read; pack leaves the blob's end uncompressed, DataJoint reads it as is
     value = [Decimal("0")] * 100_000

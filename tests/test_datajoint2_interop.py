@@ -1,8 +1,9 @@
 """Both directions with the real DataJoint 2.3.5, on MariaDB/MySQL and PostgreSQL.
 
 DataJoint 2.3.5 runs in its own virtualenv (``.venv-dj2``, created on first use and kept;
-``SA_DJBLOB_DJ2_VENV`` names another), as a subprocess (``tests/helpers/dj2_side.py``)
-talking to the same database and file store folder as sa_djblob. Expected values come
+``SA_DJBLOB_DJ2_VENV`` names another: the ``dj2_python`` fixture), as a subprocess
+(``tests/helpers/dj2_side.py``) talking to the same database and file store folder as
+sa_djblob. Expected values come
 from ``tests/helpers/dj_common.py``, which both sides import.
 
 1. DataJoint declares a table with ``<blob>``, ``<attach>``, ``<blob@local>``,
@@ -16,10 +17,7 @@ from ``tests/helpers/dj_common.py``, which both sides import.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import venv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,8 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import Database, unavailable
+from conftest import Database
+from helpers.dj_venv import run_side, side_config
 
 import sa_djblob as djb
 from sa_djblob import dj2
@@ -36,64 +35,11 @@ HELPERS = Path(__file__).parent / "helpers"
 sys.path.insert(0, str(HELPERS))
 from dj_common import blob_values, describe, describe_file, write_attachments  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-DJ2_VENV = Path(os.environ.get("SA_DJBLOB_DJ2_VENV", ROOT / ".venv-dj2"))
-DJ2_REQUIREMENT = "datajoint[postgres]==2.3.5"
-
 pytestmark = [pytest.mark.slow, pytest.mark.backends("mysql", "postgresql")]
 
 
-def _version(python: Path) -> str | None:
-    if not python.exists():
-        return None
-    r = subprocess.run(
-        [str(python), "-W", "ignore", "-c", "import datajoint; print(datajoint.__version__)"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return r.stdout.strip() if r.returncode == 0 else None
-
-
-@pytest.fixture(scope="session")
-def dj2_python() -> Path:
-    """The interpreter of a virtualenv with DataJoint 2.3.5 (created once, then reused)."""
-    python = DJ2_VENV / "bin" / "python"
-    version = _version(python)
-    if version is None:
-        try:
-            if not python.exists():
-                venv.EnvBuilder(with_pip=True, clear=True).create(DJ2_VENV)
-            r = subprocess.run(
-                [str(python), "-m", "pip", "install", "-q", DJ2_REQUIREMENT],
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            unavailable(f"cannot create the DataJoint 2.x virtualenv {DJ2_VENV}: {exc}")
-        if r.returncode != 0:
-            tail = (r.stderr or r.stdout).strip().splitlines()[-5:]
-            unavailable(f"pip install {DJ2_REQUIREMENT!r} failed: {' | '.join(tail)}")
-        version = _version(python)
-    if version != "2.3.5":
-        unavailable(f"DataJoint 2.3.5 is not importable in {DJ2_VENV} (found {version!r})")
-    return python
-
-
 def run_dj2(python: Path, command: str, cfg: dict[str, Any], io: Path) -> dict[str, Any]:
-    cfg_file = io / "dj2-config.json"
-    cfg_file.write_text(json.dumps(cfg))
-    r = subprocess.run(
-        [str(python), "-W", "ignore", str(HELPERS / "dj2_side.py"), command, str(cfg_file)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=io,
-    )
-    assert r.returncode == 0, f"DataJoint 2.x side '{command}' failed:\n{r.stderr[-4000:]}"
-    result: dict[str, Any] = json.loads((io / f"{command}-result.json").read_text())
-    return result
+    return run_side(python, "dj2_side.py", command, cfg, io)
 
 
 def item_table(metadata: sa.MetaData, name: str) -> sa.Table:
@@ -111,23 +57,9 @@ def item_table(metadata: sa.MetaData, name: str) -> sa.Table:
 
 @pytest.fixture
 def setup(database: Database, backend: str, tmp_path: Path, dj2_python: Path) -> dict[str, Any]:
-    store = tmp_path / "store"
-    store.mkdir()
-    io = tmp_path / "io"
-    io.mkdir()
+    cfg = side_config(database.url, backend, database.default_schema, tmp_path)
+    store, io = Path(cfg["store"]), Path(cfg["io"])
     djb.config["stores"] = {"local": {"protocol": "file", "location": str(store)}}
-    url = database.url
-    cfg = {
-        "backend": backend,
-        "host": url.host or "127.0.0.1",
-        "port": url.port or (3306 if backend == "mysql" else 5432),
-        "user": url.username or ("root" if backend == "mysql" else "postgres"),
-        "password": url.password or "",
-        "dbname": url.database,
-        "schema": database.default_schema,
-        "store": str(store),
-        "io": str(io),
-    }
     return {"cfg": cfg, "io": io, "python": dj2_python, "store": store}
 
 

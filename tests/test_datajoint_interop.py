@@ -1,8 +1,9 @@
 """Both directions with the real DataJoint 0.14, on MariaDB/MySQL.
 
-DataJoint runs in its own virtualenv (``.venv-dj``, created on first use and kept), as a
-subprocess (``tests/helpers/dj_side.py``) that talks to the same database and the same
-file store folder as sa_djblob. Expected values come from ``tests/helpers/dj_common.py``,
+DataJoint runs in its own virtualenv (``.venv-dj``, created on first use and kept: the
+``dj_python`` fixture, ``tests/helpers/dj_venv.py``), as a subprocess
+(``tests/helpers/dj_side.py``) that talks to the same database and the same file store
+folder as sa_djblob. Expected values come from ``tests/helpers/dj_common.py``,
 which both sides import; results travel as JSON files.
 
 1. DataJoint declares tables and writes blob / blob@store / attach / attach@store values:
@@ -17,19 +18,17 @@ which both sides import; results travel as JSON files.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import uuid
-import venv
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import Database, unavailable
+from conftest import Database
+from helpers.dj_venv import ROOT, run_side, side_config
 
 import sa_djblob as djb
 from sa_djblob.datajoint import declare_datajoint_tables
@@ -47,65 +46,9 @@ from dj_common import (  # noqa: E402
 # DataJoint runs in its own virtualenv: not in `make test-fast`
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-DJ_VENV = Path(os.environ.get("SA_DJBLOB_DJ_VENV", ROOT / ".venv-dj"))
-DJ_REQUIREMENT = "datajoint>=0.14,<0.15"
-
-
-def _dj_python() -> Path:
-    return DJ_VENV / "bin" / "python"
-
-
-def _dj_version(python: Path) -> str | None:
-    if not python.exists():
-        return None
-    r = subprocess.run(
-        [str(python), "-c", "import datajoint; print(datajoint.__version__)"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return r.stdout.strip() if r.returncode == 0 else None
-
-
-@pytest.fixture(scope="session")
-def dj_python() -> Path:
-    """The interpreter of a virtualenv with DataJoint 0.14 (created once, then reused)."""
-    python = _dj_python()
-    version = _dj_version(python)
-    if version is None:
-        try:
-            if not python.exists():
-                venv.EnvBuilder(with_pip=True, clear=True).create(DJ_VENV)
-            r = subprocess.run(
-                [str(python), "-m", "pip", "install", "-q", DJ_REQUIREMENT],
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            unavailable(f"cannot create the DataJoint virtualenv {DJ_VENV}: {exc}")
-        if r.returncode != 0:
-            tail = (r.stderr or r.stdout).strip().splitlines()[-5:]
-            unavailable(f"pip install {DJ_REQUIREMENT!r} failed: {' | '.join(tail)}")
-        version = _dj_version(python)
-    if version is None or not version.startswith("0.14."):
-        unavailable(f"DataJoint 0.14 is not importable in {DJ_VENV} (found {version!r})")
-    return python
-
 
 def run_dj(python: Path, command: str, cfg: dict[str, Any], io: Path) -> dict[str, Any]:
-    cfg_file = io / "dj-config.json"
-    cfg_file.write_text(json.dumps(cfg))
-    r = subprocess.run(
-        [str(python), str(HELPERS / "dj_side.py"), command, str(cfg_file)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=io,
-    )
-    assert r.returncode == 0, f"DataJoint side '{command}' failed:\n{r.stderr[-4000:]}"
-    return json.loads((io / f"{command}-result.json").read_text())
+    return run_side(python, "dj_side.py", command, cfg, io)
 
 
 def item_table(metadata: sa.MetaData, name: str) -> sa.Table:
@@ -122,21 +65,9 @@ def item_table(metadata: sa.MetaData, name: str) -> sa.Table:
 
 @pytest.fixture
 def setup(database: Database, tmp_path: Path, dj_python: Path) -> dict[str, Any]:
-    store = tmp_path / "store"
-    store.mkdir()
-    io = tmp_path / "io"
-    io.mkdir()
+    cfg = side_config(database.url, database.backend, database.default_schema, tmp_path)
+    store, io = Path(cfg["store"]), Path(cfg["io"])
     djb.config["stores"] = {"local": {"protocol": "file", "location": str(store)}}
-    url = database.url
-    cfg = {
-        "host": url.host or "127.0.0.1",
-        "port": url.port or 3306,
-        "user": url.username or "root",
-        "password": url.password or "",
-        "database": url.database,
-        "store": str(store),
-        "io": str(io),
-    }
     return {"cfg": cfg, "io": io, "python": dj_python}
 
 

@@ -12,9 +12,6 @@ import itertools
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path, PurePosixPath
@@ -24,7 +21,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import Database
-from helpers.common import value
+from helpers.common import kill, run_until, url_with_password, value
 
 import sa_djblob as djb
 from sa_djblob import dj2
@@ -372,37 +369,6 @@ def test_sweeps_racing_writers_never_delete_a_committed_rows_object(
     assert objects(schema) == live, summary
 
 
-def _url(engine: sa.Engine) -> str:
-    return engine.url.render_as_string(hide_password=False)
-
-
-def _run_until(args: list[str], marker: str, timeout: float = 60) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HELPERS.parent.parent), *sys.path])}
-    proc = subprocess.Popen(
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith(marker):
-            return proc
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    _, err = proc.communicate(timeout=10)
-    raise AssertionError(f"{args[0]} never printed {marker!r}: {err[-2000:]}")
-
-
-def _kill(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL
-    for stream in (proc.stdout, proc.stderr):
-        if stream:
-            stream.close()
-
-
 @pytest.mark.slow
 @pytest.mark.backends("mysql", "postgresql")
 @pytest.mark.parametrize("store_kind", ["file", "s3"])
@@ -414,18 +380,19 @@ def test_writer_killed_before_commit_leaves_an_orphan_the_sweep_collects(
     schema = database.default_schema
     _rows(t, engine, range(1))
     live = referenced(engine, t)
-    proc = _run_until(
+    proc = run_until(
         [
-            str(HELPERS / "dj2_writer_killed.py"),
-            _url(engine),
+            str(HELPERS / "writer_killed.py"),
+            url_with_password(engine),
             json.dumps(shared_store),
             t.name,
             "2",
             "2",
+            "dj2",
         ],
         "UPLOADED",
     )
-    _kill(proc)
+    kill(proc)
     orphans = objects(schema) - live
     assert len(orphans) == 1, "the killed writer's upload is an orphan"
     deadline = time.monotonic() + 20
@@ -457,8 +424,8 @@ def test_sweep_killed_before_commit_loses_nothing_referenced(
         conn.execute(sa.delete(t).where(t.c.id >= 3))
     live = referenced(engine, t)
     assert len(objects(schema) - live) == 3
-    proc = _run_until(
-        [str(HELPERS / "dj2_sweep_killed.py"), _url(engine), json.dumps(shared_store)],
+    proc = run_until(
+        [str(HELPERS / "dj2_sweep_killed.py"), url_with_password(engine), json.dumps(shared_store)],
         "DELETED",
     )
     # while the killed sweep holds its claims, a writer of a swept value waits, then
@@ -475,7 +442,7 @@ def test_sweep_killed_before_commit_loses_nothing_referenced(
     writer = threading.Thread(target=write_again)
     writer.start()
     writer.join(1.0)
-    _kill(proc)
+    kill(proc)
     writer.join(30)
     assert not writer.is_alive() and "error" not in result, result
     store = djb.get_store("shared")

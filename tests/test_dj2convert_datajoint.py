@@ -1,8 +1,9 @@
 """Converting with the real DataJoint on both sides: 0.14 writes, 2.3.5 reads.
 
-DataJoint 0.14 runs in ``.venv-dj`` (as in ``test_datajoint_interop.py``), DataJoint
-2.3.5 in ``.venv-dj2`` (``SA_DJBLOB_DJ2_VENV`` names another), each created on first use
-and kept, each a subprocess talking to the same database and file store folder.
+DataJoint 0.14 runs in ``.venv-dj``, DataJoint 2.3.5 in ``.venv-dj2`` (the ``dj_python``
+and ``dj2_python`` fixtures; ``SA_DJBLOB_DJ_VENV`` / ``SA_DJBLOB_DJ2_VENV`` name others),
+each created on first use and kept, each a subprocess talking to the same database and
+file store folder.
 
 * MariaDB: DataJoint 0.14 declares and fills a schema (``blob``, ``blob@local``,
   ``attach``, ``attach@local``, a lookup table); after ``dj2convert.convert`` DataJoint
@@ -15,18 +16,14 @@ and kept, each a subprocess talking to the same database and file store folder.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-import venv
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Database, unavailable
-from test_datajoint_interop import dj_python, run_dj  # noqa: F401 - a fixture
+from conftest import Database
+from helpers.dj_venv import run_side, side_config
 
 import sa_djblob as djb
 from sa_djblob import dj2convert
@@ -40,86 +37,22 @@ from dj_common import (  # noqa: E402
     write_attachments,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DJ2_VENV = Path(os.environ.get("SA_DJBLOB_DJ2_VENV", ROOT / ".venv-dj2"))
-DJ2_REQUIREMENT = "datajoint[postgres]==2.3.5"
-
 pytestmark = pytest.mark.slow
 
 
-def _version(python: Path) -> str | None:
-    if not python.exists():
-        return None
-    r = subprocess.run(
-        [str(python), "-W", "ignore", "-c", "import datajoint; print(datajoint.__version__)"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return r.stdout.strip() if r.returncode == 0 else None
+def run_dj(python: Path, command: str, cfg: dict[str, Any], io: Path) -> dict[str, Any]:
+    return run_side(python, "dj_side.py", command, cfg, io)
 
 
-@pytest.fixture(scope="session")
-def dj2_python() -> Path:
-    """The interpreter of a virtualenv with DataJoint 2.3.5 (created once, then reused)."""
-    python = DJ2_VENV / "bin" / "python"
-    version = _version(python)
-    if version is None:
-        try:
-            if not python.exists():
-                venv.EnvBuilder(with_pip=True, clear=True).create(DJ2_VENV)
-            r = subprocess.run(
-                [str(python), "-m", "pip", "install", "-q", DJ2_REQUIREMENT],
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            unavailable(f"cannot create the DataJoint 2.x virtualenv {DJ2_VENV}: {exc}")
-        if r.returncode != 0:
-            tail = (r.stderr or r.stdout).strip().splitlines()[-5:]
-            unavailable(f"pip install {DJ2_REQUIREMENT!r} failed: {' | '.join(tail)}")
-        version = _version(python)
-    if version != "2.3.5":
-        unavailable(f"DataJoint 2.3.5 is not importable in {DJ2_VENV} (found {version!r})")
-    return python
-
-
-def run_side(python: Path, command: str, cfg: dict[str, Any], io: Path) -> dict[str, Any]:
-    cfg_file = io / f"{command}-config.json"
-    cfg_file.write_text(json.dumps(cfg))
-    r = subprocess.run(
-        [str(python), "-W", "ignore", str(HELPERS / "dj2convert_side.py"), command, str(cfg_file)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=io,
-    )
-    assert r.returncode == 0, f"DataJoint side '{command}' failed:\n{r.stderr[-4000:]}"
-    result: dict[str, Any] = json.loads((io / f"{command}-result.json").read_text())
-    return result
+def run_convert_side(python: Path, command: str, cfg: dict[str, Any], io: Path) -> dict[str, Any]:
+    return run_side(python, "dj2convert_side.py", command, cfg, io)
 
 
 @pytest.fixture
 def setup(database: Database, backend: str, tmp_path: Path) -> dict[str, Any]:
-    store = tmp_path / "store"
-    store.mkdir()
-    io = tmp_path / "io"
-    io.mkdir()
+    cfg = side_config(database.url, backend, database.default_schema, tmp_path)
+    store, io = Path(cfg["store"]), Path(cfg["io"])
     djb.config["stores"] = {"local": {"protocol": "file", "location": str(store)}}
-    url = database.url
-    cfg = {
-        "backend": backend,
-        "host": url.host or "127.0.0.1",
-        "port": url.port or (3306 if backend == "mysql" else 5432),
-        "user": url.username or ("root" if backend == "mysql" else "postgres"),
-        "password": url.password or "",
-        "dbname": url.database,
-        "database": database.default_schema,  # DataJoint 0.14's name for it
-        "schema": database.default_schema,
-        "store": str(store),
-        "io": str(io),
-    }
     return {"cfg": cfg, "io": io, "store": store}
 
 
@@ -150,7 +83,7 @@ def expected_params() -> list[dict[str, Any]]:
 def test_a_schema_datajoint_014_wrote_reads_identically_in_datajoint_2_after_conversion(
     setup: dict[str, Any],
     engine: sa.Engine,
-    dj_python: Path,  # noqa: F811 - the fixture
+    dj_python: Path,
     dj2_python: Path,
 ) -> None:
     out = run_dj(dj_python, "write", setup["cfg"], setup["io"])
@@ -171,7 +104,7 @@ def test_a_schema_datajoint_014_wrote_reads_identically_in_datajoint_2_after_con
             "a1": "trace.bin",
         },
     }
-    got = run_side(dj2_python, "read2", cfg, setup["io"])
+    got = run_convert_side(dj2_python, "read2", cfg, setup["io"])
     assert got["datajoint"] == "2.3.5"
     item = got["tables"]["dj_item"]
     assert item["heading"] == {
@@ -201,7 +134,7 @@ def test_a_schema_datajoint_014_wrote_reads_identically_in_datajoint_2_after_con
 def test_a_reverted_schema_reads_identically_in_datajoint_014(
     setup: dict[str, Any],
     engine: sa.Engine,
-    dj_python: Path,  # noqa: F811 - the fixture
+    dj_python: Path,
 ) -> None:
     out = run_dj(dj_python, "write", setup["cfg"], setup["io"])
     schema = setup["cfg"]["schema"]
@@ -209,7 +142,7 @@ def test_a_reverted_schema_reads_identically_in_datajoint_014(
     report = dj2convert.revert(engine, schema)
     assert report.ok, report.errors
     cfg = setup["cfg"] | {"tables": ["dj_item", "#dj_param"]}
-    got = run_side(dj_python, "read14", cfg, setup["io"])
+    got = run_convert_side(dj_python, "read14", cfg, setup["io"])
     assert got["tables"]["dj_item"]["rows"] == expected_items(out["rows"])
     assert got["tables"]["#dj_param"]["rows"] == expected_params()
 
@@ -260,6 +193,6 @@ def test_a_014_schema_on_postgresql_reads_identically_in_datajoint_2_after_conve
     report = dj2convert.convert(engine, setup["cfg"]["schema"])
     assert report.ok, report.errors
     cfg = setup["cfg"] | {"tables": ["dj_item"]}
-    got = run_side(dj2_python, "read2", cfg, setup["io"])
+    got = run_convert_side(dj2_python, "read2", cfg, setup["io"])
     assert got["tables"]["dj_item"]["rows"] == expected_items(rows)
     assert got["gc"]["hash_paths_orphaned"] == 0

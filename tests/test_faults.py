@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -15,45 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from helpers.common import make_table, store_paths, value
+from helpers.common import kill, make_table, run_until, store_paths, url_with_password, value
 
 import sa_djblob as djb
 
 HELPERS = Path(__file__).parent / "helpers"
 HOUR = datetime.timedelta(hours=1)
 ZERO = datetime.timedelta(0)
-
-
-def _url(engine: sa.Engine) -> str:
-    return engine.url.render_as_string(hide_password=False)
-
-
-def _run_until(args: list[str], marker: str, timeout: float = 60) -> subprocess.Popen[str]:
-    """Start a helper and wait until it prints *marker*."""
-    proc = subprocess.Popen(
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith(marker):
-            return proc
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    _, err = proc.communicate(timeout=10)
-    raise AssertionError(f"{args[0]} never printed {marker!r}: {err[-2000:]}")
-
-
-def _kill(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL
-    if proc.stdout:
-        proc.stdout.close()
-    if proc.stderr:
-        proc.stderr.close()
 
 
 def _wait_for_rollback(ext: djb.ExternalTable, want: int, timeout: float = 20) -> None:
@@ -73,10 +38,10 @@ def test_writer_killed_before_commit_leaves_an_orphan(
     ext = djb.externals(engine)["shared"]
     with engine.begin() as conn:
         conn.execute(sa.insert(table), {"id": 1, "b": value(1)})
-    proc = _run_until(
+    proc = run_until(
         [
             str(HELPERS / "writer_killed.py"),
-            _url(engine),
+            url_with_password(engine),
             json.dumps(shared_store),
             table.name,
             "2",
@@ -84,7 +49,7 @@ def test_writer_killed_before_commit_leaves_an_orphan(
         ],
         "UPLOADED",
     )
-    _kill(proc)
+    kill(proc)
     _wait_for_rollback(ext, 1)
     store = ext.store
     orphans = store_paths(ext) - {p for _, p in ext.paths()}
@@ -124,10 +89,11 @@ def test_sweep_killed_before_commit_loses_nothing_referenced(
     paths = dict(ext.paths())
     assert len(unused) == 3
 
-    proc = _run_until(
-        [str(HELPERS / "sweep_killed.py"), _url(engine), json.dumps(shared_store)], "REMOVED rows"
+    proc = run_until(
+        [str(HELPERS / "sweep_killed.py"), url_with_password(engine), json.dumps(shared_store)],
+        "REMOVED rows",
     )
-    _kill(proc)
+    kill(proc)
     _wait_for_rollback(ext, 6)
 
     store = ext.store

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime
 import os
-from pathlib import PurePosixPath
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -53,3 +57,38 @@ def backdate(store: djb.Store, path: PurePosixPath, age: datetime.timedelta) -> 
 def ids_and_values(engine: sa.Engine, table: sa.Table) -> dict[int, Any]:
     with engine.connect() as conn:
         return {r.id: r.b for r in conn.execute(sa.select(table.c.id, table.c.b))}
+
+
+def url_with_password(engine: sa.Engine) -> str:
+    """The engine's URL for a helper subprocess (the test database's, password included)."""
+    return engine.url.render_as_string(hide_password=False)
+
+
+def run_until(args: list[str], marker: str, timeout: float = 60) -> subprocess.Popen[str]:
+    """Start a helper script (with this checkout's sa_djblob) and wait until it prints *marker*."""
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *sys.path])}
+    proc = subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(marker):
+            return proc
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    _, err = proc.communicate(timeout=10)
+    raise AssertionError(f"{args[0]} never printed {marker!r}: {err[-2000:]}")
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL a helper started by ``run_until`` and close its pipes."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()

@@ -61,20 +61,30 @@ def _workarounds(backend: str) -> None:
         psycopg2.extensions.register_type(caster)
 
 
-def connect(cfg: dict[str, Any]) -> dj.Schema:
-    _workarounds(cfg["backend"])
-    dj.config["database.backend"] = cfg["backend"]
+def set_config(cfg: dict[str, Any]) -> None:
+    """The settings DataJoint 0.14 and 2.x share: server, credentials, store 'local'."""
     dj.config["database.host"] = cfg["host"]
     dj.config["database.port"] = int(cfg["port"])
     dj.config["database.user"] = cfg["user"]
     dj.config["database.password"] = cfg["password"]
-    if cfg["backend"] == "postgresql":
-        dj.config["database.name"] = cfg["dbname"]
     dj.config["database.use_tls"] = False
     dj.config["safemode"] = False
     dj.config["loglevel"] = "WARNING"
     dj.config["stores"] = {"local": {"protocol": "file", "location": cfg["store"]}}
-    dj.config["download_path"] = str(Path(cfg["io"]) / "dj-downloads")
+
+
+def configure(cfg: dict[str, Any]) -> None:
+    """DataJoint 2.3.5, with its workarounds, on the test's database and file store."""
+    _workarounds(cfg["backend"])
+    dj.config["database.backend"] = cfg["backend"]
+    if cfg["backend"] == "postgresql":
+        dj.config["database.name"] = cfg["dbname"]
+    set_config(cfg)
+    dj.config["download_path"] = str(Path(cfg["io"]) / "dj2-downloads")
+
+
+def connect(cfg: dict[str, Any]) -> dj.Schema:
+    configure(cfg)
     return dj.Schema(cfg["schema"])
 
 

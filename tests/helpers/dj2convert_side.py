@@ -9,11 +9,8 @@ folder for the files exchanged with the test, ``insert`` (read2) a row to insert
 first table after reading (attachments named by file name, blobs by dj_common name).
 Credentials are read from the file, never printed. Results: ``<command>-result.json``.
 
-DataJoint 2.3.5 needs two workarounds on our databases (/work/shared/notes): on MariaDB,
-JSON columns are reported as ``longtext``, so stored codec columns lose their json flag
-and inserts fail (upstream #1451): the flag is set again; on PostgreSQL with psycopg2,
-``bytea`` arrives as ``memoryview`` and in-row ``<attach>`` fails to decode: a typecaster
-returns ``bytes``.
+DataJoint 2.3.5 is set up as in ``dj2_side.py``, with its two workarounds for our
+databases; DataJoint 0.14 with the same server, credentials and store.
 """
 
 from __future__ import annotations
@@ -24,51 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import datajoint as dj
+from dj2_side import configure, set_config
 from dj_common import blob_values, describe, describe_file, write_attachments
-
-
-def _workarounds(backend: str) -> None:
-    if backend == "mysql":
-        from datajoint import heading
-
-        original = heading.Heading._init_from_database
-
-        def init_from_database(self: Any) -> None:
-            original(self)
-            for name, attr in list(self._attributes.items()):
-                if attr.codec is not None and attr.store is not None and not attr.json:
-                    self._attributes[name] = attr._replace(json=True)
-
-        heading.Heading._init_from_database = init_from_database
-    else:
-        import psycopg2
-        import psycopg2.extensions
-
-        def as_bytes(value: Any, cur: Any) -> bytes | None:
-            view = psycopg2.BINARY(value, cur)
-            return None if view is None else bytes(view)
-
-        caster = psycopg2.extensions.new_type(psycopg2.BINARY.values, "BYTEA_BYTES", as_bytes)
-        psycopg2.extensions.register_type(caster)
 
 
 def _connect(cfg: dict[str, Any], v2: bool) -> Any:
     if v2:
-        _workarounds(cfg["backend"])
-        dj.config["database.backend"] = cfg["backend"]
-        if cfg["backend"] == "postgresql":
-            dj.config["database.name"] = cfg["dbname"]
-    dj.config["database.host"] = cfg["host"]
-    dj.config["database.port"] = int(cfg["port"])
-    dj.config["database.user"] = cfg["user"]
-    dj.config["database.password"] = cfg["password"]
-    dj.config["database.use_tls"] = False
-    dj.config["safemode"] = False
-    dj.config["loglevel"] = "WARNING"
-    dj.config["stores"] = {"local": {"protocol": "file", "location": cfg["store"]}}
-    if v2:
-        dj.config["download_path"] = str(Path(cfg["io"]) / "dj2-downloads")
+        configure(cfg)
     else:
+        set_config(cfg)
         dj.config["enable_python_native_blobs"] = True
     return dj.conn()
 
