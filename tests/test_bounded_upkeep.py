@@ -27,7 +27,7 @@ SMALL, LARGE = 400, 10_000
 # covers what does not depend on the number of entries but comes and goes (the
 # interpreter growing its table of interned strings: about 2 MB at once; cyclic garbage
 # awaiting the collector).
-SLACK = 9 << 19  # 4.5 MiB
+SLACK = 6 << 20  # 6 MiB (tracemalloc peaks vary by about 1 MiB between runs on MariaDB)
 
 
 @pytest.fixture
