@@ -136,7 +136,9 @@ def test_cancel_takes_effect_after_the_upload_on_the_wire_not_after_every_upload
             task = asyncio.create_task(insert())
             await _until_uploading()
             took = await _cancel(task, 1)
-            assert took < DELAY + 0.1 + 0.2, took  # (0.2: slack for a busy machine)
+            # Waiting for all twelve would take 12 * DELAY; the count below is the proof,
+            # the clock only a loose second witness (a loaded CI machine stalls threads).
+            assert took < 4 * DELAY, took
             assert SlowUploads.in_flight == 0
             assert len(SlowUploads.started) == 1, SlowUploads.started
             async with engine.connect() as conn:
@@ -175,7 +177,7 @@ def test_a_second_cancel_neither_abandons_running_uploads_nor_starts_new_ones(
             assert started <= 2, SlowUploads.started  # the two threads' requests on the wire
             await asyncio.sleep(3 * DELAY)
             assert len(SlowUploads.started) == started  # and nothing starts later
-            assert took < DELAY + 0.1 + 0.2, took
+            assert took < 4 * DELAY, took  # not 12 * DELAY (see above)
         finally:
             djb.uninstall(engine)
             await engine.dispose()
@@ -294,7 +296,9 @@ def test_cancel_does_not_wait_for_a_file_still_being_hashed(
             while len(fed) < 3:
                 await asyncio.sleep(0.005)
             took = await _cancel(task, 1)
-            assert took < 0.1 + 0.05 + 0.2, took  # (0.2: slack for a busy machine)
+            # The feed runs 3 s; a cancel that waited for the end of the stream would
+            # take that long. 1 s leaves a loaded machine room.
+            assert took < 1.0, took
         finally:
             djb.uninstall(engine)
             await engine.dispose()

@@ -683,7 +683,7 @@ def test_huge_counts_fail_fast_without_allocating() -> None:
             start = time.perf_counter()
             with pytest.raises(BlobFormatError):
                 unpack(blob)
-            assert time.perf_counter() - start < 0.5, blob
+            assert time.perf_counter() - start < 2.0, blob  # refused, not attempted
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -215,10 +216,11 @@ def test_datajoint_interop_example_sqlite(tmp_path: Path) -> None:
 
 
 class _SlowPuts(djb.MemoryStore):
-    """A remote-looking memory store whose writes take PUT_DELAY seconds (blocking)."""
+    """A remote-looking memory store whose writes wait, blocking their thread, until the
+    test opens the gate."""
 
     protocol = "slow-put-memory"  # registers the kind
-    delay = 0.0
+    gate = threading.Event()
     puts_started = 0
 
     @property
@@ -227,32 +229,32 @@ class _SlowPuts(djb.MemoryStore):
 
     def put(self, path: Any, data: bytes | memoryview) -> None:
         _SlowPuts.puts_started += 1
-        time.sleep(self.delay)
+        if not _SlowPuts.gate.wait(60):
+            raise TimeoutError("the test never opened the gate")
         super().put(path, data)
 
 
-def test_fastapi_slow_upload_does_not_block_other_requests(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """While an upload waits for a slow store (1.5 s), GET /stats answers at once: the
-    app's event loop is not blocked by store I/O."""
-    monkeypatch.setattr(_SlowPuts, "delay", 1.5)
+def test_fastapi_slow_upload_does_not_block_other_requests(tmp_path: Path) -> None:
+    """While an upload waits in a store's put that does not return, GET /stats answers: the
+    app's event loop is not blocked by store I/O. The put returns only after /stats has
+    answered, so the order proves it, not a clock."""
     djb.config["stores"] = {"files": {"protocol": "slow-put-memory", "location": str(tmp_path)}}
     body = os.urandom(3 << 20)  # past Starlette's 1 MiB spool: the upload is on disk
 
     async def scenario(client: httpx.AsyncClient) -> None:
         upload = asyncio.create_task(
-            client.post("/files", files={"file": ("big.bin", body)}, timeout=30)
+            client.post("/files", files={"file": ("big.bin", body)}, timeout=90)
         )
-        while _SlowPuts.puts_started == 0:  # the upload is now in the store's put
-            assert not upload.done(), upload.result().text
-            await asyncio.sleep(0.01)
-        t0 = time.perf_counter()
-        r = await client.get("/stats")
-        elapsed = time.perf_counter() - t0
-        assert r.status_code == 200
-        assert not upload.done()  # /stats answered while the upload was still running
-        assert elapsed < 0.5, elapsed
+        try:
+            while _SlowPuts.puts_started == 0:  # the upload is now in the store's put
+                assert not upload.done(), upload.result().text
+                await asyncio.sleep(0.01)
+            # A blocked loop would never answer while the put waits for the gate.
+            r = await asyncio.wait_for(client.get("/stats"), 30)
+            assert r.status_code == 200
+            assert not upload.done()  # /stats answered while the upload was still running
+        finally:
+            _SlowPuts.gate.set()
         r = await upload
         assert r.status_code == 201, r.text
         doc = r.json()
@@ -262,7 +264,11 @@ def test_fastapi_slow_upload_does_not_block_other_requests(
         assert r.headers["content-length"] == str(len(body))
 
     _SlowPuts.puts_started = 0
-    drive(tmp_path, scenario)
+    _SlowPuts.gate.clear()
+    try:
+        drive(tmp_path, scenario)
+    finally:
+        _SlowPuts.gate.set()
 
 
 def test_fastapi_serves_s3_attachments_by_presigned_redirect(
