@@ -40,6 +40,8 @@ STREAM_ABOVE = 1 << 20
 #: the largest piece copied at once (a piece of an array that is not Fortran-contiguous,
 #: a decompressed piece, a read)
 PIECE = 8 << 20
+#: the first read of a payload (most are smaller: they are spared a 1 MiB buffer)
+_FIRST_READ = 64 << 10
 #: the largest piece decompressed at once (copied into the result, then let go)
 INFLATE_PIECE = 1 << 20
 _U64 = struct.Struct("<Q")
@@ -430,7 +432,11 @@ def read_value(
     only for a large compressed blob, whose declared size is checked against it).
     """
     v = _Verifier(f, key, algorithm, corrupt)
-    head = v.read(STREAM_ABOVE)
+    # Most payloads are small: a first read of 64 KiB spares them a 1 MiB buffer each
+    # (a short read means the end of the payload).
+    head = v.read(_FIRST_READ)
+    if len(head) == _FIRST_READ:
+        head += v.read(STREAM_ABOVE - _FIRST_READ)
     more = v.read(1) if len(head) == STREAM_ABOVE else b""
     head += more
     frame = _framing.HEAD

