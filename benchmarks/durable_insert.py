@@ -7,7 +7,8 @@ databases are created and dropped), 1,000 rows of ~1 KB float64 arrays (120 valu
 ``Blob(store="local")``, a file store in a fresh temp folder below ``--folder``:
 
 * sa_djblob: the rows inserted in one commit with ``fsync`` on (the default: the
-  statement's payloads are made durable together before it is sent) and off, and the
+  statement's payloads are made durable together before it is sent, by two syncfs(2)
+  calls on ext4/xfs/btrfs, else by concurrent fsyncs) and off, and the
   1,000 values read back (``select``, the values unpacked);
 * DataJoint 0.14, the same rows inserted in one transaction (``insert`` inside
   ``conn.transaction``) and fetched back (``fetch("v")``), in the virtualenv the interop
@@ -15,7 +16,7 @@ databases are created and dropped), 1,000 rows of ~1 KB float64 arrays (120 valu
   never fsyncs;
 * the raw floor of the files alone: 1,000 files written (temporary file, rename into
   ``ab/cd/`` subfolders), without fsync, made durable together (their fsyncs and their
-  folders' issued from 16 threads), and one by one.
+  folders' issued from 16 threads; or two syncfs calls), and one by one.
 
 Each figure is the best of ``--repeat`` (default 3), the sa_djblob and DataJoint runs
 interleaved so that both see the same disk load. Targets: fsync on within 1.5x of fsync
@@ -25,6 +26,7 @@ off; the insert >= 4x faster than DataJoint's; the read >= 2x faster than DataJo
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import shutil
@@ -33,7 +35,6 @@ import sys
 import tempfile
 import time
 import uuid
-import venv
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,16 +43,16 @@ import numpy as np
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from _servers import mysql_database
+from helpers.dj_venv import DJ_REQUIREMENT, DJ_VENV, DataJointUnavailable, datajoint_python
 
 import sa_djblob as djb
 
 HERE = Path(__file__).resolve().parent
 ROWS = 1000
 SIZE = 120  # float64 values: 960 bytes + header, ~1 KB
-DJ_VENV = Path(os.environ.get("SA_DJBLOB_DJ_VENV", HERE.parent / ".venv-dj"))
-DJ_REQUIREMENT = "datajoint>=0.14,<0.15"
 
 
 def values() -> list[Any]:
@@ -100,23 +101,13 @@ def sa_djblob_once(url: str, rows: list[dict[str, Any]], fsync: bool, folder: Pa
 
 
 def dj_python() -> Path | None:
-    """The DataJoint 0.14 interpreter (the virtualenv is made once, as the tests do)."""
-    python = DJ_VENV / "bin" / "python"
-    check = [str(python), "-c", "import datajoint; print(datajoint.__version__)"]
+    """The DataJoint 0.14 interpreter: the interop tests' virtualenv (made once)."""
+    print(f"DataJoint 0.14 from {DJ_VENV} ...", flush=True)
     try:
-        if not python.exists():
-            print(f"making {DJ_VENV} with {DJ_REQUIREMENT} ...", flush=True)
-            venv.EnvBuilder(with_pip=True, clear=True).create(DJ_VENV)
-            pip = [str(python), "-m", "pip", "install", "-q", DJ_REQUIREMENT]
-            subprocess.run(pip, check=True, capture_output=True, timeout=900)
-        version = subprocess.run(check, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as exc:
+        return datajoint_python(DJ_VENV, DJ_REQUIREMENT)
+    except DataJointUnavailable as exc:
         print(f"no DataJoint 0.14 ({exc}): its columns are left out")
         return None
-    if version.returncode != 0 or not version.stdout.startswith("0.14."):
-        print(f"{DJ_VENV} has no DataJoint 0.14: its columns are left out")
-        return None
-    return python
 
 
 def datajoint_once(python: Path, url: str, folder: Path) -> dict[str, Any]:
@@ -163,9 +154,22 @@ def _sync_path(path: str) -> None:
         os.close(fd)
 
 
+def _syncfs(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed", path)
+    finally:
+        os.close(fd)
+
+
+HAVE_SYNCFS = sys.platform.startswith("linux")
+
+
 def floor_once(folder: Path, payloads: list[bytes], how: str) -> float:
     """1,000 files written and renamed into ``ab/cd/`` folders; *how*: "none" (no
-    fsync), "together" (fsyncs from 16 threads) or "one by one" (as without group commit)."""
+    fsync), "together" (fsyncs from 16 threads), "syncfs" (one syncfs(2) for the data,
+    one for the renames; Linux) or "one by one" (as without group commit)."""
     root = folder / "floor" / "schema"
     shutil.rmtree(folder / "floor", ignore_errors=True)
     t0 = time.perf_counter()
@@ -193,6 +197,11 @@ def floor_once(folder: Path, payloads: list[bytes], how: str) -> float:
                 os.replace(tmp, dest)
             folders = {str(d.parent) for _, d in moves} | {str(d.parent.parent) for _, d in moves}
             list(pool.map(_sync_path, sorted(folders)))
+    elif how == "syncfs":
+        _syncfs(str(root))
+        for tmp, dest in moves:
+            os.replace(tmp, dest)
+        _syncfs(str(root))
     elif how == "none":
         for tmp, dest in moves:
             os.replace(tmp, dest)
@@ -241,7 +250,7 @@ def main() -> None:
                 dj = datajoint_once(python, url, folder)
                 keep("dj insert", dj["insert"][0])
                 keep("dj read", dj["fetch"][0])
-            for how in ("none", "together", "one by one"):
+            for how in ("none", "together", "one by one") + (("syncfs",) if HAVE_SYNCFS else ()):
                 keep(f"floor {how}", floor_once(folder, payloads, how))
     on, off, read = best["insert on"], best["insert off"], best["read"]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
@@ -252,6 +261,12 @@ def main() -> None:
         f"  {'raw floor: made durable together':<44} {together:8.3f}"
         f"   {serial / together:.1f}x faster than one by one ({serial:.3f} s)"
     )
+    if "floor syncfs" in best:
+        by_syncfs = best["floor syncfs"]
+        print(
+            f"  {'raw floor: made durable by two syncfs':<44} {by_syncfs:8.3f}"
+            f"   {serial / by_syncfs:.1f}x faster than one by one"
+        )
     print(f"  {'insert, fsync off':<44} {off:8.3f}")
     print(
         f"  {'insert, fsync on (group commit)':<44} {on:8.3f}   {on / off:.2f}x fsync off"
