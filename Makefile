@@ -31,7 +31,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# The same suite on the oldest SQLAlchemy sa_djblob supports (CI runs both).
+# The suite on the oldest SQLAlchemy sa_djblob supports (CI runs it without the slow tests).
 OLDEST := .venv-sqlalchemy2045
 $(OLDEST)/.installed-stamp: pyproject.toml
 	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)

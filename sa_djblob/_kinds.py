@@ -1,6 +1,7 @@
 """The kinds of external values: what each stores, how it is hashed, selected and read.
 
-A kind (``blob``, its uncompressed variant, ``attach``, ``filepath``) is one object that
+A kind (``blob``, ``attach``, ``filepath``; plus ``UNCOMPRESSED_BLOB``, the blob kind of
+``Blob(compress=False)`` columns, not registered by name) is one object that
 the column types, the write path and the read path ask for what differs between kinds
 (:data:`KINDS`, :func:`kind`). Preparing a value is pure (pack, or hash a file); store
 I/O happens in :meth:`Payload.upload` (the write path) and :meth:`Kind.load` (the read
