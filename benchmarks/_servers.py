@@ -47,8 +47,18 @@ def _process(argv: list[str], port: int, what: str) -> Iterator[str]:
         wait_port(port, proc, what)
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a server process: SIGTERM, then SIGKILL if it has not ended within 10 s (a
+    moto server holding 100,000 objects can take longer to wind down)."""
+    proc.terminate()
+    try:
         proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def moto_server() -> contextlib.AbstractContextManager[str]:

@@ -43,7 +43,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _servers import PROXY, free_port, s3_client, s3_spec, wait_port
+from _servers import PROXY, free_port, s3_client, s3_spec, stop, wait_port
 
 import sa_djblob as djb
 
@@ -81,8 +81,7 @@ def moto_keeping_values() -> Iterator[str]:
         wait_port(port, proc, "moto server")
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 def _proxy_script() -> Path:
@@ -103,8 +102,7 @@ def latency_proxy(target: str, delay_ms: int) -> Iterator[str]:
         wait_port(port, proc, "latency proxy")
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 class Base(DeclarativeBase):

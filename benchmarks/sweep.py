@@ -50,7 +50,7 @@ import sa_djblob as djb
 from sa_djblob._pool import run_all
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _servers import PROXY, free_port, wait_port
+from _servers import PROXY, free_port, stop, wait_port
 
 from sa_djblob._layout import content_hash
 
@@ -110,8 +110,7 @@ class S3:
 
     def close(self) -> None:
         for p in reversed(self.procs):
-            p.terminate()
-            p.wait(10)
+            stop(p)
 
 
 def payloads(n: int, tag: str) -> list[tuple[uuid.UUID, bytes]]:
