@@ -434,9 +434,10 @@ def read_value(
     v = _Verifier(f, key, algorithm, corrupt)
     # Most payloads are small: a first read of 64 KiB spares them a 1 MiB buffer each
     # (a short read means the end of the payload).
-    head = v.read(_FIRST_READ)
-    if len(head) == _FIRST_READ:
-        head += v.read(STREAM_ABOVE - _FIRST_READ)
+    first = min(_FIRST_READ, STREAM_ABOVE)
+    head = v.read(first)
+    if len(head) == first < STREAM_ABOVE:
+        head += v.read(STREAM_ABOVE - first)
     more = v.read(1) if len(head) == STREAM_ABOVE else b""
     head += more
     frame = _framing.HEAD

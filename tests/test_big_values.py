@@ -324,3 +324,31 @@ def test_big_arrays_and_attachment_contents_through_async_session(
         assert got[i][0].dtype == a.dtype and np.array_equal(got[i][0], a)
     path = got[20][1]
     assert path.name == "upload.txt" and path.read_bytes() == b"uploaded bytes\n" * 100
+
+
+@pytest.mark.parametrize("size", [(64 << 10) - 1, 64 << 10, (64 << 10) + 1, (1 << 20) + 1])
+def test_payloads_around_the_first_read_are_read_whole(size: int) -> None:
+    """A payload is first read 64 KiB at a time (small ones are spared a 1 MiB buffer): blobs
+    of exactly that size, a byte either side, and past the streaming threshold read back
+    whole and verified."""
+    for compress in (False, True):
+        if compress:
+            value = b"x" * size
+        else:  # a payload of exactly *size* bytes
+            value = np.random.default_rng(size).bytes(size - len(_codec.pack(b"", compress=False)))
+        data = _codec.pack(value, compress=compress)
+        assert compress or len(data) == size
+        got = _bigvalues.read_value(
+            io.BytesIO(data),
+            content_hash(data),
+            "md5",
+            lambda: "corrupt",
+            functools.partial(len, data),
+        )
+        assert got == data
+        assert _codec.unpack(got) == value
+        with pytest.raises(djb.IntegrityError):  # every byte is hashed, the last one too
+            damaged = data[:-1] + bytes([data[-1] ^ 1])
+            _bigvalues.read_value(
+                io.BytesIO(damaged), content_hash(data), "md5", lambda: "corrupt", lambda: None
+            )
