@@ -272,11 +272,11 @@ def create_app(
     @app.post("/arrays", status_code=201)
     async def upload_array(request: Request, db: DB) -> dict[str, Any]:
         if request.headers.get("content-type", "").startswith("multipart/"):
-            form = await request.form()
-            upload = form.get("file")
-            if not isinstance(upload, FormFile):
-                raise HTTPException(400, "send the array as the multipart field 'file'")
-            payload, filename = await read_upload(upload), upload.filename
+            async with request.form() as form:  # closes the spooled upload files
+                upload = form.get("file")
+                if not isinstance(upload, FormFile):
+                    raise HTTPException(400, "send the array as the multipart field 'file'")
+                payload, filename = await read_upload(upload), upload.filename
         else:
             payload, filename = await request.body(), None
         arr = _parse_array(payload, filename)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from helpers.aio import Heartbeat, async_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 import sa_djblob as djb
@@ -41,22 +42,6 @@ def _table(model: type[Any]) -> sa.Table:
     table = model.__table__
     assert isinstance(table, sa.Table)
     return table
-
-
-ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    # aiomysql 0.3.2 cannot send bytes with PyMySQL >= 1.2.3 (aio-libs/aiomysql#1080):
-    # asyncmy is the MySQL driver here; aiomysql runs where it works (test at the end).
-    "mysql": "mysql+asyncmy",
-    "postgresql": "postgresql+psycopg_async",
-}
-
-
-def async_url(database: Any, drivername: str | None = None) -> sa.URL:
-    """The database fixture's URL with the async driver (the query, e.g. PostgreSQL's
-    ``options=-csearch_path=...``, is kept)."""
-    url: sa.URL = database.url
-    return url.set(drivername=drivername or ASYNC_DRIVERS[database.backend])
 
 
 def run(factory: Callable[[], Awaitable[T]]) -> T:
@@ -433,33 +418,6 @@ def _slow_table() -> tuple[sa.MetaData, sa.Table]:
         sa.Column("file", djb.Attach(store="slow")),
     )
     return md, t
-
-
-class Heartbeat:
-    """A task ticking every 5 ms; ``gap`` is the longest time between two ticks."""
-
-    def __init__(self) -> None:
-        self.gap = 0.0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        last = time.perf_counter()
-        while not self._stop.is_set():
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            self.gap = max(self.gap, now - last)
-            last = now
-
-    async def __aenter__(self) -> Heartbeat:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.sleep(0.01)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
 
 
 def test_store_io_does_not_stall_the_event_loop(

@@ -4,6 +4,7 @@ stored under the name given (checked as a path's name is), read once while hashi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -46,13 +47,14 @@ def test_attachment_from_bytes_or_file_object_stores_exactly_those_bytes_under_i
 ) -> None:
     t = _table(engine)
     big = os.urandom(3 << 20)  # above the in-memory limit: streamed through a snapshot
-    given = {  # (a fresh file object for each column)
-        1: lambda: ("notes.txt", b"hello\x00world"),
-        2: lambda: ("empty.bin", b""),
-        3: lambda: ("view.bin", memoryview(b"from a memoryview")),
-        4: lambda: ("stream.csv", io.BytesIO(b"a,b\n1,2\n")),
-        5: lambda: ("upload.bin", _spooled(big)),
-        6: lambda: ("données é.txt", bytearray(b"unicode name")),
+    files = contextlib.ExitStack()  # the spooled uploads, closed at the end as FastAPI does
+    given = {  # name, and contents made afresh for each column (a file object is read once)
+        1: ("notes.txt", lambda: b"hello\x00world"),
+        2: ("empty.bin", lambda: b""),
+        3: ("view.bin", lambda: memoryview(b"from a memoryview")),
+        4: ("stream.csv", lambda: io.BytesIO(b"a,b\n1,2\n")),
+        5: ("upload.bin", lambda: files.enter_context(_spooled(big))),
+        6: ("données é.txt", lambda: bytearray(b"unicode name")),
     }
     expected = {
         1: b"hello\x00world",
@@ -62,9 +64,11 @@ def test_attachment_from_bytes_or_file_object_stores_exactly_those_bytes_under_i
         5: big,
         6: b"unicode name",
     }
-    with engine.begin() as conn:
-        for i, value in given.items():
-            conn.execute(t.insert().values(id=i, ext=value(), inrow=value() if i != 5 else None))
+    with files, engine.begin() as conn:
+        for i, (name, contents) in given.items():
+            ext = (name, contents())
+            inrow = (name, contents()) if i != 5 else None
+            conn.execute(t.insert().values(id=i, ext=ext, inrow=inrow))
         conn.execute(
             t.insert().values(id=7, ext=("upload.bin", big), inrow=("upload.bin", big[:1000]))
         )
@@ -73,7 +77,7 @@ def test_attachment_from_bytes_or_file_object_stores_exactly_those_bytes_under_i
         raw = sa.select(t.c.id, sa.type_coerce(t.c.ext, sa.LargeBinary))
         keys = {i: key for i, key in conn.execute(raw)}
     for i, data in expected.items():
-        name = given[i]()[0]
+        name = given[i][0]
         assert rows[i].ext.name == name and rows[i].ext.read_bytes() == data, i
         # the key is that of a file of this name and contents (a path bound the same)
         assert bytes(keys[i]) == content_hash(attachment_prefix(name), data).bytes

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import Database
+from helpers.common import make_models
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-from test_externals import make_models
 
 import sa_djblob as djb
 from sa_djblob._area import database_identity

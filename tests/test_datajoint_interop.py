@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import Database
+from helpers.dj_paths import DATAJOINT
 from helpers.dj_venv import ROOT, run_side, side_config
 
 import sa_djblob as djb
@@ -294,8 +295,6 @@ def test_interop_example_on_a_datajoint_schema(setup: dict[str, Any], database: 
 
 def test_object_paths_match_live_datajoint(dj_python: Path, tmp_path: Path) -> None:
     """``_layout.object_path`` against DataJoint's own ``_make_uuid_path``, every rule."""
-    from test_layout_dj_paths import DATAJOINT
-
     from sa_djblob._layout import object_path
 
     key = uuid.UUID("f0e1d2c3b4a5968778695a4b3c2d1e0f")

@@ -284,19 +284,19 @@ def test_a_conversion_killed_by_sigkill_finishes_on_rerun(lab: dict[str, Any]) -
     engine = lab["engine"]
     url = engine.url.render_as_string(hide_password=False)
     spec = json.dumps(djb.config["stores"]["local"])
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # closes the stdout pipe on exit
         [sys.executable, str(HELPERS / "dj2convert_killed.py"), url, spec, lab["schema"]],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("COPIED"), line
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("COPIED"), line
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=60)
     assert "_b1__dj2" in comments(engine, lab["schema"])  # stopped half-way
     report = dj2convert.convert(engine, lab["schema"])
     assert report.ok, report.errors

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import Database
+from helpers.asgi import serve
 
 import sa_djblob as djb
 
@@ -299,7 +300,6 @@ def test_fastapi_ends_the_download_of_a_corrupt_file_with_an_error_the_client_se
     never received whole; the response ends short of its Content-Length, which the HTTP
     client reports as an error instead of handing over a complete, corrupt body."""
     pytest.importorskip("uvicorn", reason="uvicorn is not installed (test extra)")
-    from test_browser import serve
 
     app = make_app(tmp_path)
     body = os.urandom(3 << 20)

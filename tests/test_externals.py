@@ -15,25 +15,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import Database
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from helpers.common import make_models
+from sqlalchemy.orm import Session
 
 import sa_djblob as djb
 from sa_djblob._layout import content_hash, object_path
-
-
-def make_models(schema: str | None = None) -> tuple[type[Any], sa.MetaData]:
-    class Base(DeclarativeBase):
-        pass
-
-    class Rec(Base):
-        __tablename__ = "rec"
-        __table_args__ = ({"schema": schema},)
-        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-        b: Mapped[Any] = mapped_column(djb.Blob(store="shared"), nullable=True)
-        a: Mapped[Path | None] = mapped_column(djb.Attach(store="shared"), nullable=True)
-        inrow: Mapped[Any] = mapped_column(djb.Blob(), nullable=True)
-
-    return Rec, Base.metadata
 
 
 @pytest.fixture

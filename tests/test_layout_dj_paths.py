@@ -1,8 +1,8 @@
 """``_layout.object_path`` builds DataJoint 0.14.10's object paths, for file and S3 stores.
 
-The expected strings were produced by DataJoint 0.14.10 itself (``ExternalTable.
-_make_uuid_path`` with ``database='main'``, on Python 3.11); the interop tests compare
-against the live DataJoint too (``test_object_paths_match_live_datajoint``).
+The expected strings (``helpers/dj_paths.py``) were produced by DataJoint 0.14.10 itself
+(``ExternalTable._make_uuid_path`` with ``database='main'``, on Python 3.11); the interop
+tests compare against the live DataJoint too (``test_object_paths_match_live_datajoint``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import uuid
 from pathlib import PurePosixPath
 
 import pytest
+from helpers.dj_paths import DATAJOINT
 
 import sa_djblob as djb
 from sa_djblob._layout import object_path, store_root
@@ -18,37 +19,6 @@ from sa_djblob.stores.s3 import S3Store
 
 KEY = uuid.UUID("0123456789abcdef0123456789abcdef")
 TAIL = "main/01/23/0123456789abcdef0123456789abcdef"
-
-# (protocol, location) -> the folder part DataJoint puts before ``main/01/23/<hex>``
-DATAJOINT = {
-    ("s3", ""): "",
-    ("s3", "/dj"): "dj/",
-    ("s3", "dj"): "dj/",
-    ("s3", "dj/"): "dj/",
-    ("s3", "/dj/sub/"): "dj/sub/",
-    ("s3", "f:\\data\\dj"): "data/dj/",
-    ("s3", "f:/data/dj"): "data/dj/",
-    ("s3", "\\data\\dj"): "data/dj/",
-    ("s3", "f:data"): "data/",
-    ("s3", "//server/share/dj"): "dj/",
-    ("s3", "ab:c/d"): "d/",
-    ("s3", "a\\b"): "a/b/",
-    ("s3", "./x"): "x/",
-    ("file", ""): "",
-    ("file", "/dj"): "/dj/",
-    ("file", "dj"): "dj/",
-    ("file", "dj/"): "dj/",
-    ("file", "/dj/sub/"): "/dj/sub/",
-    ("file", "f:\\data\\dj"): "f:\\data\\dj/",
-    ("file", "f:/data/dj"): "f:/data/dj/",
-    ("file", "\\data\\dj"): "\\data\\dj/",
-    ("file", "f:data"): "f:data/",
-    ("file", "//server/share/dj"): "//server/share/dj/",
-    ("file", "ab:c/d"): "ab:c/d/",
-    ("file", "a\\b"): "a\\b/",
-    ("file", "."): "",
-    ("file", "./x"): "x/",
-}
 
 
 @pytest.mark.parametrize(("protocol", "location"), sorted(DATAJOINT))

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from helpers.aio import Heartbeat, async_url
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as npst
@@ -457,7 +458,6 @@ def test_lazy_references_under_async_session_do_not_block_the_loop(
     database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-    from test_async import Heartbeat, async_url
 
     _file_store(tmp_path)
     trace = np.arange(2000 * 3, dtype="<i4").reshape(2000, 3)

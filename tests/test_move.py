@@ -167,16 +167,16 @@ def _move_killed(
         }
     )
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # closes the stdout pipe on exit
         [sys.executable, "-c", _KILLED_MOVER], env=env, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "start"
-        time.sleep(delay)
-        proc.kill()
-    finally:
-        proc.wait(30)
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "start"
+            time.sleep(delay)
+            proc.kill()
+        finally:
+            proc.wait(30)
     return proc.returncode == 0
 
 

@@ -1,4 +1,5 @@
-"""Helpers shared by the sweep, verify, race, fault and CLI tests."""
+"""Helpers shared by the sweep, verify, race, fault and CLI tests, and the ORM models of
+the externals and configuration tests."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import sa_djblob as djb
 
@@ -29,6 +31,24 @@ def make_table(engine: sa.Engine, name: str = "item") -> sa.Table:
     )
     md.create_all(engine)
     return t
+
+
+def make_models(schema: str | None = None) -> tuple[type[Any], sa.MetaData]:
+    """A fresh ORM model ``Rec(id, b blob@shared, a attach@shared, inrow blob)`` in
+    *schema*, and its metadata (not created)."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Rec(Base):
+        __tablename__ = "rec"
+        __table_args__ = ({"schema": schema},)
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        b: Mapped[Any] = mapped_column(djb.Blob(store="shared"), nullable=True)
+        a: Mapped[Path | None] = mapped_column(djb.Attach(store="shared"), nullable=True)
+        inrow: Mapped[Any] = mapped_column(djb.Blob(), nullable=True)
+
+    return Rec, Base.metadata
 
 
 def value(i: int, size: int = 50) -> np.ndarray:
