@@ -94,6 +94,7 @@ def _install(target: Path, tmp: Path) -> Path:
         ],
         check=True,
         cwd=tmp,
+        env=_clean_env(),  # (a PYTHONPATH naming the checkout would make pip skip the install)
     )
     return python
 
