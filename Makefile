@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/fsync.py
 	$(BIN)/python benchmarks/durable_insert.py
 	$(BIN)/python benchmarks/async_stall.py
+	$(BIN)/python benchmarks/cancel.py
 	$(BIN)/python benchmarks/streaming.py --rows 3000
 
 clean:
