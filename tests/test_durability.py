@@ -471,3 +471,29 @@ def test_durable_batch_without_fsync_writes_at_once(tmp_path: Path) -> None:
     with store.durable_batch():
         store.put(PurePosixPath(target), b"data")
         assert target.read_bytes() == b"data"
+
+
+def test_the_mount_table_is_read_again_for_each_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device number reused by a mount of another type (a FUSE mount taking a former
+    tmpfs's anonymous device) is seen at once: no answer about a device is kept."""
+    if file_store._libc_syncfs() is None:
+        pytest.skip("no syncfs(2) here")
+    st = os.stat(tmp_path)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    mountinfo = tmp_path / "mountinfo"
+    monkeypatch.setattr(file_store, "_MOUNTINFO", str(mountinfo))
+
+    def mounted(fstype: str) -> None:
+        mountinfo.write_text(
+            f"22 1 {dev} / /data rw,relatime shared:1 - {fstype} /dev/x rw\n"
+            "23 1 0:99 / /other rw - ext4 /dev/y rw\n"
+        )
+
+    mounted("tmpfs")
+    assert file_store._syncfs_devices([tmp_path]) is not None
+    mounted("fuse.s3fs")
+    assert file_store._syncfs_devices([tmp_path]) is None
+    mountinfo.unlink()  # no mount table: nothing is trusted
+    assert file_store._syncfs_devices([tmp_path]) is None

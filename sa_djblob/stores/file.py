@@ -47,6 +47,7 @@ _SYNC_AT_ONCE = 1 << 20
 _SYNCFS_FROM = 16
 # File systems whose syncfs(2) writes and waits for all their dirty data and metadata.
 # Others (FUSE mounts before Linux 5.15, network file systems) may not: they get fsyncs.
+_MOUNTINFO = "/proc/self/mountinfo"
 _SYNCFS_FILE_SYSTEMS = frozenset({"ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs"})
 
 
@@ -463,12 +464,15 @@ def _libc_syncfs() -> Callable[[int], int] | None:
     return fn
 
 
-@functools.cache
 def _mounts() -> dict[int, str]:
-    """The type of each mounted file system, by device number (/proc/self/mountinfo)."""
+    """The type of each mounted file system, by device number (/proc/self/mountinfo).
+
+    Read again for every batch (a fraction of a millisecond): a device number freed by an
+    unmount may be given to a mount of another type (a FUSE mount taking a former tmpfs's
+    anonymous device), and a stale answer would trust its syncfs."""
     found: dict[int, str] = {}
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        with open(_MOUNTINFO, encoding="utf-8", errors="replace") as f:
             for line in f:
                 fields = line.split()
                 if "-" not in fields:
