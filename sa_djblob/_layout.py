@@ -40,6 +40,8 @@ def is_store_name(name: object) -> bool:
 
 
 HASH_CHUNK = 1 << 20
+#: the first read of a stream that is hashed (most payloads are smaller)
+FIRST_CHUNK = 64 << 10
 
 OWNER_FOLDER = ".sa_djblob-owner"
 """The folder beside the areas of a store root that holds their owner markers."""
@@ -91,14 +93,16 @@ def hash_stream(
     h = new_hasher(algorithm)
     h.update(prefix)
     size = len(prefix)
+    n = min(FIRST_CHUNK, HASH_CHUNK)  # most payloads are small: no 1 MiB buffer for them
     while True:
         if each_chunk is not None:
             each_chunk()
-        chunk = stream.read(HASH_CHUNK)
+        chunk = stream.read(n)
         if not chunk:
             break
         h.update(chunk)
         size += len(chunk)
+        n = HASH_CHUNK
     return _to_uuid(h.digest()), size
 
 

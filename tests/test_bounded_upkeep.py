@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import datetime
 import gc
+import hashlib
+import io
 import os
+import threading
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +20,8 @@ import sqlalchemy as sa
 from helpers.common import make_table, store_paths
 
 import sa_djblob as djb
-from sa_djblob._layout import content_hash, object_path
+from sa_djblob._externals import verify as verify_module
+from sa_djblob._layout import content_hash, hash_stream, object_path
 
 ZERO = datetime.timedelta(0)
 BATCH = 100
@@ -216,3 +220,37 @@ def test_orphans_next_to_an_attachment_of_the_same_hash_across_batches(setup: An
     # a name starting with a hash that has a row is that row's (as before)
     assert report.orphans_deleted == 6
     assert store_paths(ext) == set(kept)
+
+
+@pytest.mark.backends("sqlite")
+@pytest.mark.parametrize(("size", "on_pool"), [(1000, False), (1 << 20, True)])
+def test_verify_reads_small_local_payloads_in_the_caller(
+    setup: Any, monkeypatch: pytest.MonkeyPatch, size: int, on_pool: bool
+) -> None:
+    """A local store answers in microseconds: a page of small payloads is checked in the
+    calling thread (a thread hand-off per payload tripled verify's time); a page of large
+    ones (4 MiB or more in all) on the pool, where reading and hashing run in parallel."""
+
+    engine, table, ext = setup
+    djb.install(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(table), [{"id": i, "b": os.urandom(size)} for i in range(8)])
+    threads: set[int] = set()
+    real = verify_module._check
+
+    def check(*args: Any) -> str:
+        threads.add(threading.get_ident())
+        return str(real(*args))
+
+    monkeypatch.setattr(verify_module, "_check", check)
+    report = ext.verify()
+    assert report.checked == 8 and report.ok, report
+    assert (threads != {threading.get_ident()}) is on_pool, threads
+
+
+@pytest.mark.parametrize("n", [0, 1, (64 << 10) - 1, 64 << 10, (64 << 10) + 1, (1 << 20) + 7])
+def test_hash_stream_hashes_every_byte_whatever_the_read_sizes(n: int) -> None:
+    data = os.urandom(n)
+    key, size = hash_stream(io.BytesIO(data), prefix=b"name\0")
+    assert size == n + 5
+    assert key == uuid.UUID(bytes=hashlib.md5(b"name\0" + data).digest())

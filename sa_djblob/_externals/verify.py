@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["verify"]
 
+#: a page's payloads are checked on the thread pool when they add up to this much or more
+_PARALLEL_BYTES = 4 << 20
+
 
 def _check(
     store: Store, key: uuid.UUID | None, prefix: bytes, path: PurePosixPath, size: int
@@ -118,7 +121,12 @@ def _verify_rows(
             continue
         items.append((row[0], path, args))
     for part in _chunks(items, chunk):
-        results = run_all(lambda it: _check(store, it[2][0], it[2][1], it[1], int(it[2][2])), part)
+        # Local stores answer in microseconds: threads pay off only for large payloads
+        # (20,000 files of 1 KB: 35 us each on the pool, 12 us in the caller).
+        serial = not store.is_remote and sum(int(it[2][2] or 0) for it in part) < _PARALLEL_BYTES
+        results = run_all(
+            lambda it: _check(store, it[2][0], it[2][1], it[1], int(it[2][2])), part, serial=serial
+        )
         for (h, path, _), result in zip(part, results, strict=True):
             report.checked += 1
             if result == "missing":
