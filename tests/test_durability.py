@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import errno
 import os
 import threading
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -198,19 +201,30 @@ def sends(local_engine: sa.Engine, events: Events) -> Iterator[None]:
 def fsyncs_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """The group commit of a file system not known to honour syncfs (a FUSE mount, NFS):
     concurrent fsyncs of every file and folder."""
-    monkeypatch.setattr(file_store, "_syncfs_devices", lambda folders: None)
+    monkeypatch.setattr(file_store, "_syncfs_fds", lambda watched, folders: None)
+
+
+def _need_syncfs(folder: Path) -> None:
+    if not file_store._syncfs_trusted():
+        pytest.skip("no syncfs(2) that reports write-back errors here (Linux 5.8+)")
+    if file_store._mounts().get(os.stat(folder).st_dev) not in file_store._SYNCFS_FILE_SYSTEMS:
+        pytest.skip("a file system not known to honour syncfs")
+
+
+def _watched(folder: Path) -> dict[int, int]:
+    """A batch's watch of *folder*'s file system (the caller closes it)."""
+    return {os.stat(folder).st_dev: os.open(folder, os.O_RDONLY | os.O_DIRECTORY)}
 
 
 @pytest.fixture
 def syncfs_calls(monkeypatch: pytest.MonkeyPatch, events: Events) -> Events:
     """Each syncfs(2) as ("syncfs", <folder>, 0) in *events* (the real call is made)."""
-    if file_store._syncfs_devices([Path.cwd()]) is None:
-        pytest.skip("no syncfs(2) here, or a file system not known to honour it")
+    _need_syncfs(Path.cwd())
     real = file_store._syncfs
 
-    def syncfs(folder: str) -> None:
-        events.append(("syncfs", folder, 0))
-        real(folder)
+    def syncfs(fd: int) -> None:
+        events.append(("syncfs", os.readlink(f"/proc/self/fd/{fd}"), fd))
+        real(fd)
 
     monkeypatch.setattr(file_store, "_syncfs", syncfs)
     return events
@@ -322,16 +336,34 @@ def test_syncfs_only_on_file_systems_known_to_honour_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A FUSE mount (sshfs, s3fs, gcsfuse) may ignore syncfs: its payloads get fsyncs."""
-    if file_store._libc_syncfs() is None:
-        pytest.skip("no syncfs(2) here")
+    _need_syncfs(tmp_path)
     folder = tmp_path / "x"
     folder.mkdir()
-    assert file_store._syncfs_devices([folder]) is not None  # ext4 / xfs / tmpfs here
-    dev = os.stat(folder).st_dev
-    monkeypatch.setattr(file_store, "_mounts", lambda: {dev: "fuse.sshfs"})
-    assert file_store._syncfs_devices([folder]) is None
-    monkeypatch.setattr(file_store, "_mounts", lambda: {})  # no /proc: not known either
-    assert file_store._syncfs_devices([folder]) is None
+    watched = _watched(folder)
+    try:
+        assert file_store._syncfs_fds(watched, [folder]) == watched  # ext4 / xfs / tmpfs
+        dev = os.stat(folder).st_dev
+        monkeypatch.setattr(file_store, "_mounts", lambda: {dev: "fuse.sshfs"})
+        assert file_store._syncfs_fds(watched, [folder]) is None
+        monkeypatch.setattr(file_store, "_mounts", lambda: {})  # no /proc: not known either
+        assert file_store._syncfs_fds(watched, [folder]) is None
+        monkeypatch.undo()
+        assert file_store._syncfs_fds({}, [folder]) is None  # a file system not watched
+    finally:
+        for fd in watched.values():
+            os.close(fd)
+
+
+def test_kernels_whose_syncfs_reports_no_errors_get_fsyncs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before Linux 5.8 syncfs returned 0 whatever write-back failed."""
+    if file_store._libc_syncfs() is None:
+        pytest.skip("no syncfs(2) here")
+    trusted = file_store._syncfs_trusted.__wrapped__  # (not cached)
+    for release, expected in [("5.4.0-150-generic", False), ("5.8.0", True), ("6.18.1", True)]:
+        monkeypatch.setattr(os, "uname", lambda r=release: types.SimpleNamespace(release=r))
+        assert trusted() is expected, release
 
 
 def test_a_failing_syncfs_leaves_no_payload_in_place(
@@ -339,11 +371,10 @@ def test_a_failing_syncfs_leaves_no_payload_in_place(
 ) -> None:
     """A write-back error reported by the first syncfs: nothing is renamed into place, the
     temporary files are removed, and the batch raises a StoreError."""
-    if file_store._syncfs_devices([tmp_path]) is None:
-        pytest.skip("no syncfs(2) here, or a file system not known to honour it")
+    _need_syncfs(tmp_path)
 
-    def syncfs(folder: str) -> None:
-        raise OSError(errno.EIO, "Input/output error", folder)
+    def syncfs(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(file_store, "_syncfs", syncfs)
     top = tmp_path / "s"
@@ -484,6 +515,7 @@ def test_the_mount_table_is_read_again_for_each_batch(
     dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
     mountinfo = tmp_path / "mountinfo"
     monkeypatch.setattr(file_store, "_MOUNTINFO", str(mountinfo))
+    watched = {st.st_dev: -1}  # (never used: only looked up)
 
     def mounted(fstype: str) -> None:
         mountinfo.write_text(
@@ -492,8 +524,138 @@ def test_the_mount_table_is_read_again_for_each_batch(
         )
 
     mounted("tmpfs")
-    assert file_store._syncfs_devices([tmp_path]) is not None
+    assert file_store._syncfs_fds(watched, [tmp_path]) == watched
     mounted("fuse.s3fs")
-    assert file_store._syncfs_devices([tmp_path]) is None
+    assert file_store._syncfs_fds(watched, [tmp_path]) is None
     mountinfo.unlink()  # no mount table: nothing is trusted
-    assert file_store._syncfs_devices([tmp_path]) is None
+    assert file_store._syncfs_fds(watched, [tmp_path]) is None
+
+
+def test_syncfs_is_given_a_folder_opened_before_the_batch_wrote_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syncfs reports the write-back errors since its descriptor was opened, unless another
+    caller's sync was told first: the batch opens its folder before its first file there,
+    so a failed write-back of its payloads is never missed (a later descriptor would let
+    another process's `sync -f` take the error, and the rows would commit)."""
+    _need_syncfs(tmp_path)
+    log: list[tuple[str, Any]] = []
+    real_os_open = os.open
+
+    def os_open(path: Any, flags: int, *args: Any) -> int:
+        fd = real_os_open(path, flags, *args)
+        if flags & os.O_DIRECTORY:
+            log.append(("folder opened", fd))
+        return fd
+
+    def opened(path: Any, mode: str = "r", *args: Any, **kw: Any) -> Any:
+        if "x" in mode:
+            log.append(("file created", os.fspath(path)))
+        return builtins.open(path, mode, *args, **kw)
+
+    def syncfs(fd: int) -> None:
+        log.append(("syncfs", fd))
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(file_store, "open", opened, raising=False)
+    monkeypatch.setattr(file_store, "_syncfs", syncfs)
+    top = tmp_path / "s"
+    store = FileStore("local", location=str(top))
+    with store.durable_batch():
+        for i in range(file_store._SYNCFS_FROM):
+            store.put(PurePosixPath(top / f"{i % 4}" / f"p{i}"), b"data %d" % i)
+    synced = {fd for what, fd in log if what == "syncfs"}
+    assert len([e for e in log if e[0] == "syncfs"]) == 2, log
+    first_file = next(i for i, e in enumerate(log) if e[0] == "file created")
+    opened_before = {fd for what, fd in log[:first_file] if what == "folder opened"}
+    assert synced and synced <= opened_before, log
+
+
+def test_the_syncfs_calls_of_an_async_statement_leave_the_event_loop_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like every store request under asyncio, the syncs run on sa_djblob's thread pool."""
+    pytest.importorskip("aiosqlite")
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    _need_syncfs(tmp_path)
+    threads: list[int] = []
+    real = file_store._syncfs
+
+    def syncfs(fd: int) -> None:
+        threads.append(threading.get_ident())
+        real(fd)
+
+    monkeypatch.setattr(file_store, "_syncfs", syncfs)
+    djb.config["stores"] = {"local": {"protocol": "file", "location": str(tmp_path / "store")}}
+
+    async def scenario() -> int:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+        djb.install(engine)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(Base.metadata.create_all)
+            async with engine.begin() as conn:
+                await conn.execute(sa.insert(Rec.__table__), _rows(file_store._SYNCFS_FROM + 2))
+        finally:
+            djb.uninstall(engine)
+            await engine.dispose()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert len(threads) == 2 and loop_thread not in threads, threads
+
+
+def test_an_interrupt_while_choosing_how_to_sync_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(watched: Any, folders: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(file_store, "_syncfs_fds", interrupted)
+    monkeypatch.setattr(file_store, "_syncfs_trusted", lambda: True)
+    top = tmp_path / "s"
+    store = FileStore("local", location=str(top))
+    with pytest.raises(KeyboardInterrupt), store.durable_batch():
+        for i in range(file_store._SYNCFS_FROM):
+            store.put(PurePosixPath(top / "x" / f"p{i}"), b"data %d" % i)
+    assert [p for p in top.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("n", [1, 3, file_store._SYNCFS_FROM])
+def test_folders_made_again_after_another_processs_cleanup_are_made_durable_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
+    """A writer remembers the folders whose entries it made durable. A sweep in another
+    process removes an emptied folder; the writer's next payload there makes it again, and
+    its entry and its parent's must be made durable again, not trusted from memory."""
+    top = tmp_path / "store"
+    writer = FileStore("local", location=str(top))  # a long-running application
+    sweeper = FileStore("local", location=str(top))  # `sa-djblob sweep` from cron
+    folder = top / "main" / "ab" / "cd"
+    with writer.durable_batch():
+        writer.put(PurePosixPath(folder / "old"), b"orphan")
+    sweeper.remove(PurePosixPath(folder / "old"))
+    sweeper.cleanup(PurePosixPath(top / "main"))
+    assert not (top / "main" / "ab").exists()
+    synced: list[str] = []
+    real_fsync, real_syncfs = os.fsync, file_store._syncfs
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def syncfs(fd: int) -> None:
+        synced.append("syncfs")
+        real_syncfs(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(file_store, "_syncfs", syncfs)
+    with writer.durable_batch():
+        for i in range(n):
+            writer.put(PurePosixPath(folder / f"new{i}"), b"payload %d" % i)
+    assert folder.is_dir()
+    if "syncfs" in synced:
+        return  # (the whole file system, new folders included)
+    assert str(top / "main" / "ab") in synced, synced  # holds the entry of cd
+    assert str(top / "main") in synced, synced  # holds the entry of ab

@@ -58,6 +58,31 @@ class _Batch:
         self.written: list[tuple[Path, Path]] = []
         self.synced: set[Path] = set()  # temporary files already fsynced
         self._lock = threading.Lock()  # uploads run on several threads
+        # A folder of each file system written to, opened before the batch's first file
+        # there, by device. syncfs(2) on it reports every write-back error of that file
+        # system since it was opened; a descriptor opened later would miss an error that
+        # another caller's sync (another process's `sync -f`, background write-back) has
+        # already been told of, and the batch's payloads would be trusted.
+        self.watched: dict[int, int] = {}
+        self.unwatched = False  # a folder could not be watched: fsyncs for this batch
+
+    def watch(self, folder: Path) -> None:
+        """Before a file is written into *folder*: keep its file system's folder open."""
+        if self.unwatched or _libc_syncfs() is None:
+            return
+        try:
+            dev = os.stat(folder).st_dev
+            with self._lock:
+                if dev not in self.watched:
+                    self.watched[dev] = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            self.unwatched = True
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self.watched = list(self.watched.values()), {}
+        for fd in fds:
+            os.close(fd)
 
     def add(self, tmp: Path, dest: Path, synced: bool) -> None:
         with self._lock:
@@ -118,10 +143,17 @@ class FileStore(Store):
 
     def _write_atomic(self, path: PurePosixPath, write: Callable[[BinaryIO], None]) -> None:
         dest = Path(path)
+        batch = _batches.get().get(id(self)) if self.fsync else None
         for attempt in range(_MKDIR_RETRIES):
             tmp = dest.with_name(temp_name(dest.name))
             try:
+                if self.fsync and not dest.parent.is_dir():
+                    # made now (again, maybe, after another process's cleanup() removed
+                    # it): its own entry and its parents' are to be made durable again
+                    self._forget(dest.parent)
                 dest.parent.mkdir(parents=True, exist_ok=True)
+                if batch is not None:
+                    batch.watch(dest.parent)
                 f = open(tmp, "xb")  # noqa: SIM115 - closed below
             except (FileNotFoundError, FileExistsError):
                 # a concurrent cleanup() removed the folder (mkdir(exist_ok=True) reports
@@ -132,7 +164,6 @@ class FileStore(Store):
             except OSError as exc:
                 raise self._error("write", path, exc) from None
             break
-        batch = _batches.get().get(id(self)) if self.fsync else None
         try:
             with f:
                 write(f)
@@ -154,6 +185,17 @@ class FileStore(Store):
                 self._sync_folders(dest.parent)
             except OSError as exc:
                 raise self._error("sync the folder of", path, exc) from None
+
+    def _forget(self, folder: Path) -> None:
+        """*folder* and its parents up to the location are no longer known to be durable."""
+        top = os.path.abspath(self.location or ".")
+        d = os.path.abspath(folder)
+        while True:
+            self._durable.discard(d)
+            parent = os.path.dirname(d)
+            if d == top or parent == d or os.path.commonpath((d, top)) != top:
+                return
+            d = parent
 
     def _sync_folders(self, folder: Path) -> None:
         """Make the new entry in *folder*, and its own entries up to ``location``, durable."""
@@ -200,28 +242,37 @@ class FileStore(Store):
         batch = _Batch()
         token = _batches.set({**_batches.get(), id(self): batch})
         try:
-            yield
-        except BaseException:
+            try:
+                yield
+            except BaseException:
+                _batches.reset(token)
+                for tmp, _ in batch.written:
+                    _discard(tmp)
+                raise
             _batches.reset(token)
-            for tmp, _ in batch.written:
-                _discard(tmp)
-            raise
-        _batches.reset(token)
-        self._make_durable(batch.written, batch.synced)
+            self._make_durable(batch)
+        finally:
+            batch.close()
 
-    def _make_durable(self, written: list[tuple[Path, Path]], synced: set[Path]) -> None:
+    def _make_durable(self, batch: _Batch) -> None:
         """Sync every file's data, rename each into place, then sync their folders.
 
         Many files on a file system whose ``syncfs`` can be trusted: one ``syncfs`` for
         the data, one for the renames (Linux waits for both to reach stable storage, the
         guarantee of an fsync of every file and folder). Otherwise each step's fsyncs are
         issued concurrently, so they share journal commits."""
+        written, synced = batch.written, batch.synced
         if not written:
             return
-        if len(written) >= _SYNCFS_FROM:
-            devices = _syncfs_devices(dest.parent for _, dest in written)
-            if devices is not None:
-                self._make_durable_by_syncfs(written, devices)
+        if len(written) >= _SYNCFS_FROM and not batch.unwatched and _syncfs_trusted():
+            try:
+                fds = _syncfs_fds(batch.watched, (dest.parent for _, dest in written))
+            except BaseException:
+                for tmp, _ in written:
+                    _discard(tmp)
+                raise
+            if fds is not None:
+                self._make_durable_by_syncfs(written, fds)
                 return
         done = 0
         try:
@@ -244,12 +295,12 @@ class FileStore(Store):
         self._durable.update(made)
 
     def _make_durable_by_syncfs(
-        self, written: list[tuple[Path, Path]], devices: dict[int, str]
+        self, written: list[tuple[Path, Path]], fds: dict[int, int]
     ) -> None:
+        """*fds*: the batch's watched folder of each file system its files are on."""
         done = 0
         try:
-            for folder in devices.values():
-                _syncfs(folder)  # the files' data, under their temporary names
+            run_all(_syncfs, list(fds.values()))  # the files' data, under their temporary names
             for tmp, dest in written:
                 os.replace(tmp, dest)
                 done += 1
@@ -264,9 +315,8 @@ class FileStore(Store):
         try:
             # the renames and new folders; a folder's parent outside these file systems
             # (the location's, once) is fsynced
-            others = [d for d in sync if _device(d) not in devices]
-            for folder in devices.values():
-                _syncfs(folder)
+            others = [d for d in sync if _device(d) not in fds]
+            run_all(_syncfs, list(fds.values()))
             run_all(_sync_dir, others)
         except OSError as exc:
             raise self._error("sync the folders of", written[0][1].parent, exc) from None
@@ -489,34 +539,44 @@ def _device(folder: str | Path) -> int:
     return os.stat(folder).st_dev
 
 
-def _syncfs_devices(folders: Iterable[Path]) -> dict[int, str] | None:
-    """One folder on each file system that holds *folders*, by device; None unless every
-    one of them is known to honour ``syncfs`` (then fsyncs are used)."""
-    if _libc_syncfs() is None:
-        return None
-    devices: dict[int, str] = {}
+def _syncfs_fds(watched: Mapping[int, int], folders: Iterable[Path]) -> dict[int, int] | None:
+    """The batch's watched descriptor of each file system that holds *folders*, by device;
+    None unless each of them was watched and is of a type known to honour ``syncfs``
+    (then fsyncs are used)."""
+    mounts = _mounts()
+    fds: dict[int, int] = {}
     for folder in {os.fspath(f) for f in folders}:
         dev = _device(folder)
-        if dev not in devices:
-            if _mounts().get(dev) not in _SYNCFS_FILE_SYSTEMS:
+        if dev not in fds:
+            if dev not in watched or mounts.get(dev) not in _SYNCFS_FILE_SYSTEMS:
                 return None
-            devices[dev] = folder
-    return devices
+            fds[dev] = watched[dev]
+    return fds
 
 
-def _syncfs(folder: str) -> None:
-    """``syncfs(2)`` of the file system holding *folder*: on Linux it returns once all of
-    that file system's dirty data and metadata are on stable storage (and, since 5.8,
-    reports a write-back error that happened meanwhile)."""
+@functools.cache
+def _syncfs_trusted() -> bool:
+    """Whether ``syncfs(2)`` is there and reports write-back errors (Linux 5.8 and
+    later; earlier kernels returned 0 whatever happened)."""
+    if _libc_syncfs() is None:
+        return False
+    release = os.uname().release
+    try:
+        major, minor = (int(x) for x in release.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 8)
+
+
+def _syncfs(fd: int) -> None:
+    """``syncfs(2)`` of the file system of the open folder *fd*: on Linux it returns once
+    all of that file system's dirty data and metadata are on stable storage, and reports a
+    write-back error that happened since *fd* was opened."""
     syncfs = _libc_syncfs()
     assert syncfs is not None
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        if syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), folder)
-    finally:
-        os.close(fd)
+    if syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def _sync_file(path: Path) -> None:
