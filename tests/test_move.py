@@ -3,6 +3,7 @@ column is switched, without a committed row ever referencing a missing payload."
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
 
@@ -453,3 +454,37 @@ def test_rows_written_while_values_move_into_or_out_of_the_row_end_up_converted(
             assert got[i] is None, i
         else:
             np.testing.assert_array_equal(got[i], row["trace"])
+
+
+@pytest.mark.backends("mysql", "postgresql")
+def test_a_sweep_of_the_source_never_deletes_a_payload_the_move_is_copying(
+    engine: sa.Engine, stores: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the move's read of a batch and its copy of a payload, a writer replaces the
+    last row that used it and a sweep of the source runs: the sweep skips the batch's rows
+    (the move holds them as a writer does) instead of deleting the payload under the copy."""
+    from sa_djblob._externals import move as mv
+
+    djb.install(engine)
+    old = model("a")
+    old.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(old), [{"id": 1, "trace": value(1)}, {"id": 2, "trace": value(2)}])
+    swept: list[Any] = []
+    real = mv._Mover._ensure
+
+    def ensure(self: Any, item: Any) -> int:
+        if not swept:  # once: the application moves on while the batch is being copied
+            with engine.begin() as conn:
+                conn.execute(sa.update(old).values(trace=value(99)))
+            swept.append(
+                djb.externals(engine)["a"].sweep(grace=datetime.timedelta(0), progress=False)
+            )
+        return int(real(self, item))
+
+    monkeypatch.setattr(mv._Mover, "_ensure", ensure)
+    report = djb.move(engine, old.c.trace, to_store="b", batch=16)
+    assert report.values >= 1
+    with engine.connect() as conn:
+        got = conn.execute(sa.select(model("b").c.trace)).scalars().all()
+    assert all(np.array_equal(v, value(99)) for v in got)

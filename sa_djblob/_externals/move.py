@@ -10,9 +10,10 @@ Store to store (the key is the same in both stores: they must use one ``hash`` s
 
 1. copy, one transaction per batch of distinct keys (keyset-paged): claim the
    destination's externals rows as a writer does (insert if missing, ``FOR SHARE``), so no
-   sweep of the destination deletes them meanwhile; copy each payload that is missing or
-   of the wrong size there, reading the source verified against its key and reading the
-   copy back verified against its key (never an ETag); commit;
+   sweep of the destination deletes them meanwhile, and lock the source's rows of the batch
+   ``FOR SHARE`` too, so no sweep of the source deletes a payload being read; copy each
+   payload that is missing or of the wrong size there, reading the source verified against
+   its key and reading the copy back verified against its key (never an ETag); commit;
 2. switch: copy the keys written since (same as 1, only keys without a destination row),
    then swap the column's foreign key and its DataJoint comment in ONE statement
    (MySQL/MariaDB: one ``ALTER TABLE``; PostgreSQL: one transaction). The database checks
@@ -485,7 +486,10 @@ class _Mover:
         try:
             while True:
                 q = base if last is None else base.where(a.c.hash > last)
-                q = q.order_by(a.c.hash).limit(self.batch)
+                # The source rows locked as a writer locks the rows it uses: a sweep of the
+                # source skips them until the batch is copied (a row whose last reference
+                # a writer replaced meanwhile would otherwise be swept under the copy).
+                q = self.support.lock_shared(q.order_by(a.c.hash).limit(self.batch))
 
                 def one(c: Connection, q: Any = q) -> Sequence[Any]:
                     rows = self.x(c, q).all()
