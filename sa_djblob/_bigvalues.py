@@ -31,7 +31,7 @@ from ._blobheader import Header, NeedMore, parse_frame, parse_header
 from ._codec import _COMPLEX_PARTS, _MAX_NDIM, _READ_DTYPES, _WRITE_IDS, DJ0, MYM
 from ._config import config
 from ._exceptions import BlobFormatError, IntegrityError, StoreError
-from ._layout import new_hasher
+from ._layout import FIRST_CHUNK, new_hasher
 
 __all__ = ["STREAM_ABOVE", "Packed", "Unpacked", "pack_parts", "read_value"]
 
@@ -40,8 +40,6 @@ STREAM_ABOVE = 1 << 20
 #: the largest piece copied at once (a piece of an array that is not Fortran-contiguous,
 #: a decompressed piece, a read)
 PIECE = 8 << 20
-#: the first read of a payload (most are smaller: they are spared a 1 MiB buffer)
-_FIRST_READ = 64 << 10
 #: the largest piece decompressed at once (copied into the result, then let go)
 INFLATE_PIECE = 1 << 20
 _U64 = struct.Struct("<Q")
@@ -434,7 +432,7 @@ def read_value(
     v = _Verifier(f, key, algorithm, corrupt)
     # Most payloads are small: a first read of 64 KiB spares them a 1 MiB buffer each
     # (a short read means the end of the payload).
-    first = min(_FIRST_READ, STREAM_ABOVE)
+    first = min(FIRST_CHUNK, STREAM_ABOVE)
     head = v.read(first)
     if len(head) == first < STREAM_ABOVE:
         head += v.read(STREAM_ABOVE - first)

@@ -17,16 +17,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import Database
+from helpers.aio import async_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import sa_djblob as djb
 from sa_djblob._fetch import filepath_object
-
-ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "mysql": "mysql+asyncmy",
-    "postgresql": "postgresql+psycopg_async",
-}
 
 DELAY = 0.3  # one upload
 
@@ -78,7 +73,7 @@ def location() -> str:
 
 
 def _engine(database: Database) -> AsyncEngine:
-    engine = create_async_engine(database.url.set(drivername=ASYNC_DRIVERS[database.backend]))
+    engine = create_async_engine(async_url(database))
     djb.install(engine)
     return engine
 

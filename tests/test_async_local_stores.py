@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import sqlalchemy as sa
+from helpers.aio import Heartbeat
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import sa_djblob as djb
@@ -39,29 +40,6 @@ class SlowLocalStore(djb.MemoryStore):
     def get(self, path: PurePosixPath) -> bytes:
         self._slow("get")
         return super().get(path)
-
-
-class Heartbeat:
-    def __init__(self) -> None:
-        self.gap = 0.0
-        self._stop = asyncio.Event()
-
-    async def _run(self) -> None:
-        last = time.perf_counter()
-        while not self._stop.is_set():
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            self.gap = max(self.gap, now - last)
-            last = now
-
-    async def __aenter__(self) -> Heartbeat:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.sleep(0.01)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        await self._task
 
 
 def test_local_store_reads_leave_the_event_loop_free(database: Any) -> None:

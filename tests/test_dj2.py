@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import Database
+from helpers.aio import async_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sa_djblob as djb
@@ -205,13 +206,6 @@ def test_alembic_renders_dj2_columns_as_importable_source(typ: Any, source: str)
     assert type(rebuilt) is type(typ) and rebuilt.store == typ.store
 
 
-ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "mysql": "mysql+asyncmy",
-    "postgresql": "postgresql+psycopg_async",
-}
-
-
 def test_async_engine_writes_and_reads_dj2_values(database: Database, store: Path) -> None:
     import asyncio
 
@@ -220,7 +214,7 @@ def test_async_engine_writes_and_reads_dj2_values(database: Database, store: Pat
     arr = np.arange(30, dtype=np.int16).reshape(10, 3)
 
     async def scenario() -> None:
-        engine = create_async_engine(database.url.set(drivername=ASYNC_DRIVERS[database.backend]))
+        engine = create_async_engine(async_url(database))
         djb.install(engine)
         md = sa.MetaData()
         t = sa.Table(

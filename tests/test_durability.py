@@ -198,6 +198,18 @@ def sends(local_engine: sa.Engine, events: Events) -> Iterator[None]:
 
 
 @pytest.fixture
+def record_renames(events: Events, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each os.replace as ("rename", <destination>, <inode>) in *events*, in call order."""
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        real_replace(src, dst)
+        events.append(("rename", os.fspath(dst), os.stat(dst).st_ino))
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.fixture
 def fsyncs_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """The group commit of a file system not known to honour syncfs (a FUSE mount, NFS):
     concurrent fsyncs of every file and folder."""
@@ -237,17 +249,10 @@ def test_every_payload_of_a_multirow_statement_is_durable_before_the_statement_i
     tmp_path: Path,
     events: Events,
     sends: None,
+    record_renames: None,
     fsyncs_only: None,
-    monkeypatch: pytest.MonkeyPatch,
     form: str,
 ) -> None:
-    real_replace = os.replace
-
-    def replace(src: Any, dst: Any) -> None:
-        real_replace(src, dst)
-        events.append(("rename", os.fspath(dst), os.stat(dst).st_ino))
-
-    monkeypatch.setattr(os, "replace", replace)
     root = tmp_path / "store"
     events.clear()
     if form == "executemany":
@@ -287,19 +292,12 @@ def test_a_large_statement_is_made_durable_by_two_syncfs_calls_before_it_is_sent
     tmp_path: Path,
     sends: None,
     syncfs_calls: Events,
-    monkeypatch: pytest.MonkeyPatch,
+    record_renames: None,
     form: str,
 ) -> None:
     """On ext4/xfs/btrfs (this machine's tmp_path): the data of all the temporary files by
     one syncfs, the renames, then the renames and new folders by a second; no fsyncs."""
     events = syncfs_calls
-    real_replace = os.replace
-
-    def replace(src: Any, dst: Any) -> None:
-        real_replace(src, dst)
-        events.append(("rename", os.fspath(dst), os.stat(dst).st_ino))
-
-    monkeypatch.setattr(os, "replace", replace)
     events.clear()
     n = file_store._SYNCFS_FROM + 4
     if form == "executemany":

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Dialect
 from .._area import resolve_schema
 from .._exceptions import NotInstalledError, SaDjblobError, StoreError
 from .._externals.write import _require_transaction, _table_exists, current_statement
-from .._pool import call, run_all
+from .._pool import call, run_all, serial_for
 from ..stores import Store, get_store
 from .claims import claim, claims_table
 from .layout import Pointer, dj2_hash, hash_path, object_key
@@ -33,7 +33,6 @@ from .layout import Pointer, dj2_hash, hash_path, object_key
 __all__ = ["bind_hashed", "bind_object", "statement_schema"]
 
 _KEY = "sa_djblob.dj2"
-_PARALLEL_BYTES = 4 << 20
 
 
 @dataclass
@@ -75,9 +74,7 @@ class Flush:
                     ) from exc
                 raise
         items = list(self.objects.values())
-        serial = not any(o.store.is_remote for o in items) and (
-            sum(len(o.data) for o in items) < _PARALLEL_BYTES
-        )
+        serial = serial_for(any(o.store.is_remote for o in items), sum(len(o.data) for o in items))
         present = run_all(_present, items, serial=serial)
         missing = [o for o, ok in zip(items, present, strict=True) if not ok]
         try:

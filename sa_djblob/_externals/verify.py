@@ -15,7 +15,7 @@ from .._area import Area
 from .._exceptions import MissingPayloadError, SaDjblobError
 from .._kinds import Kind
 from .._layout import attachment_prefix, hash_stream
-from .._pool import run_all
+from .._pool import run_all, serial_for
 from .._util import chunks as _chunks
 from ..stores import Store
 from .progress import Bar
@@ -27,9 +27,6 @@ if TYPE_CHECKING:
     from .maintenance import ExternalTable
 
 __all__ = ["verify"]
-
-#: a page's payloads are checked on the thread pool when they add up to this much or more
-_PARALLEL_BYTES = 4 << 20
 
 
 def _check(
@@ -121,9 +118,7 @@ def _verify_rows(
             continue
         items.append((row[0], path, args))
     for part in _chunks(items, chunk):
-        # Local stores answer in microseconds: threads pay off only for large payloads
-        # (20,000 files of 1 KB: 35 us each on the pool, 12 us in the caller).
-        serial = not store.is_remote and sum(int(it[2][2] or 0) for it in part) < _PARALLEL_BYTES
+        serial = serial_for(store.is_remote, sum(int(it[2][2] or 0) for it in part))
         results = run_all(
             lambda it: _check(store, it[2][0], it[2][1], it[1], int(it[2][2])), part, serial=serial
         )

@@ -40,7 +40,7 @@ from .._dialects import dialect_support
 from .._dialects.base import INTERNAL
 from .._exceptions import NotInstalledError, SaDjblobError, StoreError, TransactionRequiredError
 from .._kinds import Kind, Payload
-from .._pool import call, run_all
+from .._pool import call, run_all, serial_for
 from .._sa_internals import dml_statement
 from .._util import chunks as _chunks
 from ..stores import Store, get_store
@@ -63,7 +63,6 @@ log = logging.getLogger("sa_djblob")
 
 _BATCH = 500
 _CLAIM_ATTEMPTS = 50
-_PARALLEL_BYTES = 4 << 20
 
 
 @dataclass
@@ -232,10 +231,7 @@ def claim_rows(
 
 
 def _serial(items: list[tuple[Area, Payload]]) -> bool:
-    """Local stores answer in microseconds: threads only pay off for large payloads."""
-    if any(area.store.is_remote for area, _ in items):
-        return False
-    return sum(p.size for _, p in items) < _PARALLEL_BYTES
+    return serial_for(any(area.store.is_remote for area, _ in items), sum(p.size for _, p in items))
 
 
 def _present(item: tuple[Area, Payload]) -> bool:

@@ -68,7 +68,7 @@ class _Batch:
 
     def watch(self, folder: Path) -> None:
         """Before a file is written into *folder*: keep its file system's folder open."""
-        if self.unwatched or _libc_syncfs() is None:
+        if self.unwatched or not _syncfs_trusted():
             return
         try:
             dev = os.stat(folder).st_dev
@@ -261,63 +261,36 @@ class FileStore(Store):
         the data, one for the renames (Linux waits for both to reach stable storage, the
         guarantee of an fsync of every file and folder). Otherwise each step's fsyncs are
         issued concurrently, so they share journal commits."""
-        written, synced = batch.written, batch.synced
+        written = batch.written
         if not written:
             return
-        if len(written) >= _SYNCFS_FROM and not batch.unwatched and _syncfs_trusted():
-            try:
+        done = 0
+        try:
+            fds = None
+            if len(written) >= _SYNCFS_FROM and not batch.unwatched:
                 fds = _syncfs_fds(batch.watched, (dest.parent for _, dest in written))
-            except BaseException:
-                for tmp, _ in written:
-                    _discard(tmp)
-                raise
+            if fds is None:
+                run_all(_sync_file, [tmp for tmp, _ in written if tmp not in batch.synced])
+            else:
+                run_all(_syncfs, list(fds.values()))  # the data, under the temporary names
+            for tmp, dest in written:
+                os.replace(tmp, dest)
+                done += 1
+        except BaseException as exc:
+            for tmp, _ in written[done:]:
+                _discard(tmp)
+            if isinstance(exc, OSError):
+                what = f"{len(written) - done} payload(s) such as"
+                raise self._error(f"write {what}", written[done][1], exc) from None
+            raise
+        sync, made = self._folders_to_sync(dest.parent for _, dest in written)
+        try:
             if fds is not None:
-                self._make_durable_by_syncfs(written, fds)
-                return
-        done = 0
-        try:
-            run_all(_sync_file, [tmp for tmp, _ in written if tmp not in synced])
-            for tmp, dest in written:
-                os.replace(tmp, dest)
-                done += 1
-        except BaseException as exc:
-            for tmp, _ in written[done:]:
-                _discard(tmp)
-            if isinstance(exc, OSError):
-                what = f"{len(written) - done} payload(s) such as"
-                raise self._error(f"write {what}", written[done][1], exc) from None
-            raise
-        sync, made = self._folders_to_sync(dest.parent for _, dest in written)
-        try:
+                # the renames and new folders; a folder's parent outside these file
+                # systems (the location's, once) is fsynced
+                run_all(_syncfs, list(fds.values()))
+                sync = [d for d in sync if _device(d) not in fds]
             run_all(_sync_dir, sync)
-        except OSError as exc:
-            raise self._error("sync the folders of", written[0][1].parent, exc) from None
-        self._durable.update(made)
-
-    def _make_durable_by_syncfs(
-        self, written: list[tuple[Path, Path]], fds: dict[int, int]
-    ) -> None:
-        """*fds*: the batch's watched folder of each file system its files are on."""
-        done = 0
-        try:
-            run_all(_syncfs, list(fds.values()))  # the files' data, under their temporary names
-            for tmp, dest in written:
-                os.replace(tmp, dest)
-                done += 1
-        except BaseException as exc:
-            for tmp, _ in written[done:]:
-                _discard(tmp)
-            if isinstance(exc, OSError):
-                what = f"{len(written) - done} payload(s) such as"
-                raise self._error(f"write {what}", written[done][1], exc) from None
-            raise
-        sync, made = self._folders_to_sync(dest.parent for _, dest in written)
-        try:
-            # the renames and new folders; a folder's parent outside these file systems
-            # (the location's, once) is fsynced
-            others = [d for d in sync if _device(d) not in fds]
-            run_all(_syncfs, list(fds.values()))
-            run_all(_sync_dir, others)
         except OSError as exc:
             raise self._error("sync the folders of", written[0][1].parent, exc) from None
         self._durable.update(made)
@@ -541,8 +514,8 @@ def _device(folder: str | Path) -> int:
 
 def _syncfs_fds(watched: Mapping[int, int], folders: Iterable[Path]) -> dict[int, int] | None:
     """The batch's watched descriptor of each file system that holds *folders*, by device;
-    None unless each of them was watched and is of a type known to honour ``syncfs``
-    (then fsyncs are used)."""
+    None unless each of them was watched (so ``syncfs`` reports errors there: Linux 5.8+)
+    and is of a type known to honour ``syncfs`` (then fsyncs are used)."""
     mounts = _mounts()
     fds: dict[int, int] = {}
     for folder in {os.fspath(f) for f in folders}:
