@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 from ._dialects import dialect_support
 from ._dialects.base import INTERNAL
 from ._exceptions import MissingPayloadError, SaDjblobError, StoreError
-from ._layout import OWNER_FOLDER, object_path
+from ._layout import OWNER_FOLDER, object_name, object_path
 from ._pool import call
 from .stores import Store
 
@@ -72,6 +72,13 @@ class Area:
             attachment_name,
             store.subfolding,
             protocol=store.protocol,
+        )
+
+    def object_name(self, key: uuid.UUID) -> str:
+        """:meth:`path` of a blob as a string (built faster: see ``_layout.object_name``)."""
+        store = self.store
+        return object_name(
+            store.location, self.schema, key, None, store.subfolding, protocol=store.protocol
         )
 
     @property

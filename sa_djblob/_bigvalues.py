@@ -378,12 +378,16 @@ class _Verifier:
     def read(self, n: int) -> bytes:
         out = []
         left = n
+        # a buffered file returns less than asked only at its end: no second read
+        whole = isinstance(self.f, io.BufferedIOBase)
         while left > 0:
             chunk = self.f.read(left)
             if not chunk:
                 break
             out.append(chunk)
             left -= len(chunk)
+            if whole:
+                break
         data = out[0] if len(out) == 1 else b"".join(out)
         self.h.update(data)
         self.size += len(data)
@@ -412,7 +416,7 @@ class _Verifier:
             pass
 
     def check(self) -> None:
-        if uuid.UUID(bytes=self.h.digest()[:16]) != self.key:
+        if self.h.digest()[:16] != self.key.bytes:
             raise IntegrityError(self.corrupt())
 
 

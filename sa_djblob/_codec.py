@@ -1498,14 +1498,13 @@ def unpack(
     the caller. A 0-d numeric, bool, complex or datetime64 array reads back as the numpy
     scalar of its dtype (``np.float64(3.0)``), as in DataJoint 0.14.
     """
-    if max_size is None:
-        max_size = int(config["max_blob_size"])
-    if max_depth is None:
-        max_depth = int(config["max_depth"])
-    if max_expansion is None:
-        max_expansion = int(config["max_expansion"])
-    if legacy_u32 is None:
-        legacy_u32 = bool(config["legacy_u32"])
+    size_, depth_, expansion_, u32_ = config._get_many(
+        "max_blob_size", "max_depth", "max_expansion", "legacy_u32"
+    )
+    max_size = int(size_ if max_size is None else max_size)
+    max_depth = int(depth_ if max_depth is None else max_depth)
+    max_expansion = int(expansion_ if max_expansion is None else max_expansion)
+    legacy_u32 = bool(u32_ if legacy_u32 is None else legacy_u32)
     if isinstance(data, bytes):
         buf = data
     elif isinstance(data, bytearray | memoryview):

@@ -158,6 +158,13 @@ class Config(MutableMapping[str, Any]):
             return overrides[key]
         return self._data[key]
 
+    def _get_many(self, *keys: str) -> tuple[Any, ...]:
+        """Several settings with one look-up of the overrides (``unpack`` per value)."""
+        self._ensure_env()
+        overrides = self._overrides.get()
+        data = self._data
+        return tuple(overrides[k] if k in overrides else data[k] for k in keys)
+
     def __setitem__(self, key: str, value: Any) -> None:
         self._ensure_env()
         value = _validate(key, value)

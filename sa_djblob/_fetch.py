@@ -29,7 +29,7 @@ from ._exceptions import (
 from ._layout import attachment_prefix, content_hash, copy_hashed, file_matches
 from ._pool import call
 from ._util import discard as _unlink
-from .stores import Store, get_cache
+from .stores import FileStore, Store, get_cache
 
 if TYPE_CHECKING:
     from ._area import Area
@@ -68,18 +68,25 @@ def fetch_blob(area: Area, key: uuid.UUID) -> bytes | Unpacked:
     straight into its final buffer (:class:`Unpacked`), anything else as its bytes. A
     remote store's payload is copied into the cache first (verified), then read from it."""
     store = area.store
-    path = area.path(key)
+    cache = get_cache() if store.is_remote else None
+    # a file store opens the name as it is: a path object per row cost as much as a
+    # small file's read
+    name = area.object_name(key) if isinstance(store, FileStore) and cache is None else None
+    path = area.path(key) if name is None else None
 
     def corrupt() -> str:
         return (
-            f"payload {key} in store {store.name!r} at {path} does not match its hash"
-            f" ({store.hash}): it was changed or corrupted"
+            f"payload {key} in store {store.name!r} at {name or path} does not match its"
+            f" hash ({store.hash}): it was changed or corrupted"
         )
 
     def read(f: BinaryIO, size: Callable[[], int | None]) -> bytes | Unpacked:
         return read_value(f, key, store.hash, corrupt, size)
 
-    cache = get_cache() if store.is_remote else None
+    if name is not None and isinstance(store, FileStore):
+        with call(store.open, name) as f:
+            return read(f, lambda: _size(f) or store.size(name))
+    assert path is not None
     if cache is None:
         with call(store.open, path) as f:
             return read(f, lambda: _size(f) or store.size(path))

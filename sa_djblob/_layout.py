@@ -22,6 +22,7 @@ __all__ = [
     "file_matches",
     "hash_stream",
     "new_hasher",
+    "object_name",
     "object_path",
     "parse_payload_name",
     "reserved_path",
@@ -175,11 +176,33 @@ def object_path(
     object itself: for ``file`` a file system path, for ``s3`` the object key DataJoint
     reads and writes (no leading ``/``, so it is also ``S3Store.key`` of itself).
     """
-    name = key.hex
-    if attachment_name is not None:
-        name = f"{name}.{attachment_name}"
-    folds = subfold(key.hex, subfolding)
-    return _area_root(location, schema, protocol).joinpath(*folds, name)
+    return PurePosixPath(
+        object_name(location, schema, key, attachment_name, subfolding, protocol=protocol)
+    )
+
+
+def object_name(
+    location: str,
+    schema: str,
+    key: uuid.UUID,
+    attachment_name: str | None = None,
+    subfolding: Sequence[int] = (2, 2),
+    *,
+    protocol: str = "file",
+) -> str:
+    """:func:`object_path` as a string, joined without parsing: the read path of a local
+    store opens one per row, and building the path object cost as much as a small read."""
+    h = key.hex
+    name = h if attachment_name is None else f"{h}.{attachment_name}"
+    return _area_prefix(location, schema, protocol) + "/".join((*subfold(h, subfolding), name))
+
+
+@functools.lru_cache(maxsize=1024)
+def _area_prefix(location: str, schema: str, protocol: str) -> str:
+    """``<root>/<schema>/`` as :func:`object_path` prints it: ``""`` for ``.``, and no
+    second ``/`` after the file system root."""
+    root = str(_area_root(location, schema, protocol))
+    return "" if root == "." else root if root.endswith("/") else root + "/"
 
 
 @functools.lru_cache(maxsize=1024)

@@ -213,7 +213,7 @@ def record_renames(events: Events, monkeypatch: pytest.MonkeyPatch) -> None:
 def fsyncs_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """The group commit of a file system not known to honour syncfs (a FUSE mount, NFS):
     concurrent fsyncs of every file and folder."""
-    monkeypatch.setattr(file_store, "_syncfs_fds", lambda watched, folders: None)
+    monkeypatch.setattr(file_store, "_syncfs_fds", lambda watched, folders, devices=None: None)
 
 
 def _need_syncfs(folder: Path) -> None:
@@ -607,7 +607,7 @@ def test_the_syncfs_calls_of_an_async_statement_leave_the_event_loop_free(
 def test_an_interrupt_while_choosing_how_to_sync_leaves_no_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def interrupted(watched: Any, folders: Any) -> None:
+    def interrupted(watched: Any, folders: Any, devices: Any = None) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(file_store, "_syncfs_fds", interrupted)

@@ -14,7 +14,7 @@ import pytest
 from helpers.dj_paths import DATAJOINT
 
 import sa_djblob as djb
-from sa_djblob._layout import object_path, store_root
+from sa_djblob._layout import object_name, object_path, store_root
 from sa_djblob.stores.s3 import S3Store
 
 KEY = uuid.UUID("0123456789abcdef0123456789abcdef")
@@ -31,6 +31,26 @@ def test_object_path_is_datajoints(protocol: str, location: str) -> None:
     if protocol == "s3":  # the display is the key: S3Store.key leaves it alone
         assert S3Store.key(got) == str(got)
         assert not str(got).startswith("/")
+
+
+@pytest.mark.parametrize(("protocol", "location"), sorted(DATAJOINT))
+@pytest.mark.parametrize("subfolding", [(2, 2), (1, 3), (), (5,)])
+@pytest.mark.parametrize("schema", ["main", "lab.v2", "a/b", "", "."])
+def test_object_name_is_the_object_path_as_a_string(
+    protocol: str, location: str, subfolding: tuple[int, ...], schema: str
+) -> None:
+    """The read path of a file store opens ``object_name`` (built without a path object):
+    the same place as ``object_path`` for every root rule, subfolding and schema."""
+    for name in (None, "notes.txt"):
+        for loc in (location, "", ".", "/", "//"):
+            if loc != location and protocol == "s3":
+                continue
+            path = object_path(loc, schema, KEY, name, subfolding, protocol=protocol)
+            got = object_name(loc, schema, KEY, name, subfolding, protocol=protocol)
+            assert got == str(path), (loc, schema)
+        path = object_path(location, schema, KEY, name, subfolding, protocol=protocol)
+        got = object_name(location, schema, KEY, name, subfolding, protocol=protocol)
+        assert got == str(path)
 
 
 def test_positional_signature_and_default_protocol_are_the_file_rules() -> None:

@@ -65,6 +65,7 @@ class _Batch:
         # already been told of, and the batch's payloads would be trusted.
         self.watched: dict[int, int] = {}
         self.unwatched = False  # a folder could not be watched: fsyncs for this batch
+        self.devices: dict[str, int] = {}  # the device of each folder written to
 
     def watch(self, folder: Path) -> None:
         """Before a file is written into *folder*: keep its file system's folder open."""
@@ -73,6 +74,7 @@ class _Batch:
         try:
             dev = os.stat(folder).st_dev
             with self._lock:
+                self.devices[os.fspath(folder)] = dev
                 if dev not in self.watched:
                     self.watched[dev] = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         except OSError:
@@ -138,7 +140,7 @@ class FileStore(Store):
         reason = exc.strerror or str(exc)
         return StoreError(f"store {self.name!r}: cannot {action} {os.fspath(path)}: {reason}")
 
-    def _missing(self, path: PurePosixPath) -> MissingPayloadError:
+    def _missing(self, path: PurePosixPath | str) -> MissingPayloadError:
         return MissingPayloadError(f"store {self.name!r}: payload {path} is missing (no such file)")
 
     def _write_atomic(self, path: PurePosixPath, write: Callable[[BinaryIO], None]) -> None:
@@ -147,11 +149,7 @@ class FileStore(Store):
         for attempt in range(_MKDIR_RETRIES):
             tmp = dest.with_name(temp_name(dest.name))
             try:
-                if self.fsync and not dest.parent.is_dir():
-                    # made now (again, maybe, after another process's cleanup() removed
-                    # it): its own entry and its parents' are to be made durable again
-                    self._forget(dest.parent)
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                self._make_folder(dest.parent)
                 if batch is not None:
                     batch.watch(dest.parent)
                 f = open(tmp, "xb")  # noqa: SIM115 - closed below
@@ -186,14 +184,33 @@ class FileStore(Store):
             except OSError as exc:
                 raise self._error("sync the folder of", path, exc) from None
 
+    def _make_folder(self, folder: Path) -> None:
+        """``mkdir -p`` *folder*. With ``fsync``, a folder made now (again, maybe, after
+        another process's cleanup() removed it) and its parents up to the location are to
+        be made durable again. (One ``mkdir`` call for a folder that is there.)"""
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            return  # (a file of that name: opening the payload in it says so)
+        except FileNotFoundError:  # its parent too
+            if self.fsync:
+                self._forget(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            return
+        if self.fsync:
+            self._forget(folder)
+
+    def _top(self) -> str:
+        return os.path.abspath(self.location or ".")
+
     def _forget(self, folder: Path) -> None:
         """*folder* and its parents up to the location are no longer known to be durable."""
-        top = os.path.abspath(self.location or ".")
+        top = self._top()
         d = os.path.abspath(folder)
         while True:
             self._durable.discard(d)
             parent = os.path.dirname(d)
-            if d == top or parent == d or os.path.commonpath((d, top)) != top:
+            if d == top or parent == d or not _inside(d, top):
                 return
             d = parent
 
@@ -213,7 +230,7 @@ class FileStore(Store):
         so before; a folder made by a concurrent writer is synced here too, so this
         write does not rely on that writer finishing first.
         """
-        top = os.path.abspath(self.location or ".")
+        top = self._top()
         sync: dict[str, None] = {}  # ordered and each folder once
         made: dict[str, None] = {}
         for folder in folders:
@@ -225,7 +242,7 @@ class FileStore(Store):
                     break  # the file system root
                 sync[parent] = None
                 made[d] = None
-                if d == top or os.path.commonpath((d, top)) != top:
+                if d == top or not _inside(d, top):
                     break  # reached (or outside of) the location: its parents existed before
                 d = parent
         return list(sync), list(made)
@@ -268,7 +285,9 @@ class FileStore(Store):
         try:
             fds = None
             if len(written) >= _SYNCFS_FROM and not batch.unwatched:
-                fds = _syncfs_fds(batch.watched, (dest.parent for _, dest in written))
+                fds = _syncfs_fds(
+                    batch.watched, (dest.parent for _, dest in written), batch.devices
+                )
             if fds is None:
                 run_all(_sync_file, [tmp for tmp, _ in written if tmp not in batch.synced])
             else:
@@ -289,13 +308,19 @@ class FileStore(Store):
                 # the renames and new folders; a folder's parent outside these file
                 # systems (the location's, once) is fsynced
                 run_all(_syncfs, list(fds.values()))
-                sync = [d for d in sync if _device(d) not in fds]
+                known = {os.path.abspath(f): dev for f, dev in batch.devices.items()}
+
+                def synced(d: str) -> bool:
+                    dev = known.get(d)
+                    return (_device(d) if dev is None else dev) in fds
+
+                sync = [d for d in sync if not synced(d)]
             run_all(_sync_dir, sync)
         except OSError as exc:
             raise self._error("sync the folders of", written[0][1].parent, exc) from None
         self._durable.update(made)
 
-    def _read(self, path: PurePosixPath, action: Callable[[], _T]) -> _T:
+    def _read(self, path: PurePosixPath | str, action: Callable[[], _T]) -> _T:
         try:
             return action()
         except FileNotFoundError:
@@ -339,10 +364,11 @@ class FileStore(Store):
     def get(self, path: PurePosixPath) -> bytes:
         return self._read(path, lambda: _read_file(path))
 
-    def open(self, path: PurePosixPath) -> BinaryIO:
+    def open(self, path: PurePosixPath | str) -> BinaryIO:
+        # (a string too: the read path opens ``Area.object_name``)
         return self._read(path, lambda: open(path, "rb"))
 
-    def size(self, path: PurePosixPath) -> int | None:
+    def size(self, path: PurePosixPath | str) -> int | None:
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -512,14 +538,24 @@ def _device(folder: str | Path) -> int:
     return os.stat(folder).st_dev
 
 
-def _syncfs_fds(watched: Mapping[int, int], folders: Iterable[Path]) -> dict[int, int] | None:
-    """The batch's watched descriptor of each file system that holds *folders*, by device;
-    None unless each of them was watched (so ``syncfs`` reports errors there: Linux 5.8+)
-    and is of a type known to honour ``syncfs`` (then fsyncs are used)."""
+def _inside(path: str, top: str) -> bool:
+    """Whether the absolute normalized *path* is *top* or below it."""
+    return path == top or path.startswith(top if top.endswith(os.sep) else top + os.sep)
+
+
+def _syncfs_fds(
+    watched: Mapping[int, int], folders: Iterable[Path], devices: Mapping[str, int] | None = None
+) -> dict[int, int] | None:
+    """The batch's watched descriptor of each file system that holds *folders*, by device
+    (*devices*: those already known, by folder); None unless each of them was watched (so
+    ``syncfs`` reports errors there: Linux 5.8+) and is of a type known to honour
+    ``syncfs`` (then fsyncs are used)."""
     mounts = _mounts()
     fds: dict[int, int] = {}
     for folder in {os.fspath(f) for f in folders}:
-        dev = _device(folder)
+        dev = devices.get(folder) if devices else None
+        if dev is None:
+            dev = _device(folder)
         if dev not in fds:
             if dev not in watched or mounts.get(dev) not in _SYNCFS_FILE_SYSTEMS:
                 return None
