@@ -378,8 +378,9 @@ class _Verifier:
     def read(self, n: int) -> bytes:
         out = []
         left = n
-        # a buffered file returns less than asked only at its end: no second read
-        whole = isinstance(self.f, io.BufferedIOBase)
+        # these return less than asked only at their end: no second read (another
+        # BufferedIOBase may return less before it, as an interactive stream)
+        whole = isinstance(self.f, io.BufferedReader | io.BytesIO)
         while left > 0:
             chunk = self.f.read(left)
             if not chunk:

@@ -185,20 +185,16 @@ class FileStore(Store):
                 raise self._error("sync the folder of", path, exc) from None
 
     def _make_folder(self, folder: Path) -> None:
-        """``mkdir -p`` *folder*. With ``fsync``, a folder made now (again, maybe, after
-        another process's cleanup() removed it) and its parents up to the location are to
-        be made durable again. (One ``mkdir`` call for a folder that is there.)"""
-        try:
-            os.mkdir(folder)
-        except FileExistsError:
-            return  # (a file of that name: opening the payload in it says so)
-        except FileNotFoundError:  # its parent too
-            if self.fsync:
-                self._forget(folder)
-            folder.mkdir(parents=True, exist_ok=True)
+        """``mkdir -p`` *folder* (one ``stat`` if it is there). With ``fsync``, a folder
+        made now (again, maybe, after another process's cleanup() removed it) and its
+        parents up to the location are to be made durable again: forgotten *before* it
+        is made, so that a writer on another thread that finds it there also finds it
+        not durable."""
+        if os.path.isdir(folder):
             return
         if self.fsync:
             self._forget(folder)
+        folder.mkdir(parents=True, exist_ok=True)
 
     def _top(self) -> str:
         return os.path.abspath(self.location or ".")
