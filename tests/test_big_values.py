@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from helpers.common import Trickle
 
 import sa_djblob as djb
 from sa_djblob import _bigvalues, _codec, _framing
@@ -326,22 +327,6 @@ def test_big_arrays_and_attachment_contents_through_async_session(
     assert path.name == "upload.txt" and path.read_bytes() == b"uploaded bytes\n" * 100
 
 
-class _Trickle(io.RawIOBase):
-    """A stream that returns at most 1,000 bytes a read, as a socket may: not buffered,
-    so a short read is not its end."""
-
-    def __init__(self, data: bytes) -> None:
-        self._f = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        chunk = self._f.read(min(len(b), 1000))
-        b[: len(chunk)] = chunk
-        return len(chunk)
-
-
 class _ShortBuffered(io.BufferedIOBase):
     """A buffered stream that may answer less than asked before its end, as the io
     documentation allows for an interactive one (a store's own stream class)."""
@@ -359,7 +344,7 @@ class _ShortBuffered(io.BufferedIOBase):
         return self.read(n)
 
 
-@pytest.mark.parametrize("stream", [io.BytesIO, _Trickle, _ShortBuffered])
+@pytest.mark.parametrize("stream", [io.BytesIO, Trickle, _ShortBuffered])
 @pytest.mark.parametrize("size", [(64 << 10) - 1, 64 << 10, (64 << 10) + 1, (1 << 20) + 1])
 def test_payloads_around_the_first_read_are_read_whole(size: int, stream: Any) -> None:
     """A payload is first read 64 KiB at a time (small ones are spared a 1 MiB buffer): blobs

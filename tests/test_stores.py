@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+from helpers.common import Trickle
 
 import sa_djblob as djb
 from sa_djblob._exceptions import (
@@ -223,21 +224,8 @@ def test_put_file_and_transfers(store: Store, tmp_path: Path) -> None:
 
 def test_put_file_from_unseekable_stream(store: Store) -> None:
     data = os.urandom(9 * MiB)
-
-    class Pipe(io.RawIOBase):
-        def __init__(self) -> None:
-            self._src = io.BytesIO(data)
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, b: Any) -> int:
-            chunk = self._src.read(min(len(b), 100_000))
-            b[: len(chunk)] = chunk
-            return len(chunk)
-
     p = path_for(store, data)
-    store.put_file(p, io.BufferedReader(Pipe()))
+    store.put_file(p, io.BufferedReader(Trickle(data, 100_000)))
     assert store.get(p) == data
 
 

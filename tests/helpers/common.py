@@ -1,9 +1,10 @@
-"""Helpers shared by the sweep, verify, race, fault and CLI tests, and the ORM models of
-the externals and configuration tests."""
+"""Helpers shared by the sweep, verify, race, fault and CLI tests, the ORM models of
+the externals and configuration tests, and a stream that answers in pieces."""
 
 from __future__ import annotations
 
 import datetime
+import io
 import os
 import signal
 import subprocess
@@ -112,3 +113,20 @@ def kill(proc: subprocess.Popen[str]) -> None:
     for stream in (proc.stdout, proc.stderr):
         if stream:
             stream.close()
+
+
+class Trickle(io.RawIOBase):
+    """An unbuffered stream of *data* that answers at most *piece* bytes a read, as a pipe
+    or a socket may: a short read is not its end."""
+
+    def __init__(self, data: bytes, piece: int = 1000) -> None:
+        self._src = io.BytesIO(data)
+        self._piece = piece
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        chunk = self._src.read(min(len(b), self._piece))
+        b[: len(chunk)] = chunk
+        return len(chunk)
